@@ -1,0 +1,3 @@
+from spinlet.cli.main import main
+
+main()

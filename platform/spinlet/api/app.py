@@ -1,0 +1,69 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from spinlet import __version__
+from spinlet.api import aliases, executions, functions, openapi, runtimes, versions
+from spinlet.api.auth import authenticate
+from spinlet.api.keys import SERVICES, SETTINGS, require_admin
+from spinlet.api.middleware import errors, no_nul
+from spinlet.metrics import CONTENT_TYPE
+from spinlet.node import running_node
+from spinlet.runtime.backend import RuntimeBackend
+from spinlet.settings import Settings
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+@routes.get("/v1")
+async def root(request: web.Request) -> web.Response:
+    return web.json_response({"name": "spinlet", "version": __version__, "api": "v1"})
+
+
+@routes.get("/v1/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    require_admin(request, "reading the node's metrics")
+    node = request.app[SERVICES]
+    stats = node.backend.stats()  # places being made count as starting
+    states = {state: stats.get(state, 0) for state in ("starting", "stem", "busy", "idle")}
+    body = node.metrics.snapshot(
+        containers=states,
+        queue_depth=await node.store.executions.queue_depth(),
+        running=node.runner.running,
+    )
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def create_app(settings: Settings, *, backend: RuntimeBackend | None = None) -> web.Application:
+    """A Spinlet application; the store, backend and services open with the app."""
+    app = web.Application(
+        middlewares=[errors, no_nul, authenticate], client_max_size=settings.max_request_size
+    )
+    app[SETTINGS] = settings
+    for table in (routes, runtimes.routes, functions.routes, executions.routes):
+        app.add_routes(table)
+    app.add_routes(versions.routes)
+    app.add_routes(aliases.routes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with running_node(settings, backend) as node:
+            app[SERVICES] = node
+            yield
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

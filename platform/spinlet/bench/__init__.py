@@ -1,0 +1,1 @@
+"""Benchmarks: measured by `spinlet bench`, never asserted in the test suite."""

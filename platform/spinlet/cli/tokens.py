@@ -1,0 +1,100 @@
+"""`spinlet tokens`: API tokens, made on a node itself (they work on its store directly, so the
+first admin token needs no token)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from spinlet.cli.output import emit, errors, print_json, print_table
+from spinlet.cli.serve import data_dir_option
+from spinlet.domain import DEFAULT_PROJECT, ApiToken, Role
+from spinlet.services.tokens import TokenService
+from spinlet.settings import Settings
+from spinlet.store import Store
+
+_T = TypeVar("_T")
+
+
+def with_tokens(data_dir: Path | None, work: Callable[[TokenService], Awaitable[_T]]) -> _T:
+    settings = Settings.from_env(data_dir=data_dir)
+
+    async def run() -> _T:
+        store = await Store.open(settings.db_url)
+        try:
+            return await work(TokenService(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def token_record(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "project_id": token.project_id,
+        "role": token.role.value,
+        "name": token.name,
+        "prefix": token.prefix,
+        "created_at": token.created_at.isoformat(),
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+    }
+
+
+@click.group()
+def tokens() -> None:
+    """API tokens: each belongs to a project and has a role (run these on a node)."""
+
+
+@tokens.command("create")
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True, help="Made if new.")
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in Role]),
+    default=Role.MEMBER.value,
+    show_default=True,
+)
+@click.option("--name", help="What the token is for.")
+@data_dir_option
+@click.pass_context
+def tokens_create(
+    ctx: click.Context, project: str, role: str, name: str | None, data_dir: Path | None
+) -> None:
+    """Make a token; its secret is printed once (alone on stdout), then only its hash is kept."""
+    token, secret = with_tokens(data_dir, lambda s: s.create(project, Role(role), name))
+    if ctx.obj["json"]:
+        print_json({**token_record(token), "token": secret})
+        return
+    errors.print(
+        f"token {token.id} ({token.role.value} of project {token.project_id!r}); "
+        "send it as the X-Auth-Token header (or SPINLET_TOKEN for the CLI). "
+        "It is not shown again:",
+        highlight=False,
+    )
+    click.echo(secret)
+
+
+@tokens.command("list")
+@click.option("--project", help="Only this project's tokens.")
+@data_dir_option
+@click.pass_context
+def tokens_list(ctx: click.Context, project: str | None, data_dir: Path | None) -> None:
+    """List tokens (their prefixes, never their secrets)."""
+    rows = [token_record(t) for t in with_tokens(data_dir, lambda s: s.list(project))]
+    table = [{**row, "status": "revoked" if row["revoked_at"] else "active"} for row in rows]
+    columns = ["prefix", "project_id", "role", "name", "status"]
+    emit(ctx, rows, lambda: print_table(table, columns, "tokens (revoke by prefix or id)"))
+
+
+@tokens.command("revoke")
+@click.argument("token")
+@data_dir_option
+@click.pass_context
+def tokens_revoke(ctx: click.Context, token: str, data_dir: Path | None) -> None:
+    """Revoke a token, by id or prefix: requests with it fail from now on."""
+    revoked = with_tokens(data_dir, lambda s: s.revoke(token))
+    emit(ctx, token_record(revoked), lambda: click.echo(f"revoked token {revoked.id}"))

@@ -1,0 +1,313 @@
+"""Python SDK for the Spinlet API.
+
+from spinlet.client import Client
+with Client("http://127.0.0.1:7070") as spinlet:
+    fn = spinlet.functions.create("hello", "functions/hello/hello.py")
+    ex = spinlet.executions.create("hello", input={"name": "Ada"})
+    print(ex["result"], spinlet.executions.log(ex["id"]))
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:7070"
+FINAL_STATUSES = ("success", "failed", "error", "cancelled")
+
+
+class ApiError(Exception):
+    """The server answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{message} ({status} {code})")
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json().get("error", {})
+        code, message = error.get("code", "http_error"), error.get("message", response.text)
+    except (ValueError, AttributeError):
+        code, message = "http_error", response.text or response.reason_phrase
+    raise ApiError(response.status_code, code, message)
+
+
+def package_bytes(path: str | Path) -> tuple[bytes, str]:
+    """A package from a .py file, a .zip, or a directory (zipped here)."""
+    path = Path(path)
+    if path.is_dir():
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and "__pycache__" not in file.parts:
+                    archive.write(file, file.relative_to(path).as_posix())
+        return buffer.getvalue(), f"{path.name}.zip"
+    return path.read_bytes(), path.name
+
+
+class _Resource:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+
+class Runtimes(_Resource):
+    def list(self) -> list[dict[str, Any]]:
+        runtimes: list[dict[str, Any]] = self._client.request("GET", "/v1/runtimes")["runtimes"]
+        return runtimes
+
+    def get(self, ref: str) -> dict[str, Any]:
+        return self._client.obj("GET", f"/v1/runtimes/{ref}")
+
+    def create(self, name: str, image: str, description: str | None = None) -> dict[str, Any]:
+        body = {"name": name, "image": image, "description": description}
+        return self._client.obj("POST", "/v1/runtimes", json=body)
+
+    def delete(self, ref: str) -> None:
+        self._client.request("DELETE", f"/v1/runtimes/{ref}")
+
+
+def _form(fields: dict[str, Any]) -> dict[str, str]:
+    """Form fields from keyword arguments (None: not sent)."""
+    return {
+        key: ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for key, value in fields.items()
+        if value is not None
+    }
+
+
+class Functions(_Resource):
+    def create(self, name: str, package: str | Path, **fields: Any) -> dict[str, Any]:
+        """`fields`: entry, runtime_id, timeout, memory_size, cpu, concurrency, retries,
+        environment (a JSON object as a string), network (bool), description."""
+        data, filename = package_bytes(package)
+        form = {"name": name, **_form(fields)}
+        files = {"package": (filename, data, "application/octet-stream")}
+        return self._client.obj("POST", "/v1/functions", data=form, files=files)
+
+    def update(self, ref: str, package: str | Path | None = None, **fields: Any) -> dict[str, Any]:
+        form = _form(fields)
+        if package is None:
+            return self._client.obj("PUT", f"/v1/functions/{ref}", data=form)
+        data, filename = package_bytes(package)
+        files = {"package": (filename, data, "application/octet-stream")}
+        return self._client.obj("PUT", f"/v1/functions/{ref}", data=form, files=files)
+
+    def list(self) -> list[dict[str, Any]]:
+        functions: list[dict[str, Any]] = self._client.request("GET", "/v1/functions")["functions"]
+        return functions
+
+    def get(self, ref: str) -> dict[str, Any]:
+        return self._client.obj("GET", f"/v1/functions/{ref}")
+
+    def download(self, ref: str) -> bytes:
+        return self._client.raw("GET", f"/v1/functions/{ref}", params={"download": "true"}).content
+
+    def delete(self, ref: str) -> None:
+        self._client.request("DELETE", f"/v1/functions/{ref}")
+
+
+class Executions(_Resource):
+    def create(
+        self,
+        function: str | None = None,
+        input: Any = None,
+        *,
+        version: int = 0,
+        alias: str | None = None,
+        sync: bool = True,
+        description: str | None = None,
+        id: str | None = None,
+        source_execution_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run a function: the finished record when `sync`, else the queued one at once.
+
+        A client-chosen `id` (a UUID) makes retrying the call safe.
+        """
+        body = {
+            "function_id": function,
+            "function_version": version,
+            "function_alias": alias,
+            "input": input,
+            "sync": sync,
+            "description": description,
+            "id": id,
+            "source_execution_id": source_execution_id,
+        }
+        body = {k: v for k, v in body.items() if v is not None or k == "input"}
+        return self._client.obj("POST", "/v1/executions", json=body)
+
+    def get(
+        self, execution_id: str, *, wait: bool = False, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """The record; with `wait`, once it is final (or when `timeout` seconds have passed)."""
+        path = f"/v1/executions/{execution_id}"
+        if not wait:
+            return self._client.obj("GET", path)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 60.0 if deadline is None else max(0.0, min(60.0, deadline - time.monotonic()))
+            record = self._client.obj("GET", path, params={"wait": f"{step:.3f}"})
+            if record["status"] in FINAL_STATUSES:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                return record
+
+    def result(self, execution_id: str) -> Any:
+        """The result of a finished execution (ApiError 400 when it failed, 404 when expired)."""
+        return self._client.obj("GET", f"/v1/executions/{execution_id}/result")["data"]
+
+    def list(self, **filters: Any) -> list[dict[str, Any]]:
+        """Executions, newest first; filters as the API takes them (`status="in:failed,error"`)."""
+        params = {
+            k: str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in filters.items()
+            if v is not None
+        }
+        executions: list[dict[str, Any]] = self._client.request(
+            "GET", "/v1/executions", params=params
+        )["executions"]
+        return executions
+
+    def log(self, execution_id: str) -> str:
+        return self._client.raw("GET", f"/v1/executions/{execution_id}/log").text
+
+    def cancel(self, execution_id: str, *, kill: bool = False) -> dict[str, Any]:
+        path = f"/v1/executions/{execution_id}/cancel"
+        return self._client.obj("POST", path, json={"kill": kill})
+
+    def delete(self, execution_id: str) -> None:
+        self._client.request("DELETE", f"/v1/executions/{execution_id}")
+
+    def purge(self, *, keep_last: int | None = None, to_datetime: str | None = None) -> int:
+        """Delete finished executions but the newest `keep_last`, or those created before."""
+        params = {"keep_last": keep_last, "to_datetime": to_datetime}
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        return int(self._client.obj("DELETE", "/v1/executions", params=query)["deleted"])
+
+
+class Versions(_Resource):
+    """Published versions of a function: immutable snapshots numbered from 1."""
+
+    def publish(self, function: str, description: str | None = None) -> dict[str, Any]:
+        """Publish the function's current code and config (the latest version when unchanged)."""
+        path = f"/v1/functions/{function}/versions"
+        return self._client.obj("POST", path, json={"description": description})
+
+    def list(self, function: str) -> list[dict[str, Any]]:
+        versions: list[dict[str, Any]] = self._client.request(
+            "GET", f"/v1/functions/{function}/versions"
+        )["function_versions"]
+        return versions
+
+    def get(self, function: str, number: int) -> dict[str, Any]:
+        return self._client.obj("GET", f"/v1/functions/{function}/versions/{number}")
+
+    def download(self, function: str, number: int) -> bytes:
+        path = f"/v1/functions/{function}/versions/{number}"
+        return self._client.raw("GET", path, params={"download": "true"}).content
+
+    def delete(self, function: str, number: int) -> None:
+        self._client.request("DELETE", f"/v1/functions/{function}/versions/{number}")
+
+
+class Aliases(_Resource):
+    """Named pointers to a function at a version, with an optional weighted canary."""
+
+    def create(
+        self,
+        name: str,
+        function: str,
+        version: int = 0,
+        *,
+        description: str | None = None,
+        routing: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`routing={"version": N, "weight": 0.1}` sends that share of executions to N."""
+        body = {
+            "name": name,
+            "function_id": function,
+            "function_version": version,
+            "description": description,
+            "routing": routing,
+        }
+        return self._client.obj("POST", "/v1/aliases", json=body)
+
+    def update(
+        self,
+        name: str,
+        *,
+        function: str | None = None,
+        version: int | None = None,
+        description: str | None = None,
+        routing: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Change what is given (None: unchanged); `routing={}` removes the canary."""
+        body = {
+            "function_id": function,
+            "function_version": version,
+            "description": description,
+            "routing": routing,
+        }
+        return self._client.obj("PUT", f"/v1/aliases/{name}", json=body)
+
+    def list(self, function: str | None = None) -> list[dict[str, Any]]:
+        params = {"function_id": function} if function else None
+        body = self._client.request("GET", "/v1/aliases", params=params)
+        aliases: list[dict[str, Any]] = body["function_aliases"]
+        return aliases
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._client.obj("GET", f"/v1/aliases/{name}")
+
+    def delete(self, name: str) -> None:
+        self._client.request("DELETE", f"/v1/aliases/{name}")
+
+
+class Client:
+    def __init__(
+        self, url: str | None = None, *, token: str | None = None, timeout: float = 960.0
+    ) -> None:
+        """`token` (default: SPINLET_TOKEN) is sent as X-Auth-Token."""
+        self.url = (url or os.environ.get("SPINLET_URL") or DEFAULT_URL).rstrip("/")
+        token = token or os.environ.get("SPINLET_TOKEN")
+        headers = {"X-Auth-Token": token} if token else None
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        self.runtimes = Runtimes(self)
+        self.functions = Functions(self)
+        self.executions = Executions(self)
+        self.versions = Versions(self)
+        self.aliases = Aliases(self)
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        _raise_for_error(response)
+        return response
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.raw(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def obj(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request(method, path, **kwargs))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,126 @@
+"""One exception hierarchy for Spinlet.
+
+Every error the API can answer with is a `SpinletError` subclass carrying a stable machine
+`code` and an HTTP `status`; the HTTP layer maps them in one middleware. The class docstring is
+the default message. Foreign errors (SQLAlchemy, the Docker SDK) are translated into these at the
+boundary of the layer that sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SpinletError(Exception):
+    """Something went wrong in Spinlet."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details
+        super().__init__(self.message)
+
+
+class BadRequest(SpinletError):
+    """The request is not valid."""
+
+    code = "bad_request"
+    status = 400
+
+
+class ValidationFailed(BadRequest):
+    """A field of the request is missing or has a wrong value."""
+
+    code = "validation_error"
+
+
+class InvalidPackage(BadRequest):
+    """The package is not a valid zip archive of Python code."""
+
+    code = "invalid_package"
+
+
+class ChecksumMismatch(BadRequest):
+    """The package's md5sum does not match the one given."""
+
+    code = "md5_mismatch"
+
+
+class ImageNotFound(BadRequest):
+    """The runtime image is not present and cannot be pulled."""
+
+    code = "image_not_found"
+
+
+class Unauthorized(SpinletError):
+    """This server requires an API token: send it in the X-Auth-Token header."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(SpinletError):
+    """The operation is not allowed."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(SpinletError):
+    """The resource does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(SpinletError):
+    """The request conflicts with the current state of the resource."""
+
+    code = "conflict"
+    status = 409
+
+
+class AlreadyExists(Conflict):
+    """A resource with that name already exists."""
+
+    code = "already_exists"
+
+
+class InUse(Conflict):
+    """The resource is still in use."""
+
+    code = "in_use"
+
+
+class TooLarge(SpinletError):
+    """The request is larger than allowed."""
+
+    code = "too_large"
+    status = 413
+
+
+class TooManyRequests(SpinletError):
+    """Too many executions at once; try again later."""
+
+    code = "concurrency_limit"
+    status = 429
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class Unavailable(SpinletError):
+    """The service cannot take this request right now."""
+
+    code = "unavailable"
+    status = 503
+
+
+class RuntimeBackendError(SpinletError):
+    """The runtime backend failed (container engine unreachable, image missing, …)."""
+
+    code = "runtime_backend_error"
+    status = 503

@@ -1,0 +1,150 @@
+"""A node: the store, the runtime backend and the services, opened in order and closed in
+reverse. The HTTP application holds one (`api/app.py`); nothing else builds one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from spinlet.domain import DEFAULT_PROJECT
+from spinlet.metrics import Metrics
+from spinlet.packages import PackageStore
+from spinlet.runtime.backend import RuntimeBackend
+from spinlet.runtime.factory import make_backend
+from spinlet.services.aliases import AliasService
+from spinlet.services.concurrency import ExecutionGates
+from spinlet.services.dispatcher import Dispatcher
+from spinlet.services.events import ExecutionEvents
+from spinlet.services.executions import ExecutionService
+from spinlet.services.functions import FunctionService
+from spinlet.services.membership import Membership
+from spinlet.services.retention import Janitor
+from spinlet.services.runner import ExecutionRunner
+from spinlet.services.runtimes import RuntimeService
+from spinlet.services.targets import TargetResolver
+from spinlet.services.tokens import TokenService
+from spinlet.services.versions import VersionService
+from spinlet.settings import Settings
+from spinlet.store import Store
+from spinlet.store.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the HTTP handlers call."""
+
+    store: Store
+    backend: RuntimeBackend
+    runtimes: RuntimeService
+    functions: FunctionService
+    executions: ExecutionService
+    janitor: Janitor
+    metrics: Metrics
+    runner: ExecutionRunner
+    versions: VersionService
+    aliases: AliasService
+    tokens: TokenService
+
+
+@asynccontextmanager
+async def running_node(
+    settings: Settings, backend: RuntimeBackend | None = None
+) -> AsyncIterator[Services]:
+    """A node that runs until the block ends (`backend`: one to use instead of the settings').
+
+    Each part is closed once the block ends, or once a later part fails to start: in the
+    reverse order of their starts.
+    """
+    node_id = settings.resolve_node_id()
+    async with AsyncExitStack() as stack:
+        store = await Store.open(settings.db_url)
+        stack.push_async_callback(store.close)
+        await store.projects.ensure(DEFAULT_PROJECT, "default")
+        tokens = TokenService(store)
+        if settings.auth_enabled and not await tokens.has_admin():
+            log.warning(
+                "API tokens are required and none is an admin's yet: make the first with "
+                "`spinlet tokens create --role admin` on this machine (same data dir or database)"
+            )
+        runtime_backend = backend or make_backend(
+            settings.backend,
+            node_id=node_id,
+            work_dir=settings.run_dir(node_id),
+            keep_alive=settings.keep_alive,
+            log_limit=settings.log_limit,
+            max_containers=settings.max_containers,
+            max_memory=settings.max_memory,
+            max_project_containers=settings.project_containers,
+            stem_cells=settings.stem_cells,
+        )
+        await runtime_backend.open()
+        stack.push_async_callback(runtime_backend.close)
+        # Nodes sharing a PostgreSQL store share the packages through it too.
+        shared = store.blobs if store.db.dialect == "postgresql" else None
+        package_store = PackageStore(settings.packages_dir, shared)
+        runtime_service = RuntimeService(store, runtime_backend)
+        await runtime_service.ensure_builtin(settings.runtime_image)
+        # First calls of functions with the default limits find a stem cell ready.
+        runtime_backend.prewarm(
+            settings.runtime_image, settings.default_memory_size, settings.default_cpu
+        )
+        notifier = Notifier(settings.db_url)
+        events = ExecutionEvents(relay=notifier.send if notifier.enabled else None)
+        await notifier.start(events.heard_queued, events.heard_finished)
+        stack.push_async_callback(notifier.stop)
+        stack.push_async_callback(events.drain)
+        gate = ExecutionGates(
+            quota=settings.project_concurrency,
+            max_waiting=settings.concurrency_queue,
+            max_wait=settings.concurrency_wait,
+            on_free=events.announce_queued,
+        )
+        targets = TargetResolver(store)
+        metrics = Metrics()
+        runner = ExecutionRunner(
+            store, package_store, runtime_backend, targets, events, settings, metrics
+        )
+        dispatcher = Dispatcher(
+            store, runner, events, gate, targets, node_id=node_id, workers=settings.workers
+        )
+        membership = Membership(
+            store,
+            dispatcher,
+            runner,
+            node_id=node_id,
+            interval=settings.heartbeat_interval,
+            lease=settings.node_lease,
+            cancel_grace=settings.cancel_grace,
+        )
+        janitor = Janitor(
+            store,
+            result_ttl=settings.result_ttl,
+            record_ttl=settings.record_ttl,
+            interval=settings.retention_interval,
+        )
+        await membership.start()  # registered before it claims anything
+        stack.push_async_callback(membership.stop)
+        stack.push_async_callback(runner.stop_all, "lost")  # what still runs once claims stop
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.stop, settings.shutdown_grace)
+        janitor.start()
+        stack.push_async_callback(janitor.stop)
+        log.info("spinlet node %s ready (store %s)", node_id, store.db.dialect)
+        yield Services(
+            store=store,
+            backend=runtime_backend,
+            runtimes=runtime_service,
+            functions=FunctionService(store, package_store, runtime_backend, settings),
+            executions=ExecutionService(store, runner, targets, events, gate, settings, node_id),
+            janitor=janitor,
+            metrics=metrics,
+            runner=runner,
+            versions=VersionService(store, package_store, runtime_backend),
+            aliases=AliasService(store),
+            tokens=tokens,
+        )

@@ -1,0 +1,173 @@
+"""Function packages: validating uploads and keeping zip blobs on disk by content hash."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from spinlet.domain import Package
+from spinlet.errors import InvalidPackage, TooLarge, ValidationFailed
+
+MiB = 1024 * 1024
+ENTRY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+@dataclass(frozen=True)
+class PackageLimits:
+    max_size: int = 50 * MiB  # as uploaded
+    max_unpacked_size: int = 250 * MiB
+    max_files: int = 10_000
+
+
+def _zip_single_file(source: bytes, filename: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(filename, date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        archive.writestr(info, source)
+    return buffer.getvalue()
+
+
+def _check_python(source: bytes, filename: str) -> None:
+    try:
+        compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        raise InvalidPackage(f"{filename} is not valid Python: {exc}") from exc
+
+
+def _check_zip(archive: zipfile.ZipFile, limits: PackageLimits) -> None:
+    infos = archive.infolist()
+    if len(infos) > limits.max_files:
+        raise TooLarge(f"the package has {len(infos)} files; the limit is {limits.max_files}")
+    unpacked = 0
+    for info in infos:
+        path = PurePosixPath(info.filename.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", info.filename):
+            raise InvalidPackage(f"the package entry {info.filename!r} leaves the package")
+        unpacked += info.file_size
+    if unpacked > limits.max_unpacked_size:
+        raise TooLarge(
+            f"the package unpacks to {unpacked} bytes; the limit is {limits.max_unpacked_size}"
+        )
+    if not any(name.endswith(".py") for name in archive.namelist()):
+        raise InvalidPackage("the package contains no Python (.py) file")
+    bad = archive.testzip()
+    if bad is not None:
+        raise InvalidPackage(f"the package entry {bad!r} is corrupt")
+
+
+def normalize(data: bytes, filename: str | None, limits: PackageLimits) -> tuple[bytes, str]:
+    """Validate an upload; returns the zip to store and the entry module a single file gives.
+
+    A `.zip` is checked (paths, sizes, file count, at least one `.py`); a single Python file
+    is checked for syntax and zipped under its own name.
+    """
+    if len(data) > limits.max_size:
+        raise TooLarge(f"the package is {len(data)} bytes; the limit is {limits.max_size}")
+    if not data:
+        raise InvalidPackage("the package is empty")
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                _check_zip(archive, limits)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+            raise InvalidPackage(f"the package is not a valid zip archive: {exc}") from exc
+        return data, "main"
+    name = PurePosixPath((filename or "main.py").replace("\\", "/")).name
+    if name.endswith(".zip"):
+        raise InvalidPackage(f"{name} is not a valid zip archive")
+    if not name.endswith(".py"):
+        name = "main.py"
+    module = name[:-3]
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
+        raise InvalidPackage(f"{name!r} is not a usable Python module name")
+    _check_python(data, name)
+    return _zip_single_file(data, name), module
+
+
+def check_entry(data: bytes, entry: str) -> None:
+    """The entry's module must exist in the package (the function itself is checked at init)."""
+    if not ENTRY_RE.match(entry):
+        raise ValidationFailed(f"entry {entry!r} must look like module.function")
+    module = entry.rsplit(".", 1)[0].replace(".", "/")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = set(archive.namelist())
+    if f"{module}.py" not in names and f"{module}/__init__.py" not in names:
+        raise InvalidPackage(
+            f"entry {entry!r}: module {module.replace('/', '.')!r} is not in the package "
+            f"(expected {module}.py)"
+        )
+
+
+def describe(data: bytes) -> Package:
+    return Package(
+        sha256=hashlib.sha256(data).hexdigest(),
+        md5sum=hashlib.md5(data).hexdigest(),
+        size=len(data),
+    )
+
+
+class SharedBlobs(Protocol):
+    """Where the nodes sharing a store keep package blobs (the database)."""
+
+    async def save(self, sha256: str, data: bytes) -> None: ...
+
+    async def load(self, sha256: str) -> bytes | None: ...
+
+    async def drop(self, sha256: str) -> None: ...
+
+
+class PackageStore:
+    """Zip blobs on disk, one file per content hash, written atomically.
+
+    With `shared` (several nodes on one database), the blobs live there too and the files are
+    this node's cache: a blob another node received is fetched on first use.
+    """
+
+    def __init__(self, root: Path, shared: SharedBlobs | None = None) -> None:
+        self.root = root
+        self.shared = shared
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.zip"
+
+    def _write(self, sha256: str, data: bytes) -> None:
+        path = self._path(sha256)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.part")
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+
+    async def put(self, data: bytes) -> Package:
+        package = describe(data)
+        if self.shared is not None:
+            await self.shared.save(package.sha256, data)
+        await asyncio.to_thread(self._write, package.sha256, data)
+        return package
+
+    async def get(self, sha256: str) -> bytes:
+        try:
+            return await asyncio.to_thread(self._path(sha256).read_bytes)
+        except FileNotFoundError as exc:
+            data = await self.shared.load(sha256) if self.shared is not None else None
+            if data is None:
+                raise InvalidPackage(f"package {sha256} is missing from the package store") from exc
+        await asyncio.to_thread(self._write, sha256, data)
+        return data
+
+    async def delete(self, sha256: str) -> None:
+        await asyncio.to_thread(self._path(sha256).unlink, missing_ok=True)
+        if self.shared is not None:
+            await self.shared.drop(sha256)

@@ -1,0 +1,1 @@
+"""Runtime backends: where function code actually runs."""

@@ -1,0 +1,113 @@
+"""The runtime-backend protocol: the only way the control plane runs function code.
+
+The executions service hands a backend a `FunctionSpec` (what to run, with which limits), a way
+to load the code, and a `RunRequest` (one execution's input). The backend picks or starts a
+container, initialises it for that function version if needed, runs the input, enforces the
+deadline, and always answers with a `RunOutcome`: a function that raises, times out, runs out of
+memory or crashes its container is an outcome, not an exception. Only a platform fault (no image,
+engine unreachable) raises `RuntimeBackendError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: Loads a function package (zip bytes); called only when a container must be initialised.
+CodeLoader = Callable[[], Awaitable[bytes]]
+
+
+class StartKind(enum.StrEnum):
+    """How the container that served an execution was obtained."""
+
+    WARM = "warm"  # already initialised for this function version
+    STEM = "stem"  # started in advance, initialised for this execution
+    COLD = "cold"  # created and started for this execution
+
+
+class OutcomeStatus(enum.StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"  # the function's fault
+    ERROR = "error"  # the platform's fault
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """Everything that decides which container may serve an execution."""
+
+    function_id: str
+    function_name: str
+    version: int
+    package_hash: str  # content hash of the code: a container serves exactly one code
+    image: str  # image reference (tag or id) of the runtime
+    entry: str = "main.main"
+    memory_size: int = 128 * 1024 * 1024  # bytes
+    cpu: int = 1000  # millicores
+    timeout: float = 60.0  # seconds
+    environment: dict[str, str] = field(default_factory=dict)
+    network: bool = False  # an isolated network; without it, none at all
+    project_id: str = "default"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    execution_id: str
+    input: Any
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: OutcomeStatus
+    status_reason: str | None = None  # exception | timeout | oom | crashed | init | …
+    result: Any = None
+    error: dict[str, str] | None = None  # {"type", "message", "traceback"}
+    logs: str = ""
+    duration_ms: float = 0.0
+    start_kind: StartKind = StartKind.COLD
+    init_ms: float | None = None
+    image_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A container a backend holds, as shown by `GET /v1/runtimes/{id}/pool`."""
+
+    id: str
+    image: str  # the image reference it was made for
+    function_id: str | None  # None for a stem cell (started, initialised for no function)
+    version: int | None
+    state: str  # starting | stem | busy | idle
+    created_at: float
+    last_used_at: float
+
+
+class RuntimeBackend(Protocol):
+    async def open(self) -> None:
+        """Prepare for work; adopt or remove what an earlier run of this node left behind."""
+
+    async def close(self) -> None:
+        """Remove every container this backend started."""
+
+    async def image_id(self, image: str) -> str | None:
+        """The id of a locally present image, or None when it is missing."""
+
+    async def keep_image(self, image_id: str, keep: bool) -> None:
+        """Keep the image present whatever becomes of its tags (published versions run on it),
+        or stop keeping it (`keep=False`: it may then go once nothing else holds it)."""
+
+    async def execute(
+        self, spec: FunctionSpec, load_code: CodeLoader, request: RunRequest
+    ) -> RunOutcome:
+        """Run one execution to its end and describe how it ended."""
+
+    async def containers(self) -> list[ContainerInfo]:
+        """The containers currently held by this backend."""
+
+    def prewarm(self, image: str, memory_size: int, cpu: int) -> None:
+        """Keep stem cells of this image and limits ready from now on (returns at once)."""
+
+    def stats(self) -> dict[str, int]:
+        """Containers by state (`starting`, `stem`, `busy`, `idle`), `containers` (all) and
+        `memory_bytes` (their memory limits summed): cheap, no engine call."""

@@ -1,0 +1,303 @@
+"""The Docker driver: hardened runtime containers, one per sandbox.
+
+The only module that touches the Docker SDK. The SDK blocks, so every call runs in a small thread
+pool of its own, never on the event loop, and its errors become `RuntimeBackendError` here.
+
+A container runs the runtime image as user 10001 with a read-only root, a 64 MiB `/tmp` tmpfs, all
+capabilities dropped, `no-new-privileges`, a pids limit, a memory limit without swap, a CPU quota,
+no network (or, for a function that asks, the isolated one of `docker_network.py`) and the
+`none` log driver. It is reached through a Unix socket in a host directory
+(`socket_root/<container name>/`) bind-mounted at `/run/spinlet`. Containers carry the labels
+`spinlet.node` and `spinlet.shape`, and when created for a function (not as a stem cell)
+`spinlet.function`, `spinlet.version` and `spinlet.pool_key`; a node only ever lists or removes
+containers with its own `spinlet.node` label. Containers that stop are reported from the engine's
+event stream (`docker_events.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar, Unpack
+
+import docker
+import docker.errors
+from docker.types import LogConfig
+
+from spinlet.errors import RuntimeBackendError
+from spinlet.runtime.backend import FunctionSpec
+from spinlet.runtime.docker_events import DockerEventWatch
+from spinlet.runtime.docker_network import ensure_function_network
+from spinlet.runtime.driver import (
+    SOCKET_DIR,
+    SOCKET_NAME,
+    ExitListener,
+    ExitReason,
+    Sandbox,
+    SandboxShape,
+    check_socket_path,
+    name_pattern,
+    name_prefix,
+    pool_key_hash,
+)
+from spinlet.runtime.pool import PoolBackend, PoolOptions
+
+_T = TypeVar("_T")
+
+RUNTIME_USER = "10001:10001"
+TMPFS_OPTIONS = "rw,size=64m,mode=1777"
+PIDS_LIMIT = 256
+NODE_LABEL = "spinlet.node"
+
+#: Tags that keep the images of published versions (`spinlet/kept:<short image id>`).
+KEPT_REPOSITORY = "spinlet/kept"
+
+
+class DockerDriver:
+    name = "docker"
+
+    def __init__(
+        self,
+        node_id: str,
+        socket_root: Path,
+        *,
+        client: Any = None,  # a docker.DockerClient; made from the environment when omitted
+        max_workers: int = 8,
+    ) -> None:
+        self.node_id = node_id
+        self.socket_root = Path(socket_root)
+        self._client = client
+        self._owns_client = client is None
+        self._client_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="spinlet-docker")
+        self._prefix = name_prefix(node_id)  # the label keeps the node id as it is
+        self._name_re = name_pattern(node_id)
+        self._closed = False
+        self._held: dict[str, str] = {}  # id -> name of the containers this driver created
+        self._events: DockerEventWatch | None = None
+        self._network: str | None = None  # the functions' network, once made or found
+
+    # -- the executor boundary ---------------------------------------------------------------
+
+    async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking SDK call in the driver's threads; translate its errors."""
+        if self._closed:
+            raise RuntimeBackendError("the Docker driver is closed")
+        loop = asyncio.get_running_loop()
+        if self._client is None:
+            await self._connect(loop)
+        return await self._run(loop, functools.partial(func, *args))
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The Docker client, made from the environment on first use."""
+        async with self._client_lock:
+            if self._client is None:
+                self._client = await self._run(loop, docker.from_env)
+        return self._client
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, func: Callable[[], _T]) -> _T:
+        try:
+            return await loop.run_in_executor(self._executor, func)
+        except RuntimeBackendError:
+            raise
+        except (docker.errors.DockerException, OSError) as exc:
+            raise RuntimeBackendError(f"Docker engine: {exc}") from exc
+
+    # -- Driver ------------------------------------------------------------------------------
+
+    async def image_id(self, image: str) -> str | None:
+        return await self._call(self._image_id_sync, image)
+
+    async def keep_image(self, image_id: str, keep: bool) -> None:
+        await self._call(self._keep_image_sync, image_id, keep)
+
+    async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
+        return await self._call(self._create_sync, shape, spec)
+
+    async def seal(self, sandbox: Sandbox) -> None:
+        # Writable by the runtime user only until it made its socket: from now on, root's.
+        os.chmod(sandbox.socket_path.parent, 0o755)
+
+    async def destroy(self, sandbox: Sandbox) -> None:
+        await self._call(self._remove_sync, sandbox.id, sandbox.name)
+
+    async def inspect_exit(self, sandbox: Sandbox) -> ExitReason | None:
+        return await self._call(self._inspect_exit_sync, sandbox.id)
+
+    async def watch(self, listener: ExitListener) -> None:
+        if self._closed:
+            raise RuntimeBackendError("the Docker driver is closed")
+        if self._events is not None:
+            return
+        loop = asyncio.get_running_loop()
+        client = await self._connect(loop)
+        self._events = DockerEventWatch(client, NODE_LABEL, self.node_id, loop, listener)
+        self._events.start()
+
+    async def list_leftovers(self) -> list[str]:
+        return [name for _, name in await self._call(self._leftovers_sync)]
+
+    async def remove_leftovers(self) -> int:
+        leftovers = await self._call(self._leftovers_sync)
+        await asyncio.gather(*(self._call(self._remove_sync, *item) for item in leftovers))
+        await self._call(self._remove_stale_dirs_sync)
+        return len(leftovers)
+
+    async def close(self) -> None:
+        """Remove the containers still held (a safety net: the pool destroys its own first)."""
+        try:
+            if self._events is not None:
+                await self._events.stop(self._executor)
+                self._events = None
+            held = list(self._held.items())
+            await asyncio.gather(*(self._call(self._remove_sync, *item) for item in held))
+            if self._client is not None and self._owns_client:
+                await self._call(self._client.close)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=False)
+
+    # -- blocking parts, run in the executor -------------------------------------------------
+
+    def _image_id_sync(self, image: str) -> str | None:
+        try:
+            return str(self._client.images.get(image).id)
+        except docker.errors.ImageNotFound:
+            return None
+
+    def _keep_image_sync(self, image_id: str, keep: bool) -> None:
+        # A tag of its own holds the image: a rebuilt runtime tag leaves it tagged, not
+        # dangling (so `docker image prune` spares it). Several nodes on one engine share it.
+        tag = image_id.removeprefix("sha256:")[:12]
+        try:
+            if keep:
+                self._client.api.tag(image_id, KEPT_REPOSITORY, tag=tag)
+            else:  # only the tag goes (forced: containers may still run the image)
+                self._client.api.remove_image(f"{KEPT_REPOSITORY}:{tag}", force=True)
+        except docker.errors.NotFound:
+            if keep:
+                raise RuntimeBackendError(
+                    f"image {image_id} is not present on this node", image=image_id
+                ) from None
+
+    def _create_sync(self, shape: SandboxShape, spec: FunctionSpec | None) -> Sandbox:
+        network = "none"
+        if shape.network:
+            if self._network is None:
+                self._network = ensure_function_network(self._client)
+            network = self._network
+        name = self._prefix + secrets.token_hex(4)
+        directory = self.socket_root / name
+        check_socket_path(directory / SOCKET_NAME)
+        directory.mkdir(parents=True)
+        os.chmod(directory, 0o777)  # the runtime user (10001) creates its socket here
+        api = self._client.api
+        host_config = api.create_host_config(
+            binds={str(directory): {"bind": SOCKET_DIR, "mode": "rw"}},
+            read_only=True,
+            tmpfs={"/tmp": TMPFS_OPTIONS},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=PIDS_LIMIT,
+            mem_limit=shape.memory_size,
+            memswap_limit=shape.memory_size,
+            nano_cpus=shape.cpu * 1_000_000,
+            network_mode=network,
+            log_config=LogConfig(type=LogConfig.types.NONE),
+            auto_remove=False,
+        )
+        labels = {NODE_LABEL: self.node_id, "spinlet.shape": shape.label()}
+        if spec is not None:  # a stem cell's labels name no function, even once initialised
+            labels["spinlet.function"] = spec.function_id
+            labels["spinlet.version"] = str(spec.version)
+            labels["spinlet.pool_key"] = pool_key_hash(spec)
+        container_id: str | None = None
+        try:
+            created = api.create_container(
+                shape.image_id,
+                name=name,
+                user=RUNTIME_USER,
+                environment={"SPINLET_SOCKET": f"{SOCKET_DIR}/{SOCKET_NAME}"},
+                labels=labels,
+                host_config=host_config,
+                use_config_proxy=False,
+            )
+            container_id = str(created["Id"])
+            self._held[container_id] = name
+            api.start(container_id)
+        except BaseException as exc:
+            self._remove_sync(container_id, name)
+            if isinstance(exc, docker.errors.ImageNotFound):
+                image = spec.image if spec is not None else shape.image_id
+                raise RuntimeBackendError(
+                    f"the runtime image {image!r} is not present on this node; "
+                    "build it with `spinlet runtimes build`",
+                    image=image,
+                ) from exc
+            raise
+        return Sandbox(
+            id=container_id,
+            name=name,
+            socket_path=directory / SOCKET_NAME,
+            image_id=shape.image_id,
+        )
+
+    def _remove_sync(self, container_id: str | None, name: str) -> None:
+        if container_id is not None:
+            try:
+                self._client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # removal already in progress
+                    raise
+            self._held.pop(container_id, None)
+        if self._name_re.fullmatch(name):
+            shutil.rmtree(self.socket_root / name, ignore_errors=True)
+
+    def _inspect_exit_sync(self, container_id: str) -> ExitReason | None:
+        try:
+            state = self._client.api.inspect_container(container_id)["State"]
+        except docker.errors.NotFound:
+            return "crashed"
+        if state.get("OOMKilled"):
+            return "oom"
+        if state.get("Running") or state.get("Status") in ("created", "running"):
+            return None
+        return "crashed"
+
+    def _leftovers_sync(self) -> list[tuple[str, str]]:
+        """(id, name) of this node's containers that this driver does not hold."""
+        found = self._client.api.containers(
+            all=True, filters={"label": f"{NODE_LABEL}={self.node_id}"}
+        )
+        return [
+            (str(item["Id"]), str(item["Names"][0]).lstrip("/") if item.get("Names") else "")
+            for item in found
+            if item["Id"] not in self._held
+        ]
+
+    def _remove_stale_dirs_sync(self) -> None:
+        if not self.socket_root.is_dir():
+            return
+        held_names = set(self._held.values())
+        for directory in self.socket_root.iterdir():
+            if self._name_re.fullmatch(directory.name) and directory.name not in held_names:
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def docker_backend(
+    node_id: str, socket_root: Path, *, client: Any = None, **options: Unpack[PoolOptions]
+) -> PoolBackend:
+    """A warm pool of Docker containers labelled `spinlet.node=<node_id>`.
+
+    `client` is a `docker.DockerClient` to use (and not close); by default one is made from the
+    environment (`DOCKER_HOST`, …) on first use and closed with the backend.
+    """
+    return PoolBackend(DockerDriver(node_id, socket_root, client=client), **options)

@@ -1,0 +1,1 @@
+"""Services: the operations of Spinlet, between the HTTP layer and the store/backends."""

@@ -1,0 +1,194 @@
+"""Functions: uploading code and its configuration."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from spinlet import packages
+from spinlet.domain import Function, FunctionStatus, Package
+from spinlet.errors import ChecksumMismatch, ValidationFailed
+from spinlet.packages import PackageLimits, PackageStore
+from spinlet.runtime.backend import RuntimeBackend
+from spinlet.services.packages import forget_package
+from spinlet.services.runtimes import BUILTIN_RUNTIME, check_name
+from spinlet.services.versions import release_images
+from spinlet.settings import Settings
+from spinlet.store import Store
+
+MiB = 1024 * 1024
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ENV_VARS = 100
+MAX_ENV_BYTES = 32 * 1024
+
+
+def check_environment(environment: dict[str, str]) -> dict[str, str]:
+    """Variable names a shell accepts, none of Spinlet's own (`SPINLET_*`), bounded in size."""
+    if len(environment) > MAX_ENV_VARS:
+        raise ValidationFailed(f"at most {MAX_ENV_VARS} environment variables are allowed")
+    for name in environment:
+        if not ENV_NAME.match(name):
+            raise ValidationFailed(
+                f"environment variable name {name!r} is not valid: use letters, digits and _"
+            )
+        if name.upper().startswith("SPINLET_"):
+            raise ValidationFailed(f"environment variable {name!r}: SPINLET_* names are reserved")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in environment.items())
+    if size > MAX_ENV_BYTES:
+        raise ValidationFailed(
+            f"the environment is {size} bytes; the limit is {MAX_ENV_BYTES} bytes"
+        )
+    return dict(environment)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A package as it arrived: the bytes and the file name the client gave."""
+
+    data: bytes
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionFields:
+    """What a create or update may set; None means "not given" (unchanged on update)."""
+
+    name: str | None = None
+    runtime: str | None = None
+    entry: str | None = None
+    description: str | None = None
+    timeout: float | None = None
+    memory_size: int | None = None
+    cpu: int | None = None
+    retries: int | None = None  # extra attempts for an async execution whose node died
+    concurrency: int | None = None  # executions of it at once on a node
+    environment: dict[str, str] | None = None  # replaces all variables when given
+    network: bool | None = None  # an isolated network for its containers (default: none)
+    md5sum: str | None = None
+
+
+class FunctionService:
+    def __init__(
+        self,
+        store: Store,
+        package_store: PackageStore,
+        backend: RuntimeBackend,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.package_store = package_store
+        self.backend = backend
+        self.settings = settings
+        self.limits = PackageLimits(max_size=settings.max_package_size)
+
+    def _check_limits(self, fields: FunctionFields) -> None:
+        s = self.settings
+        if fields.timeout is not None and not 0 < fields.timeout <= s.max_timeout:
+            raise ValidationFailed(f"timeout must be between 0 and {s.max_timeout:g} seconds")
+        if fields.memory_size is not None and not 16 * MiB <= fields.memory_size <= 16384 * MiB:
+            raise ValidationFailed("memory_size must be between 16 MiB and 16 GiB (in bytes)")
+        if fields.cpu is not None and not 10 <= fields.cpu <= 64000:
+            raise ValidationFailed("cpu must be between 10 and 64000 millicores")
+
+    async def _store_package(
+        self, upload: Upload, entry: str | None, md5sum: str | None
+    ) -> tuple[Package, str]:
+        """Validate and keep a package; returns it with the entry to use."""
+        if md5sum and packages.describe(upload.data).md5sum != md5sum.lower():
+            raise ChecksumMismatch(
+                f"the package's md5sum is {packages.describe(upload.data).md5sum}, not {md5sum}"
+            )
+        data, module = packages.normalize(upload.data, upload.filename, self.limits)
+        entry = entry or f"{module}.main"
+        packages.check_entry(data, entry)
+        return await self.package_store.put(data), entry
+
+    async def create(self, project_id: str, fields: FunctionFields, upload: Upload) -> Function:
+        if not fields.name:
+            raise ValidationFailed("name is required")
+        check_name("function", fields.name)
+        self._check_limits(fields)
+        runtime = await self.store.runtimes.get(project_id, fields.runtime or BUILTIN_RUNTIME)
+        package, entry = await self._store_package(upload, fields.entry, fields.md5sum)
+        s = self.settings
+        function = Function(
+            id=str(uuid.uuid4()),
+            name=fields.name,
+            runtime_id=runtime.id,
+            package=package,
+            entry=entry,
+            description=fields.description,
+            timeout=fields.timeout or s.default_timeout,
+            memory_size=fields.memory_size or s.default_memory_size,
+            cpu=fields.cpu or s.default_cpu,
+            retries=fields.retries or 0,
+            concurrency=fields.concurrency or s.default_concurrency,
+            environment=check_environment(fields.environment or {}),
+            network=bool(fields.network),
+            status=FunctionStatus.AVAILABLE,
+            project_id=project_id,
+        )
+        return await self.store.functions.create(function)
+
+    async def get(self, project_id: str, ref: str) -> Function:
+        return await self.store.functions.get(project_id, ref)
+
+    async def list(self, project_id: str | None) -> list[Function]:
+        return await self.store.functions.list(project_id)
+
+    async def update(
+        self, project_id: str, ref: str, fields: FunctionFields, upload: Upload | None
+    ) -> Function:
+        function = await self.store.functions.get(project_id, ref)
+        self._check_limits(fields)
+        changes: dict[str, object] = {}
+        if fields.name is not None:
+            changes["name"] = check_name("function", fields.name)
+        if fields.runtime is not None:
+            changes["runtime_id"] = (await self.store.runtimes.get(project_id, fields.runtime)).id
+        for attr in (
+            "description",
+            "timeout",
+            "memory_size",
+            "cpu",
+            "retries",
+            "concurrency",
+            "network",
+        ):
+            value = getattr(fields, attr)
+            if value is not None:
+                changes[attr] = value
+        if fields.environment is not None:
+            changes["environment"] = check_environment(fields.environment)
+        old_sha = function.package.sha256
+        if upload is not None:
+            package, entry = await self._store_package(
+                upload, fields.entry or function.entry, fields.md5sum
+            )
+            changes.update(package=package, entry=entry)
+        elif fields.entry is not None:
+            packages.check_entry(await self.package_store.get(old_sha), fields.entry)
+            changes["entry"] = fields.entry
+        updated = await self.store.functions.update(function.evolve(**changes))
+        if updated.package.sha256 != old_sha:
+            await self._forget_package(old_sha)
+        return updated
+
+    async def delete(self, project_id: str, ref: str) -> None:
+        """Delete a function and its versions (refused while aliases point at it); its
+        executions stay readable."""
+        function = await self.store.functions.get(project_id, ref)
+        hashes, images = await self.store.functions.delete(function)
+        for sha256 in sorted(hashes):
+            await self._forget_package(sha256)
+        await release_images(self.store, self.backend, images)
+
+    async def download(self, project_id: str, ref: str) -> tuple[Function, bytes]:
+        function = await self.store.functions.get(project_id, ref)
+        return function, await self.package_store.get(function.package.sha256)
+
+    async def _forget_package(self, sha256: str) -> None:
+        await forget_package(self.store, self.package_store, sha256)

@@ -1,0 +1,96 @@
+"""This node among the others sharing the store: its heartbeat, the recovery of what stopped
+nodes were running, and the cancellations other nodes were asked for.
+
+Every `interval` seconds the node records a heartbeat, then ends or requeues (per the function's
+`retries`) the running executions of every node whose last heartbeat is older than `lease`, and
+stops those of its own executions whose cancellation another node recorded. The store decides
+races: an execution is recovered once, by whichever node gets there first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from datetime import timedelta
+
+from spinlet.domain import utcnow
+from spinlet.services.dispatcher import Dispatcher
+from spinlet.services.runner import ExecutionRunner
+from spinlet.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Membership:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        runner: ExecutionRunner,
+        *,
+        node_id: str,
+        interval: float,
+        lease: float,
+        cancel_grace: float,
+    ) -> None:
+        if lease <= interval:
+            raise ValueError("the node lease must be longer than the heartbeat interval")
+        self.store = store
+        self.dispatcher = dispatcher
+        self.runner = runner
+        self.node_id = node_id
+        self.interval = interval
+        self.lease = lease
+        self.cancel_grace = cancel_grace
+        self._task: asyncio.Task[None] | None = None
+        self._cancelling: dict[str, asyncio.Task[bool]] = {}  # by execution id
+
+    async def start(self) -> None:
+        await self.store.nodes.heartbeat(self.node_id, utcnow())
+        self._task = asyncio.create_task(self._beat_forever(), name="spinlet-membership")
+
+    async def stop(self) -> None:
+        tasks = [*self._cancelling.values(), *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    async def beat(self) -> int:
+        """One round: heartbeat, recover stopped nodes' executions, honour remote cancels.
+        Returns how many executions were recovered."""
+        now = utcnow()
+        await self.store.nodes.heartbeat(self.node_id, now)
+        live = await self.store.nodes.alive(now - timedelta(seconds=self.lease))
+        recovered = 0
+        for execution in await self.store.executions.orphaned({*live, self.node_id}):
+            if await self.dispatcher.recover_one(execution):
+                recovered += 1
+                log.warning(
+                    "recovered execution %s of node %s, which stopped heartbeating",
+                    execution.id,
+                    execution.node_id,
+                )
+        for execution_id, mode in (
+            await self.store.executions.cancels_requested(self.node_id)
+        ).items():
+            if execution_id in self._cancelling or not self.runner.is_running(execution_id):
+                continue
+            task = asyncio.create_task(
+                self.runner.cancel(execution_id, kill=mode == "kill", grace=self.cancel_grace)
+            )
+            self._cancelling[execution_id] = task
+            task.add_done_callback(functools.partial(self._cancelled, execution_id))
+        return recovered
+
+    def _cancelled(self, execution_id: str, _task: asyncio.Task[bool]) -> None:
+        self._cancelling.pop(execution_id, None)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.beat()
+            except Exception:
+                log.exception("heartbeat round failed; trying again in %g s", self.interval)

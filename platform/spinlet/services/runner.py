@@ -1,0 +1,219 @@
+"""Running one execution to its end: backend, limits, recording, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Literal
+
+from spinlet.domain import Execution, ExecutionStatus, utcnow
+from spinlet.errors import InvalidPackage, NotFound, RuntimeBackendError
+from spinlet.metrics import Metrics
+from spinlet.packages import PackageStore
+from spinlet.runtime.backend import OutcomeStatus, RunOutcome, RunRequest, RuntimeBackend
+from spinlet.services.events import ExecutionEvents
+from spinlet.services.targets import Target, TargetResolver
+from spinlet.settings import Settings
+from spinlet.store import Store
+
+log = logging.getLogger(__name__)
+
+TRUNCATION_MARKER = "\n[spinlet: log truncated, {dropped} bytes dropped]\n"
+
+#: Why a running execution is being stopped: a user's cancel, or the node going away.
+StopReason = Literal["cancel", "kill", "lost"]
+
+_OUTCOME_STATUS = {
+    OutcomeStatus.SUCCESS: ExecutionStatus.SUCCESS,
+    OutcomeStatus.FAILED: ExecutionStatus.FAILED,
+    OutcomeStatus.ERROR: ExecutionStatus.ERROR,
+}
+
+
+#: The runtime's own marker, when it capped the log already.
+_MARKER = re.compile(r"\n\[spinlet: log truncated, (\d+) bytes dropped\]\n\Z")
+
+
+def cap_logs(logs: str, limit: int) -> str:
+    """At most `limit` bytes of the log, and a marker saying how many were dropped (counting
+    those the runtime dropped already)."""
+    dropped = 0
+    if (marker := _MARKER.search(logs)) is not None:
+        dropped, logs = int(marker.group(1)), logs[: marker.start()]
+    data = logs.encode("utf-8", "replace")
+    if len(data) > limit:
+        logs = data[:limit].decode("utf-8", "ignore")  # no character cut in two
+        dropped += len(data) - len(logs.encode())
+    return logs + TRUNCATION_MARKER.format(dropped=dropped) if dropped else logs
+
+
+def platform_error(reason: str, kind: str, message: str) -> RunOutcome:
+    return RunOutcome(
+        status=OutcomeStatus.ERROR,
+        status_reason=reason,
+        error={"type": kind, "message": message, "traceback": ""},
+    )
+
+
+class ExecutionRunner:
+    """Runs executions that are already `running` in the store, and records how they end."""
+
+    def __init__(
+        self,
+        store: Store,
+        package_store: PackageStore,
+        backend: RuntimeBackend,
+        targets: TargetResolver,
+        events: ExecutionEvents,
+        settings: Settings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.package_store = package_store
+        self.backend = backend
+        self.targets = targets
+        self.events = events
+        self.settings = settings
+        self.metrics = metrics
+        self._tasks: dict[str, asyncio.Task[RunOutcome]] = {}
+        self._stopping: dict[str, StopReason] = {}
+
+    def is_running(self, execution_id: str) -> bool:
+        return execution_id in self._tasks
+
+    async def run(self, execution: Execution, target: Target | None = None) -> Execution:
+        """Run a `running` execution to its end; the returned record is final and committed.
+
+        `target` is what the execution runs, when the caller has just resolved it.
+        """
+        task = asyncio.create_task(
+            self._outcome(execution, target), name=f"execution {execution.id}"
+        )
+        self._tasks[execution.id] = task
+        try:
+            outcome = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                outcome = await self._settle(execution.id, task)  # stopped by cancel/stop
+                return await self._finish(execution, outcome)
+            # Our caller is being cancelled (shutdown): the execution is lost.
+            self.stop(execution.id, "lost")
+            await self._finish(execution, await self._settle(execution.id, task))
+            raise
+        except Exception:
+            outcome = await self._settle(execution.id, task)
+        else:
+            self._tasks.pop(execution.id, None)
+        return await self._finish(execution, outcome)
+
+    async def _settle(self, execution_id: str, task: asyncio.Task[RunOutcome]) -> RunOutcome:
+        """The outcome of a task that was stopped (or failed unexpectedly)."""
+        try:
+            return await task
+        except asyncio.CancelledError:
+            reason = self._stopping.get(execution_id, "lost")
+            if reason == "lost":
+                return platform_error("lost", "Lost", "the node stopped while it was running")
+            return RunOutcome(
+                status=OutcomeStatus.ERROR,
+                status_reason="cancelled",
+                error={"type": "Cancelled", "message": "the execution was cancelled"},
+            )
+        except Exception as exc:
+            log.exception("execution %s failed in the platform", execution_id)
+            return platform_error("internal", type(exc).__name__, "internal error")
+        finally:
+            self._tasks.pop(execution_id, None)
+
+    def stop(self, execution_id: str, reason: StopReason) -> bool:
+        """Stop a running execution now (its container is destroyed)."""
+        task = self._tasks.get(execution_id)
+        if task is None or task.done():
+            return False
+        self._stopping.setdefault(execution_id, reason)
+        task.cancel()
+        return True
+
+    async def cancel(self, execution_id: str, *, kill: bool, grace: float) -> bool:
+        """Cancel: at once with `kill`, else after letting it finish for up to `grace` s."""
+        task = self._tasks.get(execution_id)
+        if task is None:
+            return False
+        if not kill:
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if done:
+                return True  # it finished on its own within the grace period
+        self.stop(execution_id, "kill" if kill else "cancel")
+        await asyncio.wait({task})
+        return True
+
+    async def stop_all(self, reason: StopReason) -> None:
+        tasks = list(self._tasks.values())
+        for execution_id in list(self._tasks):
+            self.stop(execution_id, reason)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def _outcome(self, execution: Execution, target: Target | None) -> RunOutcome:
+        if target is None:
+            try:
+                target = await self.targets.target(
+                    execution.project_id, execution.function_id, execution.function_version
+                )
+            except NotFound as exc:
+                return platform_error("not_found", "NotFound", exc.message)
+
+        async def load_code() -> bytes:
+            return await self.package_store.get(target.package.sha256)
+
+        request = RunRequest(execution_id=execution.id, input=execution.input)
+        try:
+            return await self.backend.execute(target.spec(), load_code, request)
+        except InvalidPackage as exc:
+            return platform_error("no_package", "InvalidPackage", exc.message)
+        except RuntimeBackendError as exc:
+            reason = "no_image" if "image" in exc.details else "backend"
+            return platform_error(reason, "RuntimeBackendError", exc.message)
+
+    async def _finish(self, execution: Execution, outcome: RunOutcome) -> Execution:
+        status = _OUTCOME_STATUS[outcome.status]
+        reason, result, error = outcome.status_reason, outcome.result, outcome.error
+        if reason == "cancelled":
+            status = ExecutionStatus.CANCELLED
+        self._stopping.pop(execution.id, None)
+        if status is ExecutionStatus.SUCCESS:
+            size = len(json.dumps(result, separators=(",", ":")).encode())
+            if size > self.settings.max_result_size:
+                status, reason, result = ExecutionStatus.FAILED, "result_too_large", None
+                error = {
+                    "type": "ResultTooLarge",
+                    "message": f"the result is {size} bytes; the limit is "
+                    f"{self.settings.max_result_size}",
+                    "traceback": "",
+                }
+        now = utcnow()
+        finished = execution.evolve(
+            status=status,
+            status_reason=reason,
+            result=result,
+            error=error,
+            duration_ms=outcome.duration_ms,
+            start_kind=outcome.start_kind.value if outcome.image_id else None,
+            init_ms=outcome.init_ms,
+            image_id=outcome.image_id,
+            finished_at=now,
+            updated_at=now,
+        )
+        logs = cap_logs(outcome.logs, self.settings.log_limit)
+        saved = await self.store.executions.save(finished, logs=logs)
+        self.events.announce_finished(execution.id)
+        if self.metrics is not None:
+            self.metrics.finished(saved)
+        return saved

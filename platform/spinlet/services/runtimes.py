@@ -1,0 +1,135 @@
+"""Runtimes: registering the images functions run in."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from spinlet.domain import DEFAULT_PROJECT, Runtime, RuntimeStatus
+from spinlet.errors import AlreadyExists, Forbidden, ImageNotFound, ValidationFailed
+from spinlet.runtime.backend import RuntimeBackend
+from spinlet.store import Store
+
+BUILTIN_RUNTIME = "python3"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ValidationFailed(
+            f"{kind} name {name!r} must start with a letter or digit and use only letters, "
+            "digits, '_', '.' and '-' (at most 255 characters)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class PoolState:
+    runtime_id: str
+    total: int
+    available: int
+
+
+class RuntimeService:
+    def __init__(self, store: Store, backend: RuntimeBackend) -> None:
+        self.store = store
+        self.backend = backend
+
+    async def ensure_builtin(self, image: str) -> Runtime:
+        """Register the built-in `python3` runtime at first start (its image may change)."""
+        existing = await self.store.runtimes.find(DEFAULT_PROJECT, BUILTIN_RUNTIME)
+        if existing is None:
+            runtime = Runtime(
+                id=str(uuid.uuid4()),
+                name=BUILTIN_RUNTIME,
+                image=image,
+                description="Python 3.11 (built in)",
+            )
+            try:
+                return await self.store.runtimes.create(runtime)
+            except AlreadyExists:  # another node starting at the same time registered it
+                existing = await self.store.runtimes.get(DEFAULT_PROJECT, BUILTIN_RUNTIME)
+        if existing.image != image:
+            return await self.store.runtimes.update(existing.evolve(image=image))
+        return existing
+
+    async def _check_image(self, image: str) -> None:
+        if await self.backend.image_id(image) is None:
+            raise ImageNotFound(
+                f"image {image!r} is not present on this node and no registry can provide it; "
+                "build or load it first"
+            )
+
+    async def create(
+        self, project_id: str, *, name: str, image: str, description: str | None = None
+    ) -> Runtime:
+        check_name("runtime", name)
+        await self._check_image(image)
+        runtime = Runtime(
+            id=str(uuid.uuid4()),
+            name=name,
+            image=image,
+            description=description,
+            status=RuntimeStatus.AVAILABLE,
+            is_public=False,
+            project_id=project_id,
+        )
+        return await self.store.runtimes.create(runtime)
+
+    async def get(self, project_id: str, ref: str) -> Runtime:
+        return await self.store.runtimes.get(project_id, ref)
+
+    async def list(self, project_id: str) -> list[Runtime]:
+        return await self.store.runtimes.list(project_id)
+
+    async def _owned(self, project_id: str, ref: str) -> Runtime:
+        runtime = await self.store.runtimes.get(project_id, ref)
+        if runtime.project_id != project_id:
+            raise Forbidden(f"runtime {runtime.name!r} is public and cannot be changed here")
+        return runtime
+
+    async def update(self, project_id: str, ref: str, changes: dict[str, Any]) -> Runtime:
+        runtime = await self._owned(project_id, ref)
+        if changes.get("name") is not None:
+            check_name("runtime", changes["name"])
+        if changes.get("image") is not None and changes["image"] != runtime.image:
+            await self._check_image(changes["image"])
+        return await self.store.runtimes.update(
+            runtime.evolve(**{k: v for k, v in changes.items() if v is not None})
+        )
+
+    async def delete(self, project_id: str, ref: str) -> None:
+        runtime = await self._owned(project_id, ref)
+        if await self.store.runtimes.in_use(runtime.id):
+            raise Forbidden(f"runtime {runtime.name!r} is still used by functions or versions")
+        await self.store.runtimes.delete(runtime.id)
+
+    async def pool(self, project_id: str, ref: str) -> PoolState:
+        """The containers of this runtime: those of the project's functions and versions on it,
+        and the stem cells of its image (free for any of them)."""
+        runtime = await self.store.runtimes.get(project_id, ref)
+        image_id = await self.backend.image_id(runtime.image)
+        runs_on: dict[tuple[str, int], bool] = {}
+        total = available = 0
+        for container in await self.backend.containers():
+            if container.function_id is None:
+                ours = container.image in (runtime.image, image_id)
+            else:
+                key = (container.function_id, container.version or 0)
+                if key not in runs_on:
+                    runs_on[key] = await self._runs_on(project_id, *key) == runtime.id
+                ours = runs_on[key]
+            if ours:
+                total += 1
+                available += container.state in ("idle", "stem")
+        return PoolState(runtime_id=runtime.id, total=total, available=available)
+
+    async def _runs_on(self, project_id: str, function_id: str, version: int) -> str | None:
+        """The runtime id a function version runs on (None: not the project's, or gone)."""
+        if version:
+            snapshot = await self.store.versions.find(project_id, function_id, version)
+            return snapshot.runtime_id if snapshot else None
+        function = await self.store.functions.find(project_id, function_id)
+        return function.runtime_id if function else None

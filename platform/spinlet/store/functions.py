@@ -1,0 +1,195 @@
+"""Functions and the packages (code blobs) they reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BindParameter, Row, bindparam, delete, exists, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from spinlet.domain import Function, FunctionStatus, Package, utcnow
+from spinlet.errors import Forbidden, NotFound
+from spinlet.store.database import Database
+from spinlet.store.errors import unique
+from spinlet.store.locks import lock_function
+from spinlet.store.tables import function_versions, functions, packages, runtimes
+from spinlet.store.versions import alias_names, aliases_phrase
+
+_COLUMNS = [*functions.c, packages.c.md5sum, packages.c.size]
+
+# Every execution looks its function up: the statement is built once.
+_REF: BindParameter[str] = bindparam("ref")
+_FIND = (
+    select(*_COLUMNS)
+    .join(packages, packages.c.sha256 == functions.c.package_sha256)
+    .where(functions.c.project_id == bindparam("project_id"))
+    .where(or_(functions.c.id == _REF, functions.c.name == _REF))
+    .order_by((functions.c.id == _REF).desc())
+    .limit(1)
+)
+# The same, with the image of the function's runtime: what a version-0 execution needs, in one read.
+_FIND_WITH_IMAGE: Any = _FIND.add_columns(runtimes.c.image.label("runtime_image")).join(
+    runtimes, runtimes.c.id == functions.c.runtime_id
+)
+
+
+def _function(row: Row[Any]) -> Function:
+    return Function(
+        id=row.id,
+        name=row.name,
+        runtime_id=row.runtime_id,
+        package=Package(sha256=row.package_sha256, md5sum=row.md5sum, size=row.size),
+        entry=row.entry,
+        description=row.description,
+        timeout=row.timeout,
+        memory_size=row.memory_size,
+        cpu=row.cpu,
+        retries=row.retries,
+        concurrency=row.concurrency,
+        environment=dict(row.environment or {}),
+        network=row.network,
+        status=FunctionStatus(row.status),
+        latest_version=row.latest_version,
+        project_id=row.project_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _values(function: Function) -> dict[str, Any]:
+    return {
+        "name": function.name,
+        "description": function.description,
+        "runtime_id": function.runtime_id,
+        "entry": function.entry,
+        "package_sha256": function.package.sha256,
+        "timeout": function.timeout,
+        "memory_size": function.memory_size,
+        "cpu": function.cpu,
+        "retries": function.retries,
+        "concurrency": function.concurrency,
+        "environment": function.environment,
+        "network": function.network,
+        "status": function.status.value,
+        "updated_at": function.updated_at,
+    }
+
+
+async def _ensure_package(conn: AsyncConnection, package: Package) -> None:
+    known = await conn.execute(select(packages.c.sha256).where(packages.c.sha256 == package.sha256))
+    if known.first() is None:
+        await conn.execute(
+            packages.insert().values(
+                sha256=package.sha256,
+                md5sum=package.md5sum,
+                size=package.size,
+                created_at=utcnow(),
+            )
+        )
+
+
+class FunctionRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, function: Function) -> Function:
+        async with unique("function", function.name), self.db.transaction() as conn:
+            await _ensure_package(conn, function.package)
+            await conn.execute(
+                functions.insert().values(
+                    id=function.id,
+                    project_id=function.project_id,
+                    created_at=function.created_at,
+                    **_values(function),
+                )
+            )
+        return function
+
+    async def find(self, project_id: str, ref: str) -> Function | None:
+        """A function of the project, by id or by name."""
+        params = {"project_id": project_id, "ref": ref}
+        row = await self.db.read(lambda conn: conn.execute(_FIND, params).first())
+        return _function(row) if row else None
+
+    async def find_with_image(self, project_id: str, ref: str) -> tuple[Function, str] | None:
+        """A function of the project (by id or name) and the image its runtime names."""
+        params = {"project_id": project_id, "ref": ref}
+        row = await self.db.read(lambda conn: conn.execute(_FIND_WITH_IMAGE, params).first())
+        return (_function(row), row.runtime_image) if row else None
+
+    async def get(self, project_id: str, ref: str) -> Function:
+        function = await self.find(project_id, ref)
+        if function is None:
+            raise NotFound(f"function {ref!r} not found")
+        return function
+
+    async def list(self, project_id: str | None) -> list[Function]:
+        """The project's functions (None: every project's)."""
+        query = (
+            select(*_COLUMNS)
+            .join(packages, packages.c.sha256 == functions.c.package_sha256)
+            .order_by(functions.c.created_at, functions.c.id)
+        )
+        if project_id is not None:
+            query = query.where(functions.c.project_id == project_id)
+        async with self.db.connect() as conn:
+            return [_function(row) for row in await conn.execute(query)]
+
+    async def update(self, function: Function) -> Function:
+        function = function.evolve(updated_at=utcnow())
+        async with unique("function", function.name), self.db.transaction() as conn:
+            await _ensure_package(conn, function.package)
+            await conn.execute(
+                update(functions)
+                .where(functions.c.id == function.id)
+                .where(functions.c.project_id == function.project_id)
+                .values(**_values(function))
+            )
+        return function
+
+    async def delete(self, function: Function) -> tuple[set[str], set[str]]:
+        """Delete a function and its versions; returns the package hashes they used and the
+        image ids of the versions.
+
+        Refused (`Forbidden`, naming them) while aliases point at the function.
+        """
+        async with self.db.transaction() as conn:
+            if not await lock_function(conn, function.project_id, function.id):
+                raise NotFound(f"function {function.name!r} not found")
+            names = await alias_names(conn, function.project_id, function.id)
+            if names:
+                raise Forbidden(
+                    f"function {function.name!r} is used by {aliases_phrase(names)}",
+                    aliases=names,
+                )
+            versions = function_versions.c
+            used = (
+                await conn.execute(
+                    select(versions.package_sha256, versions.image_id).where(
+                        versions.function_id == function.id
+                    )
+                )
+            ).all()
+            hashes = {function.package.sha256, *(row.package_sha256 for row in used)}
+            images = {row.image_id for row in used}
+            await conn.execute(delete(function_versions).where(versions.function_id == function.id))
+            await conn.execute(
+                delete(functions)
+                .where(functions.c.id == function.id)
+                .where(functions.c.project_id == function.project_id)
+            )
+        return hashes, images
+
+    async def drop_package_if_unused(self, sha256: str) -> bool:
+        """Forget a package no function or version references any more; True when dropped."""
+        try:
+            async with self.db.transaction() as conn:
+                for table in (functions, function_versions):
+                    query = select(exists().where(table.c.package_sha256 == sha256))
+                    if (await conn.execute(query)).scalar():
+                        return False
+                result = await conn.execute(delete(packages).where(packages.c.sha256 == sha256))
+                return bool(result.rowcount)
+        except IntegrityError:  # referenced again meanwhile (the foreign keys said no)
+            return False

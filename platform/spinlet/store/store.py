@@ -1,0 +1,37 @@
+"""The store: one database and its repositories."""
+
+from __future__ import annotations
+
+from spinlet.store.aliases import AliasRepository
+from spinlet.store.blobs import BlobRepository
+from spinlet.store.database import Database
+from spinlet.store.executions import ExecutionRepository
+from spinlet.store.functions import FunctionRepository
+from spinlet.store.nodes import NodeRepository
+from spinlet.store.projects import ProjectRepository
+from spinlet.store.runtimes import RuntimeRepository
+from spinlet.store.tokens import TokenRepository
+from spinlet.store.versions import VersionRepository
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.projects = ProjectRepository(db)
+        self.runtimes = RuntimeRepository(db)
+        self.functions = FunctionRepository(db)
+        self.versions = VersionRepository(db)
+        self.aliases = AliasRepository(db)
+        self.executions = ExecutionRepository(db)
+        self.nodes = NodeRepository(db)
+        self.blobs = BlobRepository(db)
+        self.tokens = TokenRepository(db)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        db = Database(url)
+        await db.migrate()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()

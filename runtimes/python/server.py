@@ -1,0 +1,692 @@
+"""Spinlet's Python runtime server: runtime protocol v1 (see `runtimes/README.md`).
+
+Runs inside a function's container (or as a plain process for local development), standard
+library only. It listens on the Unix socket `$SPINLET_SOCKET` (default `/run/spinlet/rt.sock`),
+speaks HTTP/1.1 with keep-alive, and handles one request at a time:
+
+- `GET /health`: `{"protocol": 1, "initialized": bool}`.
+- `POST /init`: extract the function's zip, import its entry module, look up the handler.
+  Allowed once per process; whatever happens, a second `/init` is refused with 409.
+- `POST /run`: call the handler with one execution's input and return its result or error,
+  with everything written to file descriptors 1 and 2 during the call as `logs`.
+
+A child the function forks never gets back into the server: it exits where it returns from the
+function's code. In a container (where the server is PID 1), processes that runs leave behind go
+on, unless they use up the container's pids (a fork bomb's): then they are killed before the next
+run can start; those started at import time are spared.
+
+Every response is written with a single `sendall` (a split write costs a Nagle delay over TCP).
+Time limits are the control plane's job: it destroys the container when a deadline passes.
+
+Run as `python3 /opt/spinlet/server.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import http
+import inspect
+import io
+import json
+import logging
+import math
+import os
+import signal
+import socketserver
+import stat
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import zipfile
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path, PurePosixPath
+from types import FrameType, ModuleType
+from typing import Any
+
+PROTOCOL = 1
+DEFAULT_SOCKET = "/run/spinlet/rt.sock"
+DEFAULT_LOG_LIMIT = 1024 * 1024
+#: Requests larger than this are refused (the control plane caps packages far below it).
+MAX_BODY = 1024 * 1024 * 1024
+#: How long to wait for the rest of a run's output once fds 1 and 2 are restored. Longer only
+#: when a background child still holds the pipe open; its later output is dropped.
+DRAIN_TIMEOUT = 0.2
+TRUNCATION_MARKER = "\n[spinlet: log truncated, {dropped} bytes dropped]\n"
+#: How long to keep killing the processes earlier runs left (a fork bomb may still be forking).
+LEFTOVER_TIMEOUT = 2.0
+
+Handler = Callable[..., Any]
+ErrorInfo = dict[str, str]
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class RequestError(Exception):
+    """A request the server refuses; becomes `{"error": {...}}` with an HTTP status."""
+
+    def __init__(self, status: int, type_: str, message: str, *, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.close = close
+
+    def as_error(self) -> ErrorInfo:
+        return {"type": self.type, "message": self.message, "traceback": ""}
+
+
+class LoadError(Exception):
+    """The function's code cannot be loaded (bad zip, bad entry); a 400 reply to `/init`."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+
+    def as_error(self) -> ErrorInfo:
+        return {"type": self.type, "message": self.message, "traceback": ""}
+
+
+def describe_exception(exc: BaseException) -> ErrorInfo:
+    """`{type, message, traceback}` of an exception raised by the function's code.
+
+    Frames of this server and of importlib's machinery are left out of the traceback, so that it
+    starts in the function's own code.
+    """
+    summary = traceback.TracebackException.from_exception(exc)
+    summary.stack = traceback.StackSummary.from_list(
+        [frame for frame in summary.stack if not _is_internal_frame(frame.filename)]
+    )
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(summary.format()),
+    }
+
+
+def _is_internal_frame(filename: str) -> bool:
+    return filename == __file__ or filename.startswith("<frozen importlib")
+
+
+# --- output capture ----------------------------------------------------------------------------
+
+
+def make_std_streams_unbuffered() -> None:
+    """Make `sys.stdout`/`sys.stderr` write straight to fds 1 and 2 (like `python -u`).
+
+    Buffered text would reach the pipe out of order with `os.write(1, ...)` and child output,
+    or after the fds are restored (and then be lost to the execution's log).
+    """
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        raw = io.FileIO(fd, "w", closefd=False)
+        stream = io.TextIOWrapper(
+            raw, encoding="utf-8", errors="backslashreplace", write_through=True
+        )
+        setattr(sys, name, stream)
+
+
+def flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # the function may have replaced or closed them
+            stream.flush()
+
+
+class OutputCapture:
+    """Redirects fds 1 and 2 into one pipe for a `with` block and keeps what is written.
+
+    A reader thread drains the pipe, keeping at most `limit` bytes and counting the rest. When
+    the block ends, fds 1 and 2 are restored and the reader gets end-of-file, unless a
+    background child still holds the pipe: then it is left draining (and discarding) on its own.
+    When no thread can be started, `make_room` (if given) is called and the start tried again.
+    """
+
+    def __init__(self, limit: int, make_room: Callable[[], None] | None = None) -> None:
+        self.limit = limit
+        self.make_room = make_room
+        self._kept = bytearray()
+        self._dropped = 0
+        self._detached = False
+        self._lock = threading.Lock()
+        self._saved: tuple[int, int] | None = None
+        self._reader: threading.Thread | None = None
+        self.text = ""
+
+    def __enter__(self) -> OutputCapture:
+        flush_std_streams()
+        read_fd, write_fd = os.pipe()
+        try:
+            self._reader = self._start_reader(read_fd)
+        except BaseException:  # nothing is redirected yet
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)  # fds 1 and 2 now hold the pipe's write end
+        return self
+
+    def _start_reader(self, read_fd: int) -> threading.Thread:
+        while True:
+            reader = threading.Thread(target=self._drain, args=(read_fd,), daemon=True)
+            try:
+                reader.start()
+            except RuntimeError:  # "can't start new thread": the pids are used up
+                if self.make_room is None:
+                    raise
+                make_room, self.make_room = self.make_room, None
+                make_room()
+            else:
+                return reader
+
+    def __exit__(self, *exc_info: object) -> None:
+        flush_std_streams()
+        assert self._saved is not None and self._reader is not None
+        stdout, stderr = self._saved
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        os.close(stdout)
+        os.close(stderr)
+        self._reader.join(DRAIN_TIMEOUT)
+        with self._lock:
+            self._detached = True
+            self.text = self._kept.decode("utf-8", errors="replace")
+            if self._dropped:
+                self.text += TRUNCATION_MARKER.format(dropped=self._dropped)
+
+    def _drain(self, read_fd: int) -> None:
+        try:
+            while chunk := os.read(read_fd, 65536):
+                with self._lock:
+                    if not self._detached:
+                        self._keep(chunk)
+        finally:
+            os.close(read_fd)
+
+    def _keep(self, chunk: bytes) -> None:
+        room = max(0, self.limit - len(self._kept))
+        self._kept += chunk[:room]
+        self._dropped += max(0, len(chunk) - room)
+
+
+# --- the function's code -----------------------------------------------------------------------
+
+
+class CurrentStderrHandler(logging.Handler):
+    """Writes to whatever `sys.stderr` is at the time (fd 2 is redirected during a run)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def function_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    if not any(isinstance(h, CurrentStderrHandler) for h in logger.handlers):
+        handler = CurrentStderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class Context:
+    """The `context` argument of `main(event, context)`."""
+
+    def __init__(
+        self,
+        *,
+        execution_id: str,
+        function_id: str,
+        function_name: str,
+        function_version: int,
+        deadline: float | None,
+    ) -> None:
+        self.execution_id = execution_id
+        self.function_id = function_id
+        self.function_name = function_name
+        self.function_version = function_version
+        self.deadline = deadline
+        self.logger = function_logger(function_name or "function")
+
+    def remaining_time(self) -> float:
+        """Seconds left before the control plane ends this execution (inf without deadline)."""
+        if self.deadline is None:
+            return math.inf
+        return max(0.0, self.deadline - time.time())
+
+    def __repr__(self) -> str:
+        return f"<Context execution_id={self.execution_id!r} function={self.function_name!r}>"
+
+
+def extract_package(code_b64: str) -> Path:
+    """Decode and extract the zip into a fresh directory (under `$TMPDIR`); return it."""
+    try:
+        data = base64.b64decode(code_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise LoadError("InvalidPackage", f"code is not valid base64: {exc}") from exc
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for name in archive.namelist():
+                check_member_name(name)
+            directory = Path(tempfile.mkdtemp(prefix="spinlet-code-"))
+            archive.extractall(directory)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise LoadError("InvalidPackage", f"code is not a valid zip archive: {exc}") from exc
+    except OSError as exc:
+        raise LoadError("InvalidPackage", f"cannot extract the package: {exc}") from exc
+    return directory
+
+
+def check_member_name(name: str) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    drive = len(name) > 1 and name[0].isalpha() and name[1] == ":"
+    if path.is_absolute() or ".." in path.parts or drive:
+        raise LoadError("InvalidPackage", f"zip entry {name!r} points outside the package")
+
+
+def import_entry(entry: str, code_dir: Path) -> Handler:
+    """Import the module of `entry` ("module.func", module may be dotted); return the function."""
+    module_name, _, func_name = entry.rpartition(".")
+    if not module_name or not func_name:
+        raise LoadError("InvalidEntry", f"entry {entry!r} is not of the form module.function")
+    try:
+        __import__(module_name)  # unlike importlib.import_module, drops importlib's frames
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise LoadError(
+                "ModuleNotFoundError",
+                f"module {module_name!r} of entry {entry!r} is not in the package",
+            ) from exc
+        raise
+    top_level = module_name.partition(".")[0]
+    if _in_package(top_level, code_dir) and not _loaded_from(sys.modules[top_level], code_dir):
+        raise LoadError(
+            "EntryNotFound",
+            f"module {top_level!r} of the package is shadowed by Python's own module of that "
+            "name; rename it",
+        )
+    module = sys.modules[module_name]
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise LoadError("EntryNotFound", f"module {module_name!r} has no function {func_name!r}")
+    if not callable(func):
+        raise LoadError("EntryNotFound", f"{entry!r} is not callable")
+    return func  # type: ignore[no-any-return]
+
+
+def _in_package(top_level: str, code_dir: Path) -> bool:
+    return (code_dir / f"{top_level}.py").exists() or (code_dir / top_level).is_dir()
+
+
+def _loaded_from(module: ModuleType, code_dir: Path) -> bool:
+    """Whether `module` (a module, package or namespace package) comes from `code_dir`."""
+    locations = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+    return any(str(location).startswith(str(code_dir) + os.sep) for location in locations)
+
+
+def wants_context(func: Handler) -> bool:
+    """Whether the handler takes a second positional parameter (the context)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if parameter.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            positional += 1
+    return positional >= 2
+
+
+# --- processes the function starts -------------------------------------------------------------
+
+
+def end_if_forked(server_pid: int, failed: bool) -> None:
+    """End a child the function forked (`os.fork()`) that returns from the function's code.
+
+    The child holds a copy of this server and of its connection: left to go on, it would send a
+    reply of its own and serve later requests alongside the server (a fork bomb's children
+    would hand the next executions stale replies).
+    """
+    if os.getpid() != server_pid:
+        os._exit(1 if failed else 0)
+
+
+def owns_pid_namespace() -> bool:
+    """Whether this server is PID 1 of its own PID namespace (as in its container), so that
+    every other process there comes from the function."""
+    return os.getpid() == 1
+
+
+def other_processes() -> dict[int, tuple[str, int]]:
+    """`{pid: (state, parent pid)}` of the other processes in this PID namespace."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+        except OSError:  # it ended meanwhile
+            continue
+        # "pid (command) state ppid ...": the command may hold spaces and parentheses
+        state, parent = stat[stat.rfind(b")") + 2 :].split()[:2]
+        found[int(entry)] = (state.decode("ascii", "replace"), int(parent))
+    return found
+
+
+def end_leftovers(spared: set[int]) -> None:
+    """Kill the processes earlier runs left (running or exited: zombies hold pids too) and
+    reap them, all but `spared` (those from import time) and their children."""
+    deadline = time.monotonic() + LEFTOVER_TIMEOUT
+    while True:
+        pending = False
+        for pid, (state, parent) in other_processes().items():
+            if pid in spared or parent in spared:
+                continue
+            pending = True
+            if state not in ("Z", "X"):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            elif parent == os.getpid():  # else its parent dies first, and it becomes ours
+                with contextlib.suppress(OSError):
+                    os.waitpid(pid, os.WNOHANG)
+        if not pending or time.monotonic() >= deadline:
+            return
+        time.sleep(0.001)
+
+
+# --- protocol ----------------------------------------------------------------------------------
+
+
+class Runtime:
+    """The state of this runtime: the loaded function, once `/init` succeeded."""
+
+    def __init__(self) -> None:
+        self.init_attempted = False
+        self.handler: Handler | None = None
+        self.pass_context = False
+        self.log_limit = DEFAULT_LOG_LIMIT
+        self.pid = os.getpid()
+        #: Processes of its PID namespace there after `/init`; None outside a container.
+        self.spared: set[int] | None = None
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        return 200, {"protocol": PROTOCOL, "initialized": self.handler is not None}
+
+    def init(self, body: Any) -> tuple[int, dict[str, Any]]:
+        if self.init_attempted:
+            raise RequestError(
+                409, "AlreadyInitialized", "this runtime has already been initialised"
+            )
+        code, entry, environment, log_limit = parse_init(body)
+        self.init_attempted = True
+        self.log_limit = log_limit
+        handler: Handler | None = None
+        error: ErrorInfo | None = None
+        started = time.perf_counter()
+        with OutputCapture(log_limit) as capture:
+            try:
+                handler = self._load(code, entry, environment)
+            except LoadError as exc:
+                error = exc.as_error()
+            except BaseException as exc:  # an import-time exception of the function's code
+                error = describe_exception(exc)
+            end_if_forked(self.pid, handler is None)
+        init_ms = (time.perf_counter() - started) * 1000
+        if handler is None:
+            return 400, {"error": error, "logs": capture.text}
+        self.handler = handler
+        self.pass_context = wants_context(handler)
+        if owns_pid_namespace():
+            self.spared = set(other_processes())
+        return 200, {"protocol": PROTOCOL, "init_ms": init_ms, "logs": capture.text}
+
+    def _load(self, code: str, entry: str, environment: dict[str, str]) -> Handler:
+        code_dir = extract_package(code)
+        sys.path.insert(0, str(code_dir))
+        os.environ.update(environment)
+        return import_entry(entry, code_dir)
+
+    def _make_room(self) -> Callable[[], None] | None:
+        """What frees the container's pids when a run cannot even start its output capture:
+        processes earlier runs left behind (after a fork bomb, all of them) are ended then, in
+        a container; processes from import time are spared."""
+        spared = self.spared
+        if spared is None:
+            return None
+        return lambda: end_leftovers(spared)
+
+    def run(self, body: Any) -> bytes:
+        """Run one execution; returns the reply body (the result is serialised only once)."""
+        if self.handler is None:
+            raise RequestError(409, "NotInitialized", "POST /init has not succeeded yet")
+        event, context = parse_run(body)
+        args = (event, context) if self.pass_context else (event,)
+        result: Any = None
+        error: ErrorInfo | None = None
+        with OutputCapture(self.log_limit, self._make_room()) as capture:
+            started = time.perf_counter()
+            try:
+                result = self.handler(*args)
+            except BaseException as exc:
+                error = describe_exception(exc)
+            duration_ms = (time.perf_counter() - started) * 1000
+            end_if_forked(self.pid, error is not None)
+        if error is None:
+            try:
+                result_json = json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                error = {
+                    "type": "ResultNotSerializable",
+                    "message": f"the result is not JSON-serialisable: {exc}",
+                    "traceback": "",
+                }
+        tail = f'"logs":{json.dumps(capture.text)},"duration_ms":{duration_ms!r}}}'
+        if error is not None:
+            return f'{{"error":{json.dumps(error)},{tail}'.encode()
+        return f'{{"result":{result_json},{tail}'.encode()
+
+
+def parse_init(body: Any) -> tuple[str, str, dict[str, str], int]:
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    code = body.get("code")
+    entry = body.get("entry", "main.main")
+    environment = body.get("environment") or {}
+    log_limit = body.get("log_limit", DEFAULT_LOG_LIMIT)
+    if not isinstance(code, str):
+        raise bad_request('"code" (a base64 zip) is required')
+    if not isinstance(entry, str):
+        raise bad_request('"entry" must be a string "module.function"')
+    if not isinstance(environment, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in environment.items()
+    ):
+        raise bad_request('"environment" must be an object of strings')
+    if not isinstance(log_limit, int) or isinstance(log_limit, bool) or log_limit < 0:
+        raise bad_request('"log_limit" must be a non-negative integer')
+    return code, entry, environment, log_limit
+
+
+def parse_run(body: Any) -> tuple[Any, Context]:
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    deadline = body.get("deadline")
+    version = body.get("function_version", 0)
+    if deadline is not None and (
+        not isinstance(deadline, int | float) or isinstance(deadline, bool)
+    ):
+        raise bad_request('"deadline" must be a number (unix seconds)')
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad_request('"function_version" must be an integer')
+    strings = {}
+    for key in ("execution_id", "function_id", "function_name"):
+        value = body.get(key) or ""
+        if not isinstance(value, str):
+            raise bad_request(f'"{key}" must be a string')
+        strings[key] = value
+    context = Context(
+        execution_id=strings["execution_id"],
+        function_id=strings["function_id"],
+        function_name=strings["function_name"],
+        function_version=version,
+        deadline=None if deadline is None else float(deadline),
+    )
+    return body.get("input"), context
+
+
+def bad_request(message: str) -> RequestError:
+    return RequestError(400, "BadRequest", message)
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; JSON in, JSON out, one write per response."""
+
+    protocol_version = "HTTP/1.1"
+    server: RuntimeServer
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def dispatch(self, method: str) -> None:
+        try:
+            body = self.read_body()
+            path = self.path.partition("?")[0]
+            if path == "/health" and method == "GET":
+                status, reply = self.server.runtime.health()
+                self.respond_json(status, reply)
+            elif path == "/init" and method == "POST":
+                status, reply = self.server.runtime.init(parse_json(body))
+                self.respond_json(status, reply)
+            elif path == "/run" and method == "POST":
+                self.respond(200, self.server.runtime.run(parse_json(body)))
+            elif path in ("/health", "/init", "/run"):
+                raise RequestError(405, "MethodNotAllowed", f"{method} {path} is not allowed")
+            else:
+                raise RequestError(404, "NotFound", f"no such endpoint: {path}")
+        except RequestError as exc:
+            if exc.close:
+                self.close_connection = True
+            self.respond_json(exc.status, {"error": exc.as_error()})
+        except Exception as exc:  # a bug here must not take the server down
+            self.respond_json(500, {"error": describe_exception(exc)})
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestError(411, "LengthRequired", "send a Content-Length", close=True)
+        raw_length = self.headers.get("Content-Length", "0")
+        try:
+            length = int(raw_length)
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise RequestError(400, "BadRequest", "invalid Content-Length", close=True)
+        if length > MAX_BODY:
+            raise RequestError(413, "TooLarge", "the request body is too large", close=True)
+        return self.rfile.read(length)
+
+    def respond_json(self, status: int, reply: dict[str, Any]) -> None:
+        self.respond(status, json.dumps(reply).encode())
+
+    def respond(self, status: int, body: bytes) -> None:
+        """Status line, headers and body in a single write."""
+        phrase = http.HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        )
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        self.wfile.write(head.encode("ascii") + b"\r\n" + body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol-level errors (bad request line, unknown method) as JSON too."""
+        self.close_connection = True  # the request may not have been read to its end
+        error = {"type": http.HTTPStatus(code).phrase.replace(" ", ""), "message": message or ""}
+        self.respond_json(code, {"error": {**error, "traceback": ""}})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def address_string(self) -> str:
+        return "unix"
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, "BadRequest", f"the body is not valid JSON: {exc}") from exc
+
+
+class RuntimeServer(socketserver.UnixStreamServer):
+    """One connection at a time, one request at a time."""
+
+    def __init__(self, socket_path: str, runtime: Runtime) -> None:
+        self.runtime = runtime
+        prepare_socket_path(socket_path)
+        old_umask = os.umask(0o111)  # created connectable by the host (another uid)
+        try:
+            super().__init__(socket_path, RequestHandler)
+        finally:
+            os.umask(old_umask)
+        os.chmod(socket_path, 0o666)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Only connection errors get here (the handler answers everything else): the client
+        # went away; nothing to report.
+        pass
+
+
+def prepare_socket_path(socket_path: str) -> None:
+    path = Path(socket_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()  # left over by an earlier server
+
+
+def exit_on_signal(socket_path: str) -> None:
+    """SIGTERM/SIGINT end the server at once, even inside the function's code (and as PID 1)."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def main() -> None:
+    socket_path = os.environ.get("SPINLET_SOCKET") or DEFAULT_SOCKET
+    make_std_streams_unbuffered()
+    exit_on_signal(socket_path)
+    with RuntimeServer(socket_path, Runtime()) as server:
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Every example in the README's "Using Spinlet" section runs, in order, against a real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.acceptance.conftest import Server, free_port
+from tests.conftest import REPO
+
+README_URL = "http://127.0.0.1:7070"
+
+
+def readme_examples() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("<!-- examples:start -->", 1)[1].split("<!-- examples:end -->", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_readme_has_examples() -> None:
+    assert len(readme_examples()) >= 4
+
+
+def test_readme_examples_run(docker_server: Server) -> None:
+    outputs = []
+    for block in readme_examples():
+        script = "set -euo pipefail\n" + block.replace(README_URL, docker_server.url)
+        done = subprocess.run(
+            ["bash", "-c", script],
+            cwd=REPO,
+            env=docker_server.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (
+            f"README example failed:\n{block}\n--- stdout\n{done.stdout}\n--- stderr\n"
+            f"{done.stderr}\n--- server log\n{docker_server.log()[-3000:]}"
+        )
+        outputs.append(done.stdout)
+    deploy, inspect, http, sdk, later = outputs[:5]
+    assert '{"hello": "world"}' in deploy
+    assert "fail exited with status 1" in deploy
+    assert "success" in inspect and "[1, 2, 3]" in inspect
+    assert '"fib.main"' in http
+    assert "12586269025" in http  # fib(50)
+    assert '"code": "not_found"' in http
+    assert "success {'slept': 0.2}" in sdk
+    assert '{"data": {"slept": 1.0}}' in later
+    assert "cancelled" in later and "deleted 0 execution(s)" in later
+
+    blocks = readme_examples()
+    release = outputs[next(i for i, b in enumerate(blocks) if "versions publish" in b)]
+    assert "greeter version 1" in release and "greeter version 2" in release
+    # Through the alias: version 1, the promoted version 2, then version 1 again (rolled back).
+    assert re.findall(r'\{"greeting": "(\w+), Ada!"\}', release) == ["Hello", "Howdy", "Hello"]
+    # The canary: 20 executions, each of version 1 or 2 (`uniq -c` lines).
+    split = re.findall(r"^\s*(\d+) ([12])$", release, flags=re.MULTILINE)
+    assert sum(int(count) for count, _ in split) == 20
+    assert '{"concurrency":2,"environment_keys":["API_TOKEN","MODE"]}' in outputs[-1]
+
+
+def readme_block(marker: str) -> str:
+    """The one shell block between `<!-- marker:start -->` and `<!-- marker:end -->`."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"<!-- {marker}:start -->", 1)[1].split(f"<!-- {marker}:end -->")[0]
+    [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    return block
+
+
+def run_servers_script(
+    script: str, home: Path, ports: list[str], **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a README script that starts `spinlet serve` on `ports` in the background, with
+    `home` as HOME; then stop those servers (and wait until they are gone)."""
+    environment = {
+        **os.environ,
+        "HOME": str(home),
+        "SPINLET_STEM_CELLS": "0",
+        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+        **env,
+    }
+    environment.pop("SPINLET_TOKEN", None)
+    try:
+        return subprocess.run(
+            ["timeout", "120", "bash", "-c", "set -euo pipefail\n" + script],
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        for port in ports:
+            subprocess.run(["pkill", "-INT", "-f", f"spinlet serve .*--port {port} "])
+        for port in ports:
+            for _ in range(100):
+                if subprocess.run(["pgrep", "-f", f"spinlet serve .*--port {port} "]).returncode:
+                    break
+                time.sleep(0.2)
+
+
+def test_readme_production_example_runs_two_nodes(tmp_path: Path, fresh_postgres: str) -> None:
+    """The "several nodes" example, on a fresh database, free ports and a temporary home."""
+    block = readme_block("production")
+    ports = [str(free_port()), str(free_port())]
+    script = (
+        block.replace("$(bash deploy/ensure-postgres.sh)", f"'{fresh_postgres}'")
+        .replace("--port 707$n", '--port "${ports[$n]}"')
+        .replace("127.0.0.1:7071", f"127.0.0.1:{ports[0]}")
+        .replace("127.0.0.1:7072", f"127.0.0.1:{ports[1]}")
+    )
+    done = run_servers_script(f"ports=(0 {ports[0]} {ports[1]})\n{script}", tmp_path, ports)
+    logs = "".join(p.read_text() for p in tmp_path.glob(".spinlet-node-*.log"))
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{logs[-3000:]}"
+    assert done.stdout.strip().endswith('{"greeting": "Hello, node 2!"}'), done.stdout
+
+
+@pytest.mark.docker
+def test_readme_security_example_requires_tokens(tmp_path: Path, docker_client: Any) -> None:
+    """The "security model" example: a node on every address, tokens, two projects."""
+    port = str(free_port())
+    script = readme_block("security").replace("7080", port)
+    done = run_servers_script(script, tmp_path, [port], SPINLET_NODE_ID=f"readme-{port}")
+    log = (tmp_path / ".spinlet-shared.log").read_text()
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{log[-3000:]}"
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    expected = ["unauthorized", '{"greeting": "Hello, acme!"}', "not_found", "acme"]
+    assert [line for line in lines if line in expected] == expected, done.stdout
+    assert "ops" in done.stdout and "ci" in done.stdout  # the tokens listed by name
+    assert "API tokens required" in log
+    assert "spl_" not in log

@@ -1,0 +1,45 @@
+"""Small helpers shared by the test suites (no fixtures here: those live in conftest files)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import textwrap
+import time
+import zipfile
+from collections.abc import Awaitable, Callable
+
+PACKAGE_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def make_package(
+    source: str, *, module: str = "main", extra: dict[str, str] | None = None
+) -> bytes:
+    """A function package: a zip holding `<module>.py` with `source` (dedented), plus `extra`.
+
+    The entries carry a fixed timestamp, so the same sources always give the same bytes (and
+    the same content hash), whenever they are built.
+    """
+    buffer = io.BytesIO()
+    files = {f"{module}.py": source, **(extra or {})}
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in files.items():
+            entry = zipfile.ZipInfo(name, date_time=PACKAGE_TIME)
+            archive.writestr(entry, textwrap.dedent(text), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def package_hash(package: bytes) -> str:
+    return hashlib.sha256(package).hexdigest()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, interval: float = 0.02
+) -> None:
+    """Wait until `check()` is true; fail the test after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(interval)

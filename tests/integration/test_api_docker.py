@@ -1,0 +1,140 @@
+"""The API's whole path with functions in real Docker containers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from spinlet.api.app import create_app
+from spinlet.settings import Settings
+from tests.helpers import eventually
+from tests.integration.test_api import create, expect_error, run
+
+Client = TestClient[Any, Any]
+
+pytestmark = pytest.mark.docker
+
+HOG = b"""
+def main(event):
+    chunks = []
+    while True:
+        chunks.append(bytearray(8 * 1024 * 1024))
+"""
+
+SPIN = b"""
+import signal
+
+def main(event):
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    signal.alarm(1)
+    while True:
+        pass
+"""
+
+OUTPUT = b"""
+import os, subprocess, sys
+
+def main(event, context):
+    print("from print")
+    sys.stderr.write("from stderr\\n")
+    os.write(1, b"from os.write\\n")
+    subprocess.run(["echo", "from a child"], check=True)
+    return context.execution_id
+"""
+
+
+@pytest.fixture
+async def api(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]],
+    settings: Settings,
+    docker_client: Any,
+) -> AsyncIterator[Client]:
+    app = create_app(settings.evolve(backend="docker"))
+    client = await aiohttp_client(app)
+    yield client
+    await client.close()
+    left = docker_client.containers.list(
+        all=True, ignore_removed=True, filters={"label": f"spinlet.node={settings.node_id}"}
+    )
+    assert left == [], "containers left behind"
+
+
+async def upload(api: Client, name: str, code: bytes, **fields: str) -> None:
+    body = aiohttp.FormData()
+    body.add_field("name", name)
+    for key, value in fields.items():
+        body.add_field(key, value)
+    body.add_field("package", code, filename=f"{name}.py")
+    response = await api.post("/v1/functions", data=body)
+    assert response.status == 201, await response.text()
+
+
+async def test_hello_in_a_container(api: Client) -> None:
+    await create(api, "hello")
+    execution = await run(api, "hello", {"name": "Docker"})
+    assert execution["status"] == "success", execution["error"]
+    assert execution["result"] == {"greeting": "Hello, Docker!"}
+    assert execution["image_id"].startswith("sha256:")
+    assert execution["start_kind"] == "cold" and execution["init_ms"] > 0
+    again = await run(api, "hello", {"name": "again"})
+    assert again["start_kind"] == "warm"
+    log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
+    assert log == "Hello, Docker!\n"
+
+
+async def test_every_kind_of_output_is_in_the_log(api: Client) -> None:
+    await upload(api, "output", OUTPUT)
+    execution = await run(api, "output")
+    assert execution["result"] == execution["id"]
+    log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
+    assert log.splitlines() == ["from print", "from stderr", "from os.write", "from a child"]
+
+
+async def test_a_busy_loop_is_stopped_at_its_timeout(api: Client) -> None:
+    await upload(api, "spin", SPIN, timeout="2")
+    started = time.monotonic()
+    execution = await run(api, "spin")
+    assert time.monotonic() - started < 20
+    assert execution["status"] == "failed" and execution["status_reason"] == "timeout"
+    assert "2" in execution["error"]["message"]
+
+
+async def test_a_memory_hog_ends_as_oom(api: Client) -> None:
+    await upload(api, "hog", HOG, memory_size=str(64 * 1024 * 1024))
+    execution = await run(api, "hog")
+    assert execution["status"] == "failed"
+    assert execution["status_reason"] == "oom"
+
+
+async def test_a_runtime_needs_an_existing_image(api: Client) -> None:
+    response = await api.post(
+        "/v1/runtimes", json={"name": "custom", "image": "spinlet/does-not-exist:1"}
+    )
+    assert "does-not-exist" in await expect_error(response, 400, "image_not_found")
+
+
+async def test_first_calls_take_stem_cells_and_later_ones_are_warm(api: Client) -> None:
+    """The node keeps stem cells of the default limits from its start: a new function's first
+    call only initialises one (start kind `stem`), the next call reuses its container."""
+
+    async def stems_ready() -> bool:
+        metrics = await (await api.get("/metrics")).text()
+        return 'spinlet_containers{state="stem"} 2.0' in metrics
+
+    await eventually(stems_ready, within=60)
+    await create(api, "hello")
+    first = await run(api, "hello", {"name": "stem"})
+    assert (first["status"], first["start_kind"]) == ("success", "stem")
+    assert first["init_ms"] is not None and first["init_ms"] > 0
+    second = await run(api, "hello", {"name": "warm"})
+    assert (second["start_kind"], second["init_ms"]) == ("warm", None)
+    await eventually(stems_ready, within=60)  # the stem cell taken was replaced
+    # Other limits have no stem cell: that first call creates its container.
+    await create(api, "hello-big", "hello", memory_size=str(256 * 2**20))
+    cold = await run(api, "hello-big", {"name": "cold"})
+    assert cold["start_kind"] == "cold"

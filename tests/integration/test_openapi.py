@@ -1,0 +1,43 @@
+"""`/v1/openapi.json` describes every route the server has, and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+Client = TestClient[Any, Any]
+
+
+def routes_of(app: web.Application) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        if route.method in ("HEAD", "OPTIONS", "*") or path is None:
+            continue
+        found.add((route.method.lower(), path))
+    return found
+
+
+async def test_the_document_and_the_router_agree(process_api: Client) -> None:
+    response = await process_api.get("/v1/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["openapi"].startswith("3.")
+    described = {
+        (method, path) for path, operations in document["paths"].items() for method in operations
+    }
+    assert described == routes_of(process_api.server.app)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+            assert declared == {part[1:-1] for part in path.split("/") if part.startswith("{")}
+            assert operation["responses"], (method, path)
+    # Request bodies point at schemas the document has.
+    schemas = document["components"]["schemas"]
+    create = document["paths"]["/v1/executions"]["post"]["requestBody"]["content"]
+    ref = create["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert "function_id" in schemas[ref]["properties"]
+    assert set(schemas["Error"]["required"]) == {"error", "faultstring"}

@@ -1,0 +1,549 @@
+"""The Python runtime server (`runtimes/python/server.py`), driven over its Unix socket.
+
+Each test starts the server as a subprocess, as the process driver does, and speaks runtime
+protocol v1 to it with `http.client`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import importlib.util
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SERVER = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "server.py"
+
+Reply = tuple[int, dict[str, Any]]
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        super().__init__("runtime", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+class Runtime:
+    """A running server and one kept-open connection to it."""
+
+    def __init__(self, socket_path: Path, proc: subprocess.Popen[bytes] | None = None) -> None:
+        self.socket_path = socket_path
+        self.proc = proc
+        self.conn = UnixHTTPConnection(socket_path)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read())
+
+    def post(self, path: str, payload: Any) -> Reply:
+        return self.request("POST", path, json.dumps(payload).encode())
+
+    def health(self) -> Reply:
+        return self.request("GET", "/health")
+
+    def init(self, files: dict[str, str], entry: str = "main.main", **extra: Any) -> Reply:
+        return self.post("/init", {"code": make_zip(files), "entry": entry, **extra})
+
+    def run(self, event: Any = None, **extra: Any) -> Reply:
+        payload = {
+            "input": event,
+            "execution_id": "ex-1",
+            "deadline": time.time() + 30,
+            "function_id": "fn-1",
+            "function_name": "hello",
+            "function_version": 3,
+            **extra,
+        }
+        return self.post("/run", payload)
+
+    def loaded(self, source: str, **extra: Any) -> Runtime:
+        status, reply = self.init({"main.py": source}, **extra)
+        assert status == 200, reply
+        return self
+
+
+def make_zip(files: dict[str, str]) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture
+def start_runtime(tmp_path: Path) -> Iterator[Callable[[], Runtime]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    runtimes: list[Runtime] = []
+
+    def start() -> Runtime:
+        directory = tmp_path / f"rt{len(procs)}"
+        (directory / "tmp").mkdir(parents=True)
+        socket_path = directory / "sock" / "rt.sock"
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "SPINLET_SOCKET": str(socket_path),
+            "TMPDIR": str(directory / "tmp"),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, str(SERVER)], env=env, cwd=directory, start_new_session=True
+        )
+        procs.append(proc)
+        wait_for_socket(socket_path, proc)
+        runtime = Runtime(socket_path, proc)
+        runtimes.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in runtimes:
+        runtime.conn.close()
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def runtime(start_runtime: Callable[[], Runtime]) -> Runtime:
+    return start_runtime()
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the runtime server exited"
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                time.sleep(0.005)
+    raise AssertionError("the runtime server did not listen in time")
+
+
+HELLO = """
+def main(event, context):
+    return {"hello": event["name"], "execution": context.execution_id}
+"""
+
+
+def test_health_before_and_after_init(runtime: Runtime) -> None:
+    assert runtime.health() == (200, {"protocol": 1, "initialized": False})
+    runtime.loaded(HELLO)
+    assert runtime.health() == (200, {"protocol": 1, "initialized": True})
+
+
+def test_socket_is_connectable_by_other_users(runtime: Runtime) -> None:
+    assert runtime.socket_path.stat().st_mode & 0o777 == 0o666
+
+
+def test_init_reply(runtime: Runtime) -> None:
+    status, reply = runtime.init({"main.py": HELLO})
+    assert status == 200
+    assert reply["protocol"] == 1
+    assert reply["init_ms"] >= 0
+    assert reply["logs"] == ""
+
+
+def test_run_with_context(runtime: Runtime) -> None:
+    status, reply = runtime.loaded(HELLO).run({"name": "ada"}, execution_id="ex-42")
+    assert status == 200
+    assert reply["result"] == {"hello": "ada", "execution": "ex-42"}
+    assert reply["logs"] == ""
+    assert reply["duration_ms"] >= 0
+    assert "error" not in reply
+
+
+def test_run_without_context(runtime: Runtime) -> None:
+    runtime.loaded("def main(event):\n    return event * 2\n")
+    assert runtime.run(21)[1]["result"] == 42
+
+
+def test_dotted_entry_module(runtime: Runtime) -> None:
+    files = {"pkg/__init__.py": "", "pkg/mod.py": "def handle(event):\n    return 'deep'\n"}
+    assert runtime.init(files, entry="pkg.mod.handle")[0] == 200
+    assert runtime.run()[1]["result"] == "deep"
+
+
+def test_namespace_package_entry(runtime: Runtime) -> None:
+    files = {"handlers/api.py": "def handle(event):\n    return 'namespace'\n"}
+    assert runtime.init(files, entry="handlers.api.handle")[0] == 200
+    assert runtime.run()[1]["result"] == "namespace"
+
+
+def test_context_attributes(runtime: Runtime) -> None:
+    runtime.loaded(
+        """
+def main(event, context):
+    return {
+        "function_id": context.function_id,
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "deadline": context.deadline,
+        "remaining": context.remaining_time(),
+    }
+"""
+    )
+    deadline = time.time() + 30
+    result = runtime.run(deadline=deadline)[1]["result"]
+    assert result["function_id"] == "fn-1"
+    assert result["function_name"] == "hello"
+    assert result["function_version"] == 3
+    assert result["deadline"] == deadline
+    assert 0 < result["remaining"] <= 30
+
+
+def test_state_is_kept_between_runs(runtime: Runtime) -> None:
+    runtime.loaded(
+        "calls = 0\ndef main(event):\n    global calls\n    calls += 1\n    return calls\n"
+    )
+    assert [runtime.run()[1]["result"] for _ in range(3)] == [1, 2, 3]
+
+
+def test_all_output_lands_in_logs_in_order(runtime: Runtime) -> None:
+    runtime.loaded(
+        """
+import os, subprocess, sys
+
+def main(event, context):
+    print("one")
+    sys.stderr.write("two\\n")
+    os.write(1, b"three\\n")
+    subprocess.run(["echo", "four"], check=True)
+    os.write(2, b"five\\n")
+    context.logger.info("six")
+    print("seven", end="")
+    return None
+"""
+    )
+    status, reply = runtime.run()
+    assert status == 200
+    lines = reply["logs"].splitlines()
+    assert lines[:5] == ["one", "two", "three", "four", "five"]
+    assert lines[5].endswith("INFO six")
+    assert lines[6] == "seven"
+    assert reply["result"] is None
+
+
+def test_logs_belong_to_their_execution(runtime: Runtime) -> None:
+    runtime.loaded("def main(event):\n    print(event)\n")
+    assert runtime.run("first")[1]["logs"] == "first\n"
+    assert runtime.run("second")[1]["logs"] == "second\n"
+
+
+def test_import_time_output_is_init_logs(runtime: Runtime) -> None:
+    status, reply = runtime.init({"main.py": "print('loading')\ndef main(event):\n    pass\n"})
+    assert status == 200
+    assert reply["logs"] == "loading\n"
+
+
+def test_exception_is_an_error(runtime: Runtime) -> None:
+    runtime.loaded(
+        """
+def helper(value):
+    raise ValueError(f"bad value {value}")
+
+def main(event):
+    print("before")
+    helper(event)
+"""
+    )
+    status, reply = runtime.run(7)
+    assert status == 200
+    assert "result" not in reply
+    error = reply["error"]
+    assert error["type"] == "ValueError"
+    assert error["message"] == "bad value 7"
+    assert error["traceback"].startswith("Traceback (most recent call last):")
+    assert 'main.py", line 3, in helper' in error["traceback"]
+    assert "server.py" not in error["traceback"]
+    assert reply["logs"] == "before\n"
+
+
+def test_system_exit_is_an_error_not_a_crash(runtime: Runtime) -> None:
+    runtime.loaded("import sys\ndef main(event):\n    sys.exit(3)\n")
+    assert runtime.run()[1]["error"]["type"] == "SystemExit"
+    assert runtime.health()[0] == 200
+
+
+def test_unserialisable_result(runtime: Runtime) -> None:
+    runtime.loaded("def main(event):\n    return {1, 2} if event else float('nan')\n")
+    for event in (True, False):
+        status, reply = runtime.run(event)
+        assert status == 200
+        assert reply["error"]["type"] == "ResultNotSerializable"
+        assert "result" not in reply
+    assert runtime.health()[0] == 200
+
+
+def test_run_before_init(runtime: Runtime) -> None:
+    status, reply = runtime.run()
+    assert status == 409
+    assert reply["error"]["type"] == "NotInitialized"
+
+
+def test_second_init_is_refused(runtime: Runtime) -> None:
+    runtime.loaded(HELLO)
+    status, reply = runtime.init({"main.py": HELLO})
+    assert status == 409
+    assert reply["error"]["type"] == "AlreadyInitialized"
+
+
+def test_init_after_a_failed_init_is_refused(runtime: Runtime) -> None:
+    assert runtime.init({"other.py": ""})[0] == 400
+    assert runtime.init({"main.py": HELLO})[0] == 409
+    assert runtime.run()[0] == 409
+
+
+def test_missing_module(runtime: Runtime) -> None:
+    status, reply = runtime.init({"other.py": HELLO})
+    assert status == 400
+    assert reply["error"]["type"] == "ModuleNotFoundError"
+    assert "'main'" in reply["error"]["message"]
+    assert runtime.health()[1]["initialized"] is False
+
+
+def test_missing_dependency_of_the_module(runtime: Runtime) -> None:
+    status, reply = runtime.init({"main.py": "import not_installed_anywhere\n"})
+    assert status == 400
+    assert reply["error"]["type"] == "ModuleNotFoundError"
+    assert reply["error"]["message"] == "No module named 'not_installed_anywhere'"
+    assert 'main.py", line 1' in reply["error"]["traceback"]
+
+
+def test_missing_function(runtime: Runtime) -> None:
+    status, reply = runtime.init({"main.py": "def handler(event):\n    pass\n"})
+    assert status == 400
+    assert reply["error"]["type"] == "EntryNotFound"
+    assert "'main'" in reply["error"]["message"]
+
+
+def test_malformed_entry(runtime: Runtime) -> None:
+    status, reply = runtime.init({"main.py": HELLO}, entry="main")
+    assert status == 400
+    assert reply["error"]["type"] == "InvalidEntry"
+
+
+def test_shadowed_module_name(runtime: Runtime) -> None:
+    status, reply = runtime.init({"json.py": "def main(event):\n    pass\n"}, entry="json.main")
+    assert status == 400
+    assert reply["error"]["type"] == "EntryNotFound"
+    assert "shadowed" in reply["error"]["message"]
+
+
+def test_import_time_exception(runtime: Runtime) -> None:
+    status, reply = runtime.init({"main.py": "print('starting')\n1 / 0\n"})
+    assert status == 400
+    assert reply["error"]["type"] == "ZeroDivisionError"
+    assert reply["error"]["message"] == "division by zero"
+    assert 'main.py", line 2' in reply["error"]["traceback"]
+    assert "importlib" not in reply["error"]["traceback"]
+    assert reply["logs"] == "starting\n"
+
+
+def test_syntax_error(runtime: Runtime) -> None:
+    status, reply = runtime.init({"main.py": "def main(event)\n    pass\n"})
+    assert status == 400
+    assert reply["error"]["type"] == "SyntaxError"
+
+
+def test_environment_is_visible(runtime: Runtime) -> None:
+    runtime.loaded(
+        "import os\nAT_IMPORT = os.environ['GREETING']\n"
+        "def main(event):\n    return [AT_IMPORT, os.environ['GREETING']]\n",
+        environment={"GREETING": "hi"},
+    )
+    assert runtime.run()[1]["result"] == ["hi", "hi"]
+
+
+def test_log_truncation(runtime: Runtime) -> None:
+    runtime.loaded("def main(event):\n    print('x' * 99)\n", log_limit=10)
+    logs = runtime.run()[1]["logs"]
+    assert logs == "x" * 10 + "\n[spinlet: log truncated, 90 bytes dropped]\n"
+
+
+def test_large_output_is_drained(runtime: Runtime) -> None:
+    runtime.loaded("import os\ndef main(event):\n    os.write(1, b'y' * 500_000)\n    return 1\n")
+    reply = runtime.run()[1]
+    assert reply["result"] == 1
+    assert len(reply["logs"]) == 500_000
+
+
+def test_background_child_does_not_hold_up_the_reply(runtime: Runtime) -> None:
+    runtime.loaded(
+        "import subprocess\ndef main(event):\n"
+        "    subprocess.Popen(['sh', '-c', 'echo early; sleep 5'])\n    return 'done'\n"
+    )
+    started = time.monotonic()
+    reply = runtime.run()[1]
+    assert time.monotonic() - started < 2
+    assert reply["result"] == "done"
+    assert runtime.health()[0] == 200
+
+
+@pytest.mark.parametrize("name", ["../evil.py", "/abs.py", "a/../../evil.py"])
+def test_zip_escaping_the_package_is_refused(runtime: Runtime, name: str) -> None:
+    status, reply = runtime.init({name: "x = 1\n", "main.py": HELLO})
+    assert status == 400
+    assert reply["error"]["type"] == "InvalidPackage"
+    assert name in reply["error"]["message"]
+
+
+def test_code_that_is_not_a_zip(runtime: Runtime) -> None:
+    status, reply = runtime.post("/init", {"code": base64.b64encode(b"nope").decode()})
+    assert status == 400
+    assert reply["error"]["type"] == "InvalidPackage"
+
+
+def test_code_is_extracted_under_tmpdir(runtime: Runtime) -> None:
+    runtime.loaded("import os\ndef main(event):\n    return os.path.dirname(__file__)\n")
+    code_dir = Path(runtime.run()[1]["result"])
+    assert code_dir.parent == runtime.socket_path.parent.parent / "tmp"
+
+
+def test_keep_alive(runtime: Runtime) -> None:
+    runtime.loaded(HELLO)
+    sock = runtime.conn.sock
+    for _ in range(5):
+        assert runtime.health()[0] == 200
+        assert runtime.run({"name": "x"})[0] == 200
+    assert runtime.conn.sock is sock
+
+
+def load_server_module() -> Any:
+    spec = importlib.util.spec_from_file_location("spinlet_runtime_server", SERVER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class RecordingWriter:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /health HTTP/1.1\r\n\r\n", b"200"),
+        (b"POST /run HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", b"409"),
+        (b"POST /init HTTP/1.1\r\nContent-Length: 1\r\n\r\n{", b"400"),
+        (b"BREW /pot HTTP/1.1\r\n\r\n", b"501"),
+    ],
+)
+def test_each_response_is_one_write(request_bytes: bytes, status: bytes) -> None:
+    server = load_server_module()
+    handler = server.RequestHandler.__new__(server.RequestHandler)
+    handler.server = types.SimpleNamespace(runtime=server.Runtime())
+    handler.rfile = io.BytesIO(request_bytes)
+    handler.wfile = RecordingWriter()
+    handler.close_connection = True
+    handler.handle_one_request()
+    [written] = handler.wfile.writes
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status)
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert isinstance(json.loads(body), dict)
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"code": 5}', b"\xff\xfe", b""])
+def test_bad_init_body(runtime: Runtime, body: bytes) -> None:
+    status, reply = runtime.request("POST", "/init", body)
+    assert status == 400
+    assert reply["error"]["type"] == "BadRequest"
+    assert runtime.health()[0] == 200
+    assert runtime.init({"main.py": HELLO})[0] == 200  # a refused request did not count
+
+
+def test_bad_run_body(runtime: Runtime) -> None:
+    runtime.loaded(HELLO)
+    assert runtime.request("POST", "/run", b"{oops")[0] == 400
+    assert runtime.run(deadline="soon")[0] == 400
+    assert runtime.run({"name": "ok"})[0] == 200
+
+
+def test_unknown_path_and_method(runtime: Runtime) -> None:
+    assert runtime.request("GET", "/nope")[0] == 404
+    assert runtime.request("GET", "/run")[0] == 405
+    status, reply = runtime.request("DELETE", "/health")
+    assert status == 501
+    assert reply["error"]["type"] == "NotImplemented"
+    runtime.conn.close()  # the server closes after a protocol-level error
+    assert runtime.health()[0] == 200
+
+
+def test_garbage_on_the_wire_does_not_kill_the_server(runtime: Runtime) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(runtime.socket_path))
+        sock.sendall(b"\x00\x01 garbage\r\n\r\n")
+        assert b"400" in sock.recv(65536)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(runtime.socket_path))
+        sock.sendall(b"POST /init HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")  # then hang up
+    assert runtime.health()[0] == 200
+
+
+def test_stale_socket_is_replaced(start_runtime: Callable[[], Runtime], tmp_path: Path) -> None:
+    first = start_runtime()
+    assert first.health()[0] == 200
+    # A second server on the same path (the first one's socket file is "stale" to it).
+    env = {"PATH": os.environ.get("PATH", ""), "SPINLET_SOCKET": str(first.socket_path)}
+    proc = subprocess.Popen([sys.executable, str(SERVER)], env=env, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        assert proc.poll() is None
+        fresh = Runtime(first.socket_path)
+        assert fresh.health() == (200, {"protocol": 1, "initialized": False})
+        fresh.conn.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_ends_the_server_even_inside_the_function(runtime: Runtime) -> None:
+    runtime.loaded("import time\ndef main(event):\n    time.sleep(30)\n")
+    assert runtime.proc is not None
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(runtime.socket_path))
+        body = json.dumps({"input": None, "execution_id": "x"}).encode()
+        sock.sendall(b"POST /run HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.2)
+        runtime.proc.send_signal(signal.SIGTERM)
+        assert runtime.proc.wait(timeout=5) == 128 + signal.SIGTERM
+    assert not runtime.socket_path.exists()
+
+
+def test_the_node_caps_logs_counting_what_the_runtime_dropped() -> None:
+    from spinlet.services.runner import cap_logs
+
+    capped_by_runtime = "x" * 10 + "\n[spinlet: log truncated, 90 bytes dropped]\n"
+    assert cap_logs(capped_by_runtime, 10) == capped_by_runtime
+    assert cap_logs(capped_by_runtime, 4) == "xxxx\n[spinlet: log truncated, 96 bytes dropped]\n"
+    assert cap_logs("short", 10) == "short"
+    assert cap_logs("é" * 6, 5) == "éé\n[spinlet: log truncated, 8 bytes dropped]\n"

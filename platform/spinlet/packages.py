@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -143,12 +144,18 @@ class PackageStore:
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.part")
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        # A name of its own: cold starts fetching the same blob write it at the same time.
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f"{sha256}.", suffix=".part", delete=False
+        ) as handle:
+            try:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                os.unlink(handle.name)
+                raise
+        os.replace(handle.name, path)
 
     async def put(self, data: bytes) -> Package:
         package = describe(data)

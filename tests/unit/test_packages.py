@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +97,31 @@ async def test_package_store_is_content_addressed(tmp_path) -> None:  # type: ig
     await store.delete(package.sha256)
     with pytest.raises(InvalidPackage, match="missing"):
         await store.get(package.sha256)
+
+
+class MemoryBlobs:
+    """The shared blob store of several nodes, in memory."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    async def save(self, sha256: str, data: bytes) -> None:
+        self.blobs[sha256] = data
+
+    async def load(self, sha256: str) -> bytes | None:
+        return self.blobs.get(sha256)
+
+    async def drop(self, sha256: str) -> None:
+        self.blobs.pop(sha256, None)
+
+
+async def test_concurrent_first_uses_of_a_shared_blob_all_get_it(tmp_path: Path) -> None:
+    # Another node received the package; here several cold starts fetch it at the same time.
+    shared = MemoryBlobs()
+    data = zip_of({"main.py": "def main(e): return e", "big.bin": os.urandom(4 << 20).hex()})
+    package = await PackageStore(tmp_path / "elsewhere", shared).put(data)
+    here = PackageStore(tmp_path / "here", shared)
+    fetched = await asyncio.gather(*(here.get(package.sha256) for _ in range(16)))
+    assert all(blob == data for blob in fetched)
+    files = sorted(p.name for p in (tmp_path / "here").rglob("*"))
+    assert files == sorted([package.sha256[:2], f"{package.sha256}.zip"])  # no partial left

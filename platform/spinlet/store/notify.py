@@ -5,6 +5,11 @@ Two channels: `spinlet_queued` (work was queued: idle dispatchers claim it at on
 listens on one connection of its own and sends on another; it also hears its own
 announcements, which is harmless. Nothing depends on a notification arriving: dispatchers
 also poll, and waiters re-read the store every second. On SQLite (one node) this is a no-op.
+
+Either connection may drop (PostgreSQL restarted, a proxy timed out, the backend terminated).
+The listening one is made again in the background, with growing pauses, and once it is back
+the dispatcher is woken for what was queued meanwhile; the sending one is made again on the
+next announcement.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ log = logging.getLogger(__name__)
 QUEUED = "spinlet_queued"
 FINISHED = "spinlet_finished"
 
+#: Pauses between attempts to listen again: the first, and the longest.
+RECONNECT_FIRST = 0.2
+RECONNECT_MAX = 5.0
+
 
 class Notifier:
     def __init__(self, url: str) -> None:
@@ -30,31 +39,89 @@ class Notifier:
         self._listen: Any = None
         self._send: Any = None
         self._lock = asyncio.Lock()
+        self._on_queued: Callable[[], None] = lambda: None
+        self._on_finished: Callable[[str], None] = lambda _id: None
+        self._relisten: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def listening(self) -> bool:
+        return self._listen is not None and not self._listen.is_closed()
 
     async def start(
         self, on_queued: Callable[[], None], on_finished: Callable[[str], None]
     ) -> None:
         if not self.enabled:
             return
+        self._on_queued, self._on_finished = on_queued, on_finished
+        await self._start_listening()
+
+    async def _start_listening(self) -> None:
         import asyncpg
 
-        self._listen = await asyncpg.connect(self._dsn)
-        self._send = await asyncpg.connect(self._dsn)
-        await self._listen.add_listener(QUEUED, lambda *_: on_queued())
-        await self._listen.add_listener(FINISHED, lambda *args: on_finished(args[3]))
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            await conn.add_listener(QUEUED, lambda *_: self._on_queued())
+            await conn.add_listener(FINISHED, lambda *args: self._on_finished(args[3]))
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._lost)
+        self._listen = conn
+
+    def _lost(self, _conn: Any) -> None:
+        if self._stopped or self._relisten is not None:
+            return
+        log.warning("the LISTEN connection to PostgreSQL dropped; listening again")
+        self._relisten = asyncio.create_task(self._listen_again(), name="spinlet-relisten")
+
+    async def _listen_again(self) -> None:
+        pause = RECONNECT_FIRST
+        try:
+            while True:
+                try:
+                    await self._start_listening()
+                    break
+                except Exception as exc:  # refused, the server still starting, …
+                    log.warning(
+                        "could not listen again (%s: %s); next try in %g s",
+                        type(exc).__name__,
+                        exc,
+                        pause,
+                    )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RECONNECT_MAX)
+        finally:
+            self._relisten = None
+        log.info("listening to PostgreSQL again")
+        self._on_queued()  # what was queued while nothing listened
 
     async def send(self, channel: str, payload: str = "") -> None:
         """Announce to every node (best effort: a failure is logged, not raised)."""
-        if self._send is None:
+        if not self.enabled or self._stopped:
             return
-        try:
-            async with self._lock:
-                await self._send.execute("SELECT pg_notify($1, $2)", channel, payload)
-        except Exception as exc:  # the store is still the truth; pollers catch up
-            log.warning("could not notify the other nodes (%s): %s", channel, exc)
+        async with self._lock:
+            for attempt in (1, 2):  # a connection that dropped since the last one: a new one
+                try:
+                    if self._send is None or self._send.is_closed():
+                        import asyncpg
+
+                        self._send = await asyncpg.connect(self._dsn)
+                    await self._send.execute("SELECT pg_notify($1, $2)", channel, payload)
+                    return
+                except Exception as exc:  # the store is still the truth; pollers catch up
+                    if attempt == 2:
+                        log.warning("could not notify the other nodes (%s): %s", channel, exc)
+                    elif self._send is not None:
+                        self._send.terminate()
+                        self._send = None
 
     async def stop(self) -> None:
+        self._stopped = True
+        if self._relisten is not None:
+            self._relisten.cancel()
+            await asyncio.gather(self._relisten, return_exceptions=True)
         for conn in (self._listen, self._send):
-            if conn is not None:
+            if conn is not None and not conn.is_closed():
                 await conn.close()
         self._listen = self._send = None

@@ -269,3 +269,33 @@ async def test_invoke_returns_the_result_as_the_body(api: Client) -> None:
     assert response.status == 502
     assert (await response.json())["error"]["message"] == "nope"
     assert response.headers["X-Spinlet-Execution-Status"] == "failed"
+
+
+NUL_FUNCTION = """
+import os
+
+
+def main(event):
+    print("before\\x00after")
+    os.write(2, b"raw\\x00bytes\\xff\\n")
+    return {"echo": event, "made": "x\\x00y"}
+"""
+
+
+async def test_nul_characters_in_input_result_and_logs_are_kept(api: Client) -> None:
+    # PostgreSQL's text refuses NUL: what a function prints or returns must still be recorded.
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("nul.py", (2026, 1, 1, 0, 0, 0)), NUL_FUNCTION)
+    created = await api.post(
+        "/v1/functions", data=form("nul", data=package.getvalue(), entry="nul.main")
+    )
+    assert created.status == 201, await created.text()
+    execution = await run(api, "nul", {"text": "in\x00put"})
+    assert execution["status"] == "success", execution["error"]
+    assert execution["result"] == {"echo": {"text": "in\x00put"}, "made": "x\x00y"}
+    stored = await (await api.get(f"/v1/executions/{execution['id']}")).json()
+    assert stored["result"] == execution["result"] and stored["input"] == {"text": "in\x00put"}
+    log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
+    # NUL is kept as U+FFFD, as the runtime keeps undecodable bytes.
+    assert sorted(log.splitlines()) == ["before\ufffdafter", "raw\ufffdbytes\ufffd"]

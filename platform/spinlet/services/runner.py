@@ -38,7 +38,9 @@ _MARKER = re.compile(r"\n\[spinlet: log truncated, (\d+) bytes dropped\]\n\Z")
 
 def cap_logs(logs: str, limit: int) -> str:
     """At most `limit` bytes of the log, and a marker saying how many were dropped (counting
-    those the runtime dropped already)."""
+    those the runtime dropped already). NUL characters, which PostgreSQL's text cannot hold,
+    become U+FFFD, as undecodable bytes do."""
+    logs = logs.replace("\x00", "\ufffd")
     dropped = 0
     if (marker := _MARKER.search(logs)) is not None:
         dropped, logs = int(marker.group(1)), logs[: marker.start()]

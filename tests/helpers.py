@@ -43,3 +43,26 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)
+
+
+async def database_outage(database_url: str, seconds: float) -> int:
+    """What a restart of PostgreSQL does to a database's clients: every connection to it ends,
+    and for `seconds` no new one is let in. Returns how many connections were ended."""
+    import asyncpg
+    from sqlalchemy import make_url
+
+    url = make_url(database_url)
+    admin_url = url.set(drivername="postgresql", database="postgres")
+    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS false')
+        ended: int = await admin.fetchval(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1) AS ended",
+            url.database,
+        )
+        await asyncio.sleep(seconds)
+        return ended
+    finally:
+        await admin.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true')
+        await admin.close()

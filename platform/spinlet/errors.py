@@ -109,7 +109,6 @@ class TooManyRequests(SpinletError):
 
     def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(message, retry_after=retry_after)
-        self.retry_after = retry_after
 
 
 class Unavailable(SpinletError):
@@ -117,6 +116,15 @@ class Unavailable(SpinletError):
 
     code = "unavailable"
     status = 503
+
+
+class StoreUnavailable(Unavailable):
+    """The database cannot be reached right now; try again shortly."""
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class RuntimeBackendError(SpinletError):

@@ -22,6 +22,7 @@ from yarl import URL
 from spinlet.api.app import create_app
 from spinlet.settings import Settings
 from tests.conftest import FUNCTIONS
+from tests.helpers import make_package
 
 Client = TestClient[Any, Any]
 
@@ -284,12 +285,8 @@ def main(event):
 
 async def test_nul_characters_in_input_result_and_logs_are_kept(api: Client) -> None:
     # PostgreSQL's text refuses NUL: what a function prints or returns must still be recorded.
-    package = io.BytesIO()
-    with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr(zipfile.ZipInfo("nul.py", (2026, 1, 1, 0, 0, 0)), NUL_FUNCTION)
-    created = await api.post(
-        "/v1/functions", data=form("nul", data=package.getvalue(), entry="nul.main")
-    )
+    package = make_package(NUL_FUNCTION, module="nul")
+    created = await api.post("/v1/functions", data=form("nul", data=package, entry="nul.main"))
     assert created.status == 201, await created.text()
     execution = await run(api, "nul", {"text": "in\x00put"})
     assert execution["status"] == "success", execution["error"]

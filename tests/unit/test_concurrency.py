@@ -41,7 +41,7 @@ async def test_a_full_line_or_a_long_wait_is_refused_with_retry_after() -> None:
     await asyncio.sleep(0)
     with pytest.raises(TooManyRequests) as refused:
         await gate.acquire("f", 1)
-    assert refused.value.retry_after == 1 and refused.value.status == 429
+    assert refused.value.details["retry_after"] == 1 and refused.value.status == 429
     with pytest.raises(TooManyRequests):
         await waiter  # waited past max_wait
     with pytest.raises(TooManyRequests):

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from spinlet.api.keys import SETTINGS
-from spinlet.errors import SpinletError, TooManyRequests
+from spinlet.errors import SpinletError
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,11 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except TooManyRequests as exc:
-        response = error_response(exc.status, exc.code, exc.message, **exc.details)
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
     except SpinletError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+        response = error_response(exc.status, exc.code, exc.message, **exc.details)
+        if "retry_after" in exc.details:  # too many executions, the store unreachable
+            response.headers["Retry-After"] = str(exc.details["retry_after"])
+        return response
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_request_size
         return error_response(

@@ -527,6 +527,7 @@ def document() -> dict[str, Any]:
             # an admin of the default project).
             operation["security"] = [{"token": []}]
             responses["401"] = _response("no valid token", refused)
+            responses["503"] = _response("the database is unreachable (Retry-After)", refused)
         if (body := _body(op, models)) is not None:
             operation["requestBody"] = body
         paths.setdefault(op.path, {})[op.method] = operation

@@ -9,7 +9,7 @@ import re
 from typing import Literal
 
 from spinlet.domain import Execution, ExecutionStatus, utcnow
-from spinlet.errors import InvalidPackage, NotFound, RuntimeBackendError
+from spinlet.errors import InvalidPackage, NotFound, RuntimeBackendError, StoreUnavailable
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import OutcomeStatus, RunOutcome, RunRequest, RuntimeBackend
@@ -19,6 +19,10 @@ from spinlet.settings import Settings
 from spinlet.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Pauses between attempts to record an execution's end while the database is unreachable.
+RECORD_PAUSE_FIRST = 0.2
+RECORD_PAUSE_MAX = 5.0
 
 TRUNCATION_MARKER = "\n[spinlet: log truncated, {dropped} bytes dropped]\n"
 
@@ -184,6 +188,38 @@ class ExecutionRunner:
             reason = "no_image" if "image" in exc.details else "backend"
             return platform_error(reason, "RuntimeBackendError", exc.message)
 
+    async def _record_end(self, finished: Execution, logs: str) -> Execution:
+        """Commit the end of an execution. While the database cannot be reached the outcome
+        is kept and the commit tried again, with pauses growing to `RECORD_PAUSE_MAX`; an
+        end the store refuses (a bug) is recorded as an internal error without its output."""
+        pause = RECORD_PAUSE_FIRST
+        while True:
+            try:
+                return await self.store.executions.save(finished, logs=logs)
+            except StoreUnavailable:
+                log.warning(
+                    "execution %s ended; recording it again in %g s, once the database is back",
+                    finished.id,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RECORD_PAUSE_MAX)
+            except Exception:
+                if finished.status_reason == "internal":
+                    raise
+                log.exception("execution %s: the store refused its end", finished.id)
+                finished = finished.evolve(
+                    status=ExecutionStatus.ERROR,
+                    status_reason="internal",
+                    result=None,
+                    error={
+                        "type": "InternalError",
+                        "message": "the execution ended, but its outcome could not be recorded",
+                        "traceback": "",
+                    },
+                )
+                logs = ""
+
     async def _finish(self, execution: Execution, outcome: RunOutcome) -> Execution:
         status = _OUTCOME_STATUS[outcome.status]
         reason, result, error = outcome.status_reason, outcome.result, outcome.error
@@ -213,8 +249,7 @@ class ExecutionRunner:
             finished_at=now,
             updated_at=now,
         )
-        logs = cap_logs(outcome.logs, self.settings.log_limit)
-        saved = await self.store.executions.save(finished, logs=logs)
+        saved = await self._record_end(finished, cap_logs(outcome.logs, self.settings.log_limit))
         self.events.announce_finished(execution.id)
         if self.metrics is not None:
             self.metrics.finished(saved)

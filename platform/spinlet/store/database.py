@@ -25,14 +25,17 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from spinlet.errors import SpinletError
+from spinlet.errors import SpinletError, StoreUnavailable
 from spinlet.store.sqlite_thread import SQLiteThread
 
 # The SQLite driver logs every statement with its parameters at DEBUG, environment variable
 # values (secrets) among them: its log stays at INFO and above, whatever the root's level.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -108,22 +111,39 @@ class Database:
         meeting SQLite's busy handler, which sleeps in steps of up to 100 ms.
         """
         if self._write_lock is None:
-            async with self.engine.begin() as conn:
+            async with self._pooled(begin=True) as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
+        async with self._write_lock, self._pooled(begin=True) as conn:
             yield conn
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        async with self._pooled(begin=False) as conn:
             yield conn
+
+    @asynccontextmanager
+    async def _pooled(self, *, begin: bool) -> AsyncIterator[AsyncConnection]:
+        """A connection of the pool (in a transaction with `begin`). A database that cannot
+        be reached, or a connection that drops on the way, is `StoreUnavailable`: the server
+        is down or restarting, and the same request will work again once it is back."""
+        connected = False
+        try:
+            async with self.engine.begin() if begin else self.engine.connect() as conn:
+                connected = True
+                yield conn
+        except Exception as exc:
+            dropped = isinstance(exc, DBAPIError) and exc.connection_invalidated
+            if connected and not dropped:
+                raise
+            log.warning("the database is unreachable: %s", exc)
+            raise StoreUnavailable() from exc
 
     async def read(self, fn: Callable[[Connection], _T]) -> _T:
         """`fn(conn)` in a read transaction (see the module's docstring)."""
         if self._thread is not None:
             return await self._thread.read(fn)
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return await conn.run_sync(fn)
 
     async def write(self, fn: Callable[[Connection], _T]) -> _T:

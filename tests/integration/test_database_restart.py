@@ -106,3 +106,58 @@ async def test_an_execution_that_ends_during_an_outage_is_recorded_after_it(
     assert (execution["status"], execution["result"]) == ("success", {"slept": 1.5})
     stored = await (await api.get(f"/v1/executions/{execution['id']}")).json()
     assert (stored["status"], stored["result"]) == ("success", {"slept": 1.5})
+
+
+MARKING = """
+import time
+
+def main(event, context):
+    with open(event["marks"], "a") as marks:
+        marks.write(context.execution_id + "\\n")
+    time.sleep(event["seconds"])
+    return "done"
+"""
+
+
+async def test_after_an_outage_longer_than_the_lease_no_live_node_is_taken_for_dead(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, TestClient[Any, Any]]],
+    fresh_postgres: str,
+    tmp_path: Path,
+) -> None:
+    # While the database is away no node can beat. Once it is back, a node that took the
+    # others' old heartbeats for silence would recover (here: run again) what they still run.
+    nodes = [
+        await aiohttp_client(
+            create_app(
+                Settings(
+                    data_dir=tmp_path / name,
+                    node_id=name,
+                    database_url=fresh_postgres,
+                    backend="process",
+                    stem_cells=0,
+                    heartbeat_interval=0.2,
+                    node_lease=1.0,
+                )
+            )
+        )
+        for name in ("node-a", "node-b")
+    ]
+    form = aiohttp.FormData({"name": "marking", "retries": "1"})
+    form.add_field("package", MARKING.encode(), filename="marking.py")
+    assert (await nodes[0].post("/v1/functions", data=form)).status == 201
+    marks = tmp_path / "marks.txt"
+    body = {"function_id": "marking", "sync": False, "input": {"marks": str(marks), "seconds": 4}}
+    accepted = await nodes[0].post("/v1/executions", json=body)
+    assert accepted.status == 202, await accepted.text()
+    execution_id = (await accepted.json())["id"]
+
+    async def started() -> bool:
+        return marks.exists() and marks.read_text() != ""
+
+    await eventually(started, within=10)
+    await database_outage(fresh_postgres, 2.0)  # twice the lease
+
+    final = await nodes[1].get(f"/v1/executions/{execution_id}", params={"wait": 30})
+    record = await final.json()
+    assert (record["status"], record["result"]) == ("success", "done"), record
+    assert marks.read_text().split() == [execution_id], "it ran twice"

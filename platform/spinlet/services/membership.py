@@ -5,6 +5,10 @@ Every `interval` seconds the node records a heartbeat, then ends or requeues (pe
 `retries`) the running executions of every node whose last heartbeat is older than `lease`, and
 stops those of its own executions whose cancellation another node recorded. The store decides
 races: an execution is recovered once, by whichever node gets there first.
+
+A node judges the others only once it has itself been in touch with the store for a whole
+lease: after the database was unreachable (restarted, say), every node's heartbeat is old, and
+the others need that long to beat again before their silence means anything.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from datetime import timedelta
 
 from spinlet.domain import utcnow
@@ -45,9 +50,11 @@ class Membership:
         self.cancel_grace = cancel_grace
         self._task: asyncio.Task[None] | None = None
         self._cancelling: dict[str, asyncio.Task[bool]] = {}  # by execution id
+        self._last_beat = 0.0  # monotonic times: the last heartbeat recorded,
+        self._in_touch_since = 0.0  # and the first of those since the last gap of a lease
 
     async def start(self) -> None:
-        await self.store.nodes.heartbeat(self.node_id, utcnow())
+        await self._heartbeat()
         self._task = asyncio.create_task(self._beat_forever(), name="spinlet-membership")
 
     async def stop(self) -> None:
@@ -61,10 +68,12 @@ class Membership:
         """One round: heartbeat, recover stopped nodes' executions, honour remote cancels.
         Returns how many executions were recovered."""
         now = utcnow()
-        await self.store.nodes.heartbeat(self.node_id, now)
-        live = await self.store.nodes.alive(now - timedelta(seconds=self.lease))
+        await self._heartbeat()
         recovered = 0
-        for execution in await self.store.executions.orphaned({*live, self.node_id}):
+        in_touch = self._last_beat - self._in_touch_since >= self.lease
+        live = await self.store.nodes.alive(now - timedelta(seconds=self.lease))
+        orphaned = await self.store.executions.orphaned({*live, self.node_id}) if in_touch else []
+        for execution in orphaned:
             if await self.dispatcher.recover_one(execution):
                 recovered += 1
                 log.warning(
@@ -83,6 +92,13 @@ class Membership:
             self._cancelling[execution_id] = task
             task.add_done_callback(functools.partial(self._cancelled, execution_id))
         return recovered
+
+    async def _heartbeat(self) -> None:
+        started = time.monotonic()
+        await self.store.nodes.heartbeat(self.node_id, utcnow())
+        if started - self._last_beat > self.lease:  # silent for a lease: the store was away
+            self._in_touch_since = started
+        self._last_beat = started
 
     def _cancelled(self, execution_id: str, _task: asyncio.Task[bool]) -> None:
         self._cancelling.pop(execution_id, None)

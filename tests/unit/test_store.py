@@ -93,13 +93,13 @@ def _execution(function: Function, **fields: object) -> Execution:
 async def test_execution_output_kept_apart_and_round_trips(store: Store) -> None:
     function = await make_function(store)
     execution = await store.executions.create(
-        _execution(function, status=ExecutionStatus.RUNNING, input={"name": "Ada"})
+        _execution(function, status=ExecutionStatus.RUNNING, node_id="n", input={"name": "Ada"})
     )
     assert (await store.executions.logs("default", execution.id)) == ""
     done = execution.evolve(
         status=ExecutionStatus.SUCCESS, result={"greeting": "hi"}, duration_ms=1.5
     )
-    await store.executions.save(done, logs="printed\n")
+    assert await store.executions.finish(done, logs="printed\n")
     loaded = await store.executions.get("default", execution.id)
     assert loaded.status is ExecutionStatus.SUCCESS
     assert loaded.result == {"greeting": "hi"}
@@ -174,7 +174,6 @@ async def test_execution_delete_and_scope(store: Store) -> None:
         await store.executions.get("other", execution.id)
     with pytest.raises(NotFound):
         await store.executions.delete("other", execution.id)
-    await store.executions.save(execution, logs="x")
     await store.executions.delete("default", execution.id)
     with pytest.raises(NotFound):
         await store.executions.get("default", execution.id)
@@ -203,6 +202,12 @@ async def test_nodes_heartbeat_and_an_orphan_is_recovered_once(store: Store) -> 
     assert not await store.executions.recover(orphan, retry=True)
     lost = await store.executions.get("default", orphan.id)
     assert (lost.status, lost.status_reason) == (ExecutionStatus.ERROR, "lost")
+    assert await store.executions.logs("default", orphan.id) == ""
+    # The "dead" node was only out of touch: the end it reports later does not overwrite.
+    late = orphan.evolve(status=ExecutionStatus.SUCCESS, result="late")
+    assert not await store.executions.finish(late, logs="late")
+    still = await store.executions.get("default", orphan.id)
+    assert (still.status, still.result) == (ExecutionStatus.ERROR, None)
     assert await store.executions.logs("default", orphan.id) == ""
     assert await store.executions.recover(mine, retry=True)
     requeued = await store.executions.get("default", mine.id)

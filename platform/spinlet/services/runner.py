@@ -189,13 +189,22 @@ class ExecutionRunner:
             return platform_error(reason, "RuntimeBackendError", exc.message)
 
     async def _record_end(self, finished: Execution, logs: str) -> Execution:
-        """Commit the end of an execution. While the database cannot be reached the outcome
-        is kept and the commit tried again, with pauses growing to `RECORD_PAUSE_MAX`; an
-        end the store refuses (a bug) is recorded as an internal error without its output."""
+        """Commit the end of an execution and return the record as stored. While the database
+        cannot be reached the outcome is kept and the commit tried again, with pauses growing
+        to `RECORD_PAUSE_MAX`; an end the store refuses (a bug) is recorded as an internal
+        error without its output."""
         pause = RECORD_PAUSE_FIRST
         while True:
             try:
-                return await self.store.executions.save(finished, logs=logs)
+                if await self.store.executions.finish(finished, logs=logs):
+                    return finished
+                log.warning(
+                    "execution %s ended here, but another node had recovered it already; "
+                    "its end there stands",
+                    finished.id,
+                )
+                stored = await self.store.executions.find(finished.project_id, finished.id)
+                return stored or finished
             except StoreUnavailable:
                 log.warning(
                     "execution %s ended; recording it again in %g s, once the database is back",

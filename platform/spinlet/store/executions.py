@@ -49,7 +49,12 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 
 # Statements of the hot path, built once: the parameters name the columns they set.
 _INSERT = executions.insert()
-_UPDATE = update(executions).where(executions.c.id == bindparam("execution_id"))
+#: Only while the execution still runs on the node that records its end.
+_FINISH = update(executions).where(
+    executions.c.id == bindparam("execution_id"),
+    executions.c.status == ExecutionStatus.RUNNING.value,
+    executions.c.node_id == bindparam("running_on"),
+)
 _DELETE_OUTPUT = delete(execution_outputs).where(
     execution_outputs.c.execution_id == bindparam("execution_id")
 )
@@ -93,21 +98,22 @@ class ExecutionRepository:
                 raise
             return existing, False
 
-    async def save(self, execution: Execution, *, logs: str | None = None) -> Execution:
-        """Write the record; with `logs`, also its output (result and logs) in one commit."""
-        values = {"execution_id": execution.id, **_values(execution)}
+    async def finish(self, execution: Execution, *, logs: str) -> bool:
+        """Record how a running execution ended, with its output (result and logs), in one
+        commit. False, and nothing written, when it no longer runs on its node: another node
+        took that node for dead and recovered it meanwhile (the first end recorded stands)."""
+        values = {"execution_id": execution.id, "running_on": execution.node_id}
+        values.update(_values(execution))
+        output = {"execution_id": execution.id, "result": execution.result, "logs": logs}
 
-        def write(conn: Connection) -> None:
-            conn.execute(_UPDATE, values)
-            if logs is not None:
-                conn.execute(_DELETE_OUTPUT, {"execution_id": execution.id})
-                conn.execute(
-                    _INSERT_OUTPUT,
-                    {"execution_id": execution.id, "result": execution.result, "logs": logs},
-                )
+        def write(conn: Connection) -> bool:
+            if not conn.execute(_FINISH, values).rowcount:
+                return False
+            conn.execute(_DELETE_OUTPUT, {"execution_id": execution.id})
+            conn.execute(_INSERT_OUTPUT, output)
+            return True
 
-        await self.db.write(write)
-        return execution
+        return await self.db.write(write)
 
     async def find(self, project_id: str, execution_id: str) -> Execution | None:
         query = (

@@ -102,7 +102,6 @@ async def running_node(
             quota=settings.project_concurrency,
             max_waiting=settings.concurrency_queue,
             max_wait=settings.concurrency_wait,
-            on_free=events.announce_queued,
         )
         targets = TargetResolver(store)
         metrics = Metrics()
@@ -112,6 +111,7 @@ async def running_node(
         dispatcher = Dispatcher(
             store, runner, events, gate, targets, node_id=node_id, workers=settings.workers
         )
+        gate.when_free(dispatcher.slot_freed)
         membership = Membership(
             store,
             dispatcher,

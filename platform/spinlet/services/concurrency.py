@@ -122,15 +122,14 @@ class ExecutionGates:
         quota: int = 100,
         max_waiting: int = 100,
         max_wait: float = 10.0,
-        on_free: Callable[[], None] | None = None,
     ) -> None:
         self.quota = quota  # a project's executions at once on this node
-        self.functions = ConcurrencyGate(
-            max_waiting=max_waiting, max_wait=max_wait, on_free=on_free, kind="function"
-        )
-        self.projects = ConcurrencyGate(
-            max_waiting=max_waiting, max_wait=max_wait, on_free=on_free, kind="project"
-        )
+        self.functions = ConcurrencyGate(max_waiting=max_waiting, max_wait=max_wait)
+        self.projects = ConcurrencyGate(max_waiting=max_waiting, max_wait=max_wait, kind="project")
+
+    def when_free(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when a saturated function or project gets a slot back."""
+        self.functions.on_free = self.projects.on_free = callback
 
     def saturated(self) -> tuple[set[str], set[str]]:
         """The functions, and the projects, with no free slot on this node."""

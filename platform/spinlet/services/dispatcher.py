@@ -46,6 +46,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(workers)
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._passed_over = False  # the last claim skipped saturated functions or projects
 
     async def start(self) -> None:
         await self.recover()
@@ -73,6 +74,12 @@ class Dispatcher:
             self.events.announce_finished(execution.id)
         return True
 
+    def slot_freed(self) -> None:
+        """A saturated function or project got a slot back on this node: claim again if the
+        last claim passed executions over for that reason (else there is nothing to claim)."""
+        if self._passed_over:
+            self.events.heard_queued()
+
     async def _claim_forever(self) -> None:
         while True:
             self.events.queued.clear()
@@ -99,10 +106,12 @@ class Dispatcher:
                 )
             except Exception:
                 self._slots.release()
+                self._passed_over = True
                 log.exception("claiming queued executions failed; trying again later")
                 return
             if execution is None:
                 self._slots.release()
+                self._passed_over = bool(functions or projects)
                 return
             task = asyncio.create_task(self._run(execution), name=f"worker {execution.id}")
             self._running.add(task)

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import queue
 import signal
 import socketserver
 import stat
@@ -53,6 +54,9 @@ DEFAULT_SOCKET = "/run/spinlet/rt.sock"
 DEFAULT_LOG_LIMIT = 1024 * 1024
 #: Requests larger than this are refused (the control plane caps packages far below it).
 MAX_BODY = 1024 * 1024 * 1024
+#: Limits of a request's headers: how many, and the length of one.
+MAX_HEADERS = 100
+MAX_HEADER_LINE = 65536
 #: How long to wait for the rest of a run's output once fds 1 and 2 are restored. Longer only
 #: when a background child still holds the pipe open; its later output is dropped.
 DRAIN_TIMEOUT = 0.2
@@ -137,14 +141,37 @@ def flush_std_streams() -> None:
             stream.flush()
 
 
+class Drainer:
+    """A thread that drains capture pipes one after another: starting a thread per run costs
+    more than a small function's whole run. It serves until a pipe it drains stays open past
+    the end of its run (a background child holds it): it then finishes that pipe alone, and
+    the next run gets a new drainer."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[OutputCapture] = queue.SimpleQueue()
+        self.stuck = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def drain(self, capture: OutputCapture) -> None:
+        self._jobs.put(capture)
+
+    def _serve(self) -> None:
+        while not self.stuck:
+            self._jobs.get().drain()
+
+
 class OutputCapture:
     """Redirects fds 1 and 2 into one pipe for a `with` block and keeps what is written.
 
-    A reader thread drains the pipe, keeping at most `limit` bytes and counting the rest. When
-    the block ends, fds 1 and 2 are restored and the reader gets end-of-file, unless a
+    A drainer thread reads the pipe, keeping at most `limit` bytes and counting the rest. When
+    the block ends, fds 1 and 2 are restored and the drainer gets end-of-file, unless a
     background child still holds the pipe: then it is left draining (and discarding) on its own.
-    When no thread can be started, `make_room` (if given) is called and the start tried again.
+    When no drainer thread can be started, `make_room` (if given) is called and the start tried
+    again.
     """
+
+    _drainer: Drainer | None = None  # the one serving the next run
 
     def __init__(self, limit: int, make_room: Callable[[], None] | None = None) -> None:
         self.limit = limit
@@ -154,60 +181,59 @@ class OutputCapture:
         self._detached = False
         self._lock = threading.Lock()
         self._saved: tuple[int, int] | None = None
-        self._reader: threading.Thread | None = None
+        self._read_fd = -1
+        self._done = threading.Event()
         self.text = ""
 
     def __enter__(self) -> OutputCapture:
         flush_std_streams()
-        read_fd, write_fd = os.pipe()
-        try:
-            self._reader = self._start_reader(read_fd)
-        except BaseException:  # nothing is redirected yet
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
+        drainer = self._ready_drainer()
+        self._read_fd, write_fd = os.pipe()
         self._saved = (os.dup(1), os.dup(2))
         os.dup2(write_fd, 1)
         os.dup2(write_fd, 2)
         os.close(write_fd)  # fds 1 and 2 now hold the pipe's write end
+        drainer.drain(self)
         return self
 
-    def _start_reader(self, read_fd: int) -> threading.Thread:
-        while True:
-            reader = threading.Thread(target=self._drain, args=(read_fd,), daemon=True)
+    def _ready_drainer(self) -> Drainer:
+        drainer = OutputCapture._drainer
+        while drainer is None or drainer.stuck:
             try:
-                reader.start()
+                drainer = OutputCapture._drainer = Drainer()
             except RuntimeError:  # "can't start new thread": the pids are used up
                 if self.make_room is None:
                     raise
                 make_room, self.make_room = self.make_room, None
                 make_room()
-            else:
-                return reader
+        return drainer
 
     def __exit__(self, *exc_info: object) -> None:
         flush_std_streams()
-        assert self._saved is not None and self._reader is not None
+        assert self._saved is not None
         stdout, stderr = self._saved
         os.dup2(stdout, 1)
         os.dup2(stderr, 2)
         os.close(stdout)
         os.close(stderr)
-        self._reader.join(DRAIN_TIMEOUT)
+        if not self._done.wait(DRAIN_TIMEOUT) and OutputCapture._drainer is not None:
+            OutputCapture._drainer.stuck = True  # it stays with this pipe until its end
         with self._lock:
             self._detached = True
             self.text = self._kept.decode("utf-8", errors="replace")
             if self._dropped:
                 self.text += TRUNCATION_MARKER.format(dropped=self._dropped)
 
-    def _drain(self, read_fd: int) -> None:
+    def drain(self) -> None:
+        """Read the pipe to its end (in the drainer's thread)."""
         try:
-            while chunk := os.read(read_fd, 65536):
+            while chunk := os.read(self._read_fd, 65536):
                 with self._lock:
                     if not self._detached:
                         self._keep(chunk)
         finally:
-            os.close(read_fd)
+            os.close(self._read_fd)
+            self._done.set()
 
     def _keep(self, chunk: bytes) -> None:
         room = max(0, self.limit - len(self._kept))
@@ -557,11 +583,51 @@ def bad_request(message: str) -> RequestError:
 # --- HTTP --------------------------------------------------------------------------------------
 
 
+class Headers(dict[str, str]):
+    """Request headers by lower-cased name (the last of a repeated one wins)."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 class RequestHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive; JSON in, JSON out, one write per response."""
 
     protocol_version = "HTTP/1.1"
     server: RuntimeServer
+
+    def parse_request(self) -> bool:
+        """The request line and headers. The standard library's parser goes through the
+        `email` package, which costs a small function's run again; the control plane sends
+        a few plain headers, and anything else gets a JSON error."""
+        self.command = None  # type: ignore[assignment]
+        self.close_connection = True
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        words = line.split()
+        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(400, f"Bad request syntax ({line!r})")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = Headers()
+        for _ in range(MAX_HEADERS):
+            raw = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(raw) > MAX_HEADER_LINE:
+                self.send_error(431, "Line too long")
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = str(raw, "iso-8859-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        else:
+            self.send_error(431, "Too many headers")
+            return False
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        return True
 
     def do_GET(self) -> None:
         self.dispatch("GET")

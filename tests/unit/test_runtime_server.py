@@ -399,6 +399,76 @@ def test_background_child_does_not_hold_up_the_reply(runtime: Runtime) -> None:
     assert runtime.health()[0] == 200
 
 
+def test_runs_after_a_background_child_still_get_their_own_output(runtime: Runtime) -> None:
+    # The child keeps the first run's pipe open: later runs are drained apart from it.
+    runtime.loaded(
+        "import subprocess, sys\ndef main(event):\n"
+        "    if event == 'spawn':\n"
+        "        subprocess.Popen(['sh', '-c', 'sleep 0.5; echo late; sleep 3'])\n"
+        "    print('run', event)\n    return event\n"
+    )
+    assert runtime.run("spawn")[1]["logs"] == "run spawn\n"
+    for event in ("one", "two"):
+        assert runtime.run(event)[1]["logs"] == f"run {event}\n"
+    time.sleep(0.7)  # the child writes to the first run's pipe, which nobody keeps now
+    assert runtime.run("three")[1]["logs"] == "run three\n"
+
+
+def raw_exchange(runtime: Runtime, data: bytes) -> tuple[bytes, bool]:
+    """Send `data` on a new connection: the response, and whether the server then closed."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(runtime.socket_path))
+        sock.sendall(data)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(65536)
+        head, _, body = response.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+        sock.settimeout(0.5)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+        return head + b"\r\n\r\n" + body, closed
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "closes"),
+    [
+        (b"GET /health HTTP/1.1\r\nHost: rt\r\n\r\n", b"200", False),
+        (b"GET /health HTTP/1.1\r\nconnection: Close\r\n\r\n", b"200", True),
+        (b"GET /health HTTP/1.0\r\n\r\n", b"200", True),
+        (b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", b"200", False),
+        (b"GET /health HTTP/2.0\r\n\r\n", b"400", True),
+        (b"GET /health\r\n\r\n", b"400", True),
+        (b"GET /health HTTP/1.1\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", b"431", True),
+        (b"GET /health HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"431", True),
+    ],
+)
+def test_request_lines_and_headers(
+    runtime: Runtime, request_bytes: bytes, status: bytes, closes: bool
+) -> None:
+    response, closed = raw_exchange(runtime, request_bytes)
+    assert response.startswith(b"HTTP/1.1 " + status), response[:200]
+    assert json.loads(response.partition(b"\r\n\r\n")[2])  # a JSON body, errors too
+    assert closed is closes
+    assert runtime.health()[0] == 200
+
+
+def test_header_names_are_case_insensitive(runtime: Runtime) -> None:
+    body = json.dumps({"input": 1, "execution_id": "e"}).encode()
+    runtime.loaded("def main(event):\n    return event + 1\n")
+    runtime.conn.close()  # the server serves one connection at a time
+    response, _ = raw_exchange(
+        runtime, b"POST /run HTTP/1.1\r\ncontent-LENGTH: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert response.startswith(b"HTTP/1.1 200")
+    assert json.loads(response.partition(b"\r\n\r\n")[2])["result"] == 2
+
+
 @pytest.mark.parametrize("name", ["../evil.py", "/abs.py", "a/../../evil.py"])
 def test_zip_escaping_the_package_is_refused(runtime: Runtime, name: str) -> None:
     status, reply = runtime.init({name: "x = 1\n", "main.py": HELLO})

@@ -62,7 +62,7 @@ async def running_node(
     """
     node_id = settings.resolve_node_id()
     async with AsyncExitStack() as stack:
-        store = await Store.open(settings.db_url)
+        store = await Store.open(settings.db_url, pool_size=settings.database_pool)
         stack.push_async_callback(store.close)
         await store.projects.ensure(DEFAULT_PROJECT, "default")
         tokens = TokenService(store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import tempfile
@@ -33,6 +34,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     database_url: str | None = None  # default: SQLite file in data_dir
+    database_pool: int | None = None  # connections to PostgreSQL (default: the store's, 20)
     node_id: str | None = None  # default: from SPINLET_NODE_ID or a file in data_dir
     backend: str = "docker"  # docker | process
     auth: str = "auto"  # on | off | auto: on unless the server listens only on loopback
@@ -82,6 +84,7 @@ class Settings:
         if "SPINLET_RUNTIME_IMAGE" in env:
             values["runtime_image"] = env["SPINLET_RUNTIME_IMAGE"]
         for name, kind in (
+            ("database_pool", int),
             ("keep_alive", float),
             ("max_containers", int),
             ("max_memory", int),
@@ -116,7 +119,7 @@ class Settings:
     def evolve(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
-    @property
+    @functools.cached_property  # read on every request
     def auth_enabled(self) -> bool:
         """Whether requests need a token: always, unless only this machine can reach us."""
         if self.auth != "auto":

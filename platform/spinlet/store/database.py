@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "asyncpg"}
+#: Connections of a node to PostgreSQL (its LISTEN and NOTIFY ones aside).
+DEFAULT_POOL_SIZE = 20
 MIGRATION_LOCK = 0x5E1E7  # the advisory lock that serialises migrations on PostgreSQL
 
 _T = TypeVar("_T")
@@ -63,7 +65,7 @@ def alembic_config() -> Config:
 class Database:
     """An async engine plus the few operations every repository needs."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         parsed = make_url(url)
         driver = parsed.drivername
         if driver not in DRIVERS:
@@ -78,7 +80,10 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs["pool_size"] = 10
+            # A fixed number of connections: opening one per burst beyond it (an overflow)
+            # costs more than waiting for one, and the nodes share `max_connections`.
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = 0
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from spinlet.store.aliases import AliasRepository
 from spinlet.store.blobs import BlobRepository
-from spinlet.store.database import Database
+from spinlet.store.database import DEFAULT_POOL_SIZE, Database
 from spinlet.store.executions import ExecutionRepository
 from spinlet.store.functions import FunctionRepository
 from spinlet.store.nodes import NodeRepository
@@ -28,8 +28,9 @@ class Store:
         self.tokens = TokenRepository(db)
 
     @classmethod
-    async def open(cls, url: str) -> Store:
-        db = Database(url)
+    async def open(cls, url: str, *, pool_size: int | None = None) -> Store:
+        """The store at `url`, migrated; `pool_size` connections at most (PostgreSQL)."""
+        db = Database(url, pool_size=pool_size or DEFAULT_POOL_SIZE)
         await db.migrate()
         return cls(db)
 

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from spinlet.domain import DEFAULT_PROJECT
+from spinlet.errors import Unavailable
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import RuntimeBackend
@@ -49,6 +50,15 @@ class Services:
     versions: VersionService
     aliases: AliasService
     tokens: TokenService
+
+    async def check_ready(self, runtime_image: str) -> None:
+        """Raise when this node cannot run executions now: its database or its container
+        engine does not answer, or the runtime image is missing."""
+        await self.store.ping()
+        if await self.backend.image_id(runtime_image) is None:
+            raise Unavailable(
+                f"the runtime image {runtime_image} is missing; `spinlet runtimes build` makes it"
+            )
 
 
 @asynccontextmanager

@@ -138,3 +138,23 @@ async def test_first_calls_take_stem_cells_and_later_ones_are_warm(api: Client) 
     await create(api, "hello-big", "hello", memory_size=str(256 * 2**20))
     cold = await run(api, "hello-big", {"name": "cold"})
     assert cold["start_kind"] == "cold"
+
+
+async def test_ready_once_the_engine_answers_and_the_runtime_image_is_there(
+    api: Client, runtime_image_tag: str
+) -> None:
+    response = await api.get("/ready")
+    assert (response.status, await response.json()) == (200, {"status": "ready"})
+
+
+async def test_not_ready_without_the_runtime_image(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]], settings: Settings
+) -> None:
+    missing = "spinlet/no-such-runtime:0"
+    app = create_app(settings.evolve(backend="docker", runtime_image=missing, stem_cells=0))
+    api = await aiohttp_client(app)
+    response = await api.get("/ready")
+    body = await response.json()
+    assert response.status == 503, body
+    assert body["error"]["code"] == "unavailable" and missing in body["error"]["message"]
+    assert (await api.get("/health")).status == 200  # alive all the same

@@ -162,7 +162,7 @@ async def test_requests_without_a_valid_token_are_refused(api: Client) -> None:
     response = await api.get("/v1/functions", headers={"Authorization": f"Bearer {member.token}"})
     assert response.status == 200
     # What describes the server, not a project, needs no token.
-    for path in ("/", "/v1", "/health", "/v1/openapi.json"):
+    for path in ("/", "/v1", "/health", "/ready", "/v1/openapi.json"):
         assert (await api.get(path)).status == 200, path
 
 

@@ -98,6 +98,8 @@ async def test_an_execution_that_ends_during_an_outage_is_recorded_after_it(
     assert during.status == 503, await during.text()
     assert (await during.json())["error"]["code"] == "store_unavailable"
     assert during.headers["Retry-After"] == "1"
+    assert (await api.get("/ready")).status == 503  # a load balancer sends work elsewhere
+    assert (await api.get("/health")).status == 200
 
     await outage
     answer = await call
@@ -106,6 +108,7 @@ async def test_an_execution_that_ends_during_an_outage_is_recorded_after_it(
     assert (execution["status"], execution["result"]) == ("success", {"slept": 1.5})
     stored = await (await api.get(f"/v1/executions/{execution['id']}")).json()
     assert (stored["status"], stored["result"]) == ("success", {"slept": 1.5})
+    assert (await api.get("/ready")).status == 200
 
 
 MARKING = """

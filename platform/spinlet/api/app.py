@@ -35,6 +35,13 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@routes.get("/ready")
+async def ready(request: web.Request) -> web.Response:
+    """Readiness, for load balancers: 503 while the node cannot run executions."""
+    await request.app[SERVICES].check_ready(request.app[SETTINGS].runtime_image)
+    return web.json_response({"status": "ready"})
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     require_admin(request, "reading the node's metrics")

@@ -13,7 +13,7 @@ from spinlet.api.keys import PRINCIPAL, SERVICES, SETTINGS
 from spinlet.domain import DEFAULT_PROJECT, Principal, Role
 
 #: Routes anyone may read: they describe the server, not any project's data.
-OPEN_PATHS = frozenset({"/", "/v1", "/health", "/v1/openapi.json"})
+OPEN_PATHS = frozenset({"/", "/v1", "/health", "/ready", "/v1/openapi.json"})
 TOKEN_HEADER = "X-Auth-Token"
 
 _ANONYMOUS_ADMIN = Principal(project_id=DEFAULT_PROJECT, role=Role.ADMIN)

@@ -250,6 +250,14 @@ OPERATIONS = (
         public=True,
     ),
     Operation(
+        "get",
+        "/ready",
+        "Readiness: the database and the container engine answer, the runtime image is there",
+        answer=as_json(record(status=STRING)),
+        errors=(503,),
+        public=True,
+    ),
+    Operation(
         "get", "/metrics", "Prometheus metrics (text; admins)", answer=TEXT_PLAIN, errors=(403,)
     ),
     Operation(

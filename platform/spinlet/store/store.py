@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from spinlet.store.aliases import AliasRepository
 from spinlet.store.blobs import BlobRepository
 from spinlet.store.database import DEFAULT_POOL_SIZE, Database
@@ -33,6 +35,10 @@ class Store:
         db = Database(url, pool_size=pool_size or DEFAULT_POOL_SIZE)
         await db.migrate()
         return cls(db)
+
+    async def ping(self) -> None:
+        """A round trip to the database (`StoreUnavailable` when it cannot be reached)."""
+        await self.db.read(lambda conn: conn.execute(text("SELECT 1")).scalar())
 
     async def close(self) -> None:
         await self.db.close()

@@ -67,12 +67,14 @@ async def populate(owner: Caller) -> dict[str, str]:
     runtime = await owner.ok(
         "POST", "/v1/runtimes", 201, json={"name": "private-rt", "image": "any:image"}
     )
+    token = await owner.ok("POST", "/v1/tokens", 201, json={"name": "deploys"})
     return {
         "function": function["id"],
         "function_name": "secret-fn",
         "alias": "prod",
         "execution": execution["id"],
         "runtime": runtime["id"],
+        "token": token["id"],
     }
 
 
@@ -90,7 +92,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 def fill(path: str, objects: dict[str, str]) -> str:
     """The path with another project's objects as its parameters."""
     collection = path.split("/")[2]
-    ids = {"runtimes": "runtime", "functions": "function", "executions": "execution"}
+    ids = {
+        "runtimes": "runtime",
+        "functions": "function",
+        "executions": "execution",
+        "tokens": "token",
+    }
     if collection == "aliases":
         return path.replace("{name}", objects["alias"])
     return path.replace("{id}", objects[ids[collection]]).replace("{number}", "1")
@@ -116,7 +123,7 @@ async def test_every_route_hides_another_projects_objects(api: Client) -> None:
                 assert response.status == 404, (method, target, await response.text())
                 assert (await response.json())["error"]["code"] == "not_found"
             walked.add((method, path))
-    assert len(walked) >= 21  # every operation on one object, which the document has
+    assert len(walked) >= 23  # every operation on one object, which the document has
     # Creating things that point at the other project's objects finds nothing either.
     for path, body in (
         ("/v1/executions", {"function_id": objects["function"]}),
@@ -141,6 +148,9 @@ async def test_every_route_hides_another_projects_objects(api: Client) -> None:
     execution = await owner.ok("GET", f"/v1/executions/{objects['execution']}")
     assert execution["result"] == 1
     assert (await owner.ok("GET", f"/v1/runtimes/{objects['runtime']}"))["name"] == "private-rt"
+    theirs = {t["id"] for t in (await intruder.ok("GET", "/v1/tokens"))["tokens"]}
+    assert objects["token"] not in theirs
+    assert (await owner.ok("GET", f"/v1/tokens/{objects['token']}"))["revoked_at"] is None
 
 
 async def test_each_project_has_its_own_names(api: Client) -> None:
@@ -286,3 +296,46 @@ async def test_a_project_at_its_quota_waits_and_other_projects_run(
     await greedy.ok("POST", f"/v1/executions/{busy['id']}/cancel", json={"kill": True})
     finished = await greedy.ok("GET", f"/v1/executions/{queued['id']}?wait=10")
     assert finished["status"] == "success"
+
+
+async def test_admins_manage_their_projects_tokens_over_http(api: Client) -> None:
+    admin = await caller(api, "alpha", Role.ADMIN)
+    made = await admin.ok("POST", "/v1/tokens", 201, json={"name": "ci", "role": "member"})
+    assert (made["project_id"], made["role"], made["name"]) == ("alpha", "member", "ci")
+    member = Caller(api, made["token"])
+    assert made["token"].startswith(made["prefix"])
+    await member.ok("POST", "/v1/functions", 201, data=form("fn", data=make_package(ECHO)))
+    # The secret is in the answer to its creation only.
+    listed = (await admin.ok("GET", "/v1/tokens"))["tokens"]
+    assert made["id"] in {t["id"] for t in listed}
+    assert all("token" not in t for t in listed)
+    assert "token" not in await admin.ok("GET", f"/v1/tokens/{made['id']}")
+    # Members manage no tokens, not even their own.
+    for method, path in (
+        ("POST", "/v1/tokens"),
+        ("GET", "/v1/tokens"),
+        ("GET", f"/v1/tokens/{made['id']}"),
+        ("DELETE", f"/v1/tokens/{made['id']}"),
+    ):
+        response = await member.call(method, path, json={})
+        assert response.status == 403, (method, path)
+        assert (await response.json())["error"]["code"] == "forbidden"
+    # Revoked over HTTP: refused at once, and the record says when.
+    revoked = await admin.ok("DELETE", f"/v1/tokens/{made['id']}")
+    assert revoked["revoked_at"] is not None
+    assert (await member.call("GET", "/v1/functions")).status == 401
+    again = await admin.ok("GET", f"/v1/tokens/{made['id']}")
+    assert again["revoked_at"] == revoked["revoked_at"]
+    # An admin token made over HTTP is an admin of the same project; bad bodies are 400s.
+    second = Caller(
+        api, (await admin.ok("POST", "/v1/tokens", 201, json={"role": "admin"}))["token"]
+    )
+    assert (await second.ok("GET", "/v1/tokens"))["tokens"][0]["project_id"] == "alpha"
+    for body in ({"role": "owner"}, {"project_id": "beta"}, {"name": "x" * 300}):
+        response = await admin.call("POST", "/v1/tokens", json=body)
+        assert response.status == 400, body
+    # Admins see every project's tokens with all_projects, their own without.
+    await caller(api, "beta", Role.ADMIN)
+    everyone = (await admin.ok("GET", "/v1/tokens?all_projects=true"))["tokens"]
+    assert {t["project_id"] for t in everyone} == {"alpha", "beta"}
+    assert {t["project_id"] for t in (await admin.ok("GET", "/v1/tokens"))["tokens"]} == {"alpha"}

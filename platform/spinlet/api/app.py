@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from spinlet import __version__
-from spinlet.api import aliases, executions, functions, openapi, runtimes, versions
+from spinlet.api import aliases, executions, functions, openapi, runtimes, tokens, versions
 from spinlet.api.auth import authenticate
 from spinlet.api.keys import SERVICES, SETTINGS, require_admin
 from spinlet.api.middleware import errors, no_nul
@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, backend: RuntimeBackend | None = None) -> 
         app.add_routes(table)
     app.add_routes(versions.routes)
     app.add_routes(aliases.routes)
+    app.add_routes(tokens.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with running_node(settings, backend) as node:

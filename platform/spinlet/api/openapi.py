@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from spinlet import __version__
 from spinlet.api import schemas
 from spinlet.api.filters import MAX_PAGE
-from spinlet.domain import ExecutionSource, ExecutionStatus, FunctionStatus, RuntimeStatus
+from spinlet.domain import ExecutionSource, ExecutionStatus, FunctionStatus, Role, RuntimeStatus
 from spinlet.store.queries import FILTER_FIELDS, OPS, SORT_FIELDS
 
 #: The media types of a response, each with its schema (`{}`: any JSON).
@@ -121,6 +121,16 @@ ALIAS = record(
     created_at=TIME,
     updated_at=MAYBE_TIME,
 )
+TOKEN = record(
+    id=STRING,
+    project_id=STRING,
+    role=enum(Role),
+    name=TEXT,
+    prefix=STRING,
+    created_at=TIME,
+    revoked_at=MAYBE_TIME,
+)
+NEW_TOKEN = record(**TOKEN["properties"], token=STRING)  # the secret, shown once
 EXECUTION = record(
     ("result",),  # not in listings without `include_output=true`
     id=STRING,
@@ -410,6 +420,34 @@ OPERATIONS = (
         body_required=False,
     ),
     Operation("delete", "/v1/aliases/{name}", "Delete an alias", 204),
+    Operation(
+        "get",
+        "/v1/tokens",
+        "List the project's API tokens (admins; never their secrets)",
+        answer=as_json(record(tokens=array(TOKEN))),
+        query=(ALL_PROJECTS,),
+        errors=(400, 403),
+    ),
+    Operation(
+        "post",
+        "/v1/tokens",
+        "Make an API token of the project (admins); its secret is in this answer only",
+        201,
+        as_json(NEW_TOKEN),
+        schemas.TokenCreate,
+        body_required=False,
+        errors=(400, 403),
+    ),
+    Operation(
+        "get", "/v1/tokens/{id}", "An API token (admins)", answer=as_json(TOKEN), errors=(403, 404)
+    ),
+    Operation(
+        "delete",
+        "/v1/tokens/{id}",
+        "Revoke an API token (admins): at once here, within a second on other nodes",
+        answer=as_json(TOKEN),
+        errors=(403, 404),
+    ),
     Operation(
         "get",
         "/v1/executions",

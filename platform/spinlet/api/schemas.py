@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
 )
 
+from spinlet.domain import Role
 from spinlet.errors import ValidationFailed
 from spinlet.services.runtimes import NAME_RE
 
@@ -184,3 +185,13 @@ class AliasBody(Body):
     function_version: int | None = Field(default=None, ge=0, le=MAX_WHOLE)
     description: str | None = Field(default=None, max_length=4096)
     routing: RoutingBody | None = None
+
+
+class TokenCreate(Body):
+    """A new token of the caller's project (its secret is in the answer, once). Unknown fields
+    are refused: a `project_id` ignored would make a token of another project than asked."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    role: Role = Role.MEMBER
+    name: str | None = Field(default=None, max_length=255)

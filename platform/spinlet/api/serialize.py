@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from spinlet.domain import Alias, Execution, Function, FunctionVersion, Runtime
+from spinlet.domain import Alias, ApiToken, Execution, Function, FunctionVersion, Runtime
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -123,4 +123,17 @@ def alias(a: Alias) -> dict[str, Any]:
         "project_id": a.project_id,
         "created_at": timestamp(a.created_at),
         "updated_at": timestamp(a.updated_at),
+    }
+
+
+def token(t: ApiToken) -> dict[str, Any]:
+    """A token's record: never its secret, which only the answer to its creation holds."""
+    return {
+        "id": t.id,
+        "project_id": t.project_id,
+        "role": t.role.value,
+        "name": t.name,
+        "prefix": t.prefix,
+        "created_at": timestamp(t.created_at),
+        "revoked_at": timestamp(t.revoked_at),
     }

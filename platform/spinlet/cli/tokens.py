@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
+from spinlet.api import serialize
 from spinlet.cli.output import emit, errors, print_json, print_table
 from spinlet.cli.serve import data_dir_option
-from spinlet.domain import DEFAULT_PROJECT, ApiToken, Role
+from spinlet.domain import DEFAULT_PROJECT, Role
 from spinlet.services.tokens import TokenService
 from spinlet.settings import Settings
 from spinlet.store import Store
@@ -31,18 +32,6 @@ def with_tokens(data_dir: Path | None, work: Callable[[TokenService], Awaitable[
             await store.close()
 
     return asyncio.run(run())
-
-
-def token_record(token: ApiToken) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "project_id": token.project_id,
-        "role": token.role.value,
-        "name": token.name,
-        "prefix": token.prefix,
-        "created_at": token.created_at.isoformat(),
-        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
-    }
 
 
 @click.group()
@@ -67,7 +56,7 @@ def tokens_create(
     """Make a token; its secret is printed once (alone on stdout), then only its hash is kept."""
     token, secret = with_tokens(data_dir, lambda s: s.create(project, Role(role), name))
     if ctx.obj["json"]:
-        print_json({**token_record(token), "token": secret})
+        print_json({**serialize.token(token), "token": secret})
         return
     errors.print(
         f"token {token.id} ({token.role.value} of project {token.project_id!r}); "
@@ -84,7 +73,7 @@ def tokens_create(
 @click.pass_context
 def tokens_list(ctx: click.Context, project: str | None, data_dir: Path | None) -> None:
     """List tokens (their prefixes, never their secrets)."""
-    rows = [token_record(t) for t in with_tokens(data_dir, lambda s: s.list(project))]
+    rows = [serialize.token(t) for t in with_tokens(data_dir, lambda s: s.list(project))]
     table = [{**row, "status": "revoked" if row["revoked_at"] else "active"} for row in rows]
     columns = ["prefix", "project_id", "role", "name", "status"]
     emit(ctx, rows, lambda: print_table(table, columns, "tokens (revoke by prefix or id)"))
@@ -97,4 +86,4 @@ def tokens_list(ctx: click.Context, project: str | None, data_dir: Path | None) 
 def tokens_revoke(ctx: click.Context, token: str, data_dir: Path | None) -> None:
     """Revoke a token, by id or prefix: requests with it fail from now on."""
     revoked = with_tokens(data_dir, lambda s: s.revoke(token))
-    emit(ctx, token_record(revoked), lambda: click.echo(f"revoked token {revoked.id}"))
+    emit(ctx, serialize.token(revoked), lambda: click.echo(f"revoked token {revoked.id}"))

@@ -55,9 +55,15 @@ class TokenService:
     async def list(self, project_id: str | None = None) -> list[ApiToken]:
         return await self.store.tokens.list(project_id)
 
-    async def revoke(self, ref: str) -> ApiToken:
+    async def get(self, project_id: str, token_id: str) -> ApiToken:
+        return await self.store.tokens.get(project_id, token_id)
+
+    async def revoke(self, ref: str, project_id: str | None = None) -> ApiToken:
+        """Revoke a token by id or prefix (of `project_id` only, when given): at once on this
+        node, within `REMEMBER` seconds on the others."""
+        revoked = await self.store.tokens.revoke(ref, utcnow(), project_id)
         self._valid.clear()
-        return await self.store.tokens.revoke(ref, utcnow())
+        return revoked
 
     async def has_admin(self) -> bool:
         return any(t.role is Role.ADMIN and t.revoked_at is None for t in await self.list())

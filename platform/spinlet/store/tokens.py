@@ -60,14 +60,22 @@ class TokenRepository:
         rows = await self.db.read(lambda conn: conn.execute(query).all())
         return [_token(row) for row in rows]
 
-    async def revoke(self, ref: str, now: datetime) -> ApiToken:
-        """Revoke a token by id or prefix (revoking a revoked one changes nothing)."""
-        query = select(tokens).where((tokens.c.id == ref) | (tokens.c.prefix == ref))
+    async def get(self, project_id: str, token_id: str) -> ApiToken:
+        query = select(tokens).where(tokens.c.project_id == project_id, tokens.c.id == token_id)
+        row = await self.db.read(lambda conn: conn.execute(query).first())
+        if row is None:
+            raise NotFound(f"token {token_id!r} not found")
+        return _token(row)
+
+    async def revoke(self, ref: str, now: datetime, project_id: str | None = None) -> ApiToken:
+        """Revoke a token by id or prefix (revoking a revoked one changes nothing), of
+        `project_id` only when given."""
+        which = (tokens.c.id == ref) | (tokens.c.prefix == ref)
+        if project_id is not None:
+            which = which & (tokens.c.project_id == project_id)
+        query = select(tokens).where(which)
         statement = (
-            update(tokens)
-            .where((tokens.c.id == ref) | (tokens.c.prefix == ref))
-            .where(tokens.c.revoked_at.is_(None))
-            .values(revoked_at=now)
+            update(tokens).where(which, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
         )
 
         def write(conn: Connection) -> list[Row[Any]]:

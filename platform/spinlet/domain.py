@@ -217,8 +217,8 @@ class Execution:
 
 
 class Role(enum.StrEnum):
-    """What a token may do: members work inside their project; admins also manage runtimes
-    and see every project's listings (`all_projects=true`)."""
+    """What a token may do: members work inside their project; admins also manage runtimes and
+    the project's tokens, and see every project's listings (`all_projects=true`)."""
 
     ADMIN = "admin"
     MEMBER = "member"

@@ -12,6 +12,17 @@ from collections.abc import Awaitable, Callable
 
 PACKAGE_TIME = (2020, 1, 1, 0, 0, 0)
 
+#: A function that notes each run of it in a file (`marks`), then sleeps for `seconds`.
+MARKING = """
+import time
+
+def main(event, context):
+    with open(event["marks"], "a") as marks:
+        marks.write(context.execution_id + "\\n")
+    time.sleep(event["seconds"])
+    return "done"
+"""
+
 
 def make_package(
     source: str, *, module: str = "main", extra: dict[str, str] | None = None

@@ -20,15 +20,6 @@ from tests.conftest import REPO, unavailable
 
 #: A function that leaves a mark on the host each time it really starts (run it on the process
 #: backend): the proof, counted afterwards, that nothing ran twice.
-MARKING = """
-import time
-
-def main(event, context):
-    with open(event["marks"], "a") as marks:
-        marks.write(context.execution_id + "\\n")
-    time.sleep(event["seconds"])
-    return "done"
-"""
 
 
 def free_port() -> int:

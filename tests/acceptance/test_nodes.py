@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.conftest import MARKING, Server, start_server, stop_server
-from tests.helpers import eventually
+from tests.acceptance.conftest import Server, start_server, stop_server
+from tests.helpers import MARKING, eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.conftest import MARKING, start_server, stop_server
+from tests.acceptance.conftest import start_server, stop_server
+from tests.helpers import MARKING
 
 COUNT = 200
 

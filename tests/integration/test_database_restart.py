@@ -17,7 +17,7 @@ from spinlet.api.app import create_app
 from spinlet.settings import Settings
 from spinlet.store.notify import FINISHED, QUEUED, Notifier
 from tests.conftest import FUNCTIONS
-from tests.helpers import database_outage, eventually
+from tests.helpers import MARKING, database_outage, eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -109,17 +109,6 @@ async def test_an_execution_that_ends_during_an_outage_is_recorded_after_it(
     stored = await (await api.get(f"/v1/executions/{execution['id']}")).json()
     assert (stored["status"], stored["result"]) == ("success", {"slept": 1.5})
     assert (await api.get("/ready")).status == 200
-
-
-MARKING = """
-import time
-
-def main(event, context):
-    with open(event["marks"], "a") as marks:
-        marks.write(context.execution_id + "\\n")
-    time.sleep(event["seconds"])
-    return "done"
-"""
 
 
 async def test_after_an_outage_longer_than_the_lease_no_live_node_is_taken_for_dead(

@@ -9,13 +9,15 @@ also poll, and waiters re-read the store every second. On SQLite (one node) this
 Either connection may drop (PostgreSQL restarted, a proxy timed out, the backend terminated).
 The listening one is made again in the background, with growing pauses, and once it is back
 the dispatcher is woken for what was queued meanwhile; the sending one is made again on the
-next announcement.
+next announcement (those within `SEND_PAUSE` of a failure are dropped, not queued behind
+connection attempts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,12 @@ FINISHED = "spinlet_finished"
 #: Pauses between attempts to listen again: the first, and the longest.
 RECONNECT_FIRST = 0.2
 RECONNECT_MAX = 5.0
+#: How long making a connection, or sending on one, may take (a database behind a network
+#: partition answers nothing; a refused one fails at once).
+CONNECT_TIMEOUT = 5.0
+#: After a failed announcement, the next ones are dropped for this long instead of each waiting
+#: for a connection of its own.
+SEND_PAUSE = 1.0
 
 
 class Notifier:
@@ -43,6 +51,7 @@ class Notifier:
         self._on_finished: Callable[[str], None] = lambda _id: None
         self._relisten: asyncio.Task[None] | None = None
         self._stopped = False
+        self._send_resumes = 0.0  # monotonic: no announcement is sent before
 
     @property
     def listening(self) -> bool:
@@ -57,9 +66,7 @@ class Notifier:
         await self._start_listening()
 
     async def _start_listening(self) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(self._dsn)
+        conn = await self._connect()
         try:
             await conn.add_listener(QUEUED, lambda *_: self._on_queued())
             await conn.add_listener(FINISHED, lambda *args: self._on_finished(args[3]))
@@ -101,20 +108,33 @@ class Notifier:
         if not self.enabled or self._stopped:
             return
         async with self._lock:
+            if time.monotonic() < self._send_resumes:
+                return  # it just failed: announcements wait behind no connect attempt
             for attempt in (1, 2):  # a connection that dropped since the last one: a new one
                 try:
                     if self._send is None or self._send.is_closed():
-                        import asyncpg
-
-                        self._send = await asyncpg.connect(self._dsn)
-                    await self._send.execute("SELECT pg_notify($1, $2)", channel, payload)
+                        self._send = await self._connect()
+                    await self._send.execute(
+                        "SELECT pg_notify($1, $2)", channel, payload, timeout=CONNECT_TIMEOUT
+                    )
                     return
                 except Exception as exc:  # the store is still the truth; pollers catch up
-                    if attempt == 2:
-                        log.warning("could not notify the other nodes (%s): %s", channel, exc)
-                    elif self._send is not None:
+                    if self._send is not None:
                         self._send.terminate()
                         self._send = None
+                    if attempt == 2:
+                        self._send_resumes = time.monotonic() + SEND_PAUSE
+                        log.warning(
+                            "could not notify the other nodes (%s): %s; not trying for %g s",
+                            channel,
+                            exc,
+                            SEND_PAUSE,
+                        )
+
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
 
     async def stop(self) -> None:
         self._stopped = True

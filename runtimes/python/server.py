@@ -149,7 +149,6 @@ class Drainer:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[OutputCapture] = queue.SimpleQueue()
-        self.stuck = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -157,8 +156,11 @@ class Drainer:
         self._jobs.put(capture)
 
     def _serve(self) -> None:
-        while not self.stuck:
-            self._jobs.get().drain()
+        while True:
+            capture = self._jobs.get()
+            capture.drain()
+            if capture.abandoned:
+                return  # a newer drainer serves the next runs
 
 
 class OutputCapture:
@@ -183,6 +185,7 @@ class OutputCapture:
         self._saved: tuple[int, int] | None = None
         self._read_fd = -1
         self._done = threading.Event()
+        self.abandoned = False  # its run ended before its pipe did: its drainer is done after
         self.text = ""
 
     def __enter__(self) -> OutputCapture:
@@ -198,7 +201,7 @@ class OutputCapture:
 
     def _ready_drainer(self) -> Drainer:
         drainer = OutputCapture._drainer
-        while drainer is None or drainer.stuck:
+        while drainer is None:
             try:
                 drainer = OutputCapture._drainer = Drainer()
             except RuntimeError:  # "can't start new thread": the pids are used up
@@ -216,9 +219,11 @@ class OutputCapture:
         os.dup2(stderr, 2)
         os.close(stdout)
         os.close(stderr)
-        if not self._done.wait(DRAIN_TIMEOUT) and OutputCapture._drainer is not None:
-            OutputCapture._drainer.stuck = True  # it stays with this pipe until its end
+        self._done.wait(DRAIN_TIMEOUT)
         with self._lock:
+            if not self._done.is_set():  # its drainer stays with this pipe until its end
+                self.abandoned = True
+                OutputCapture._drainer = None
             self._detached = True
             self.text = self._kept.decode("utf-8", errors="replace")
             if self._dropped:
@@ -233,7 +238,8 @@ class OutputCapture:
                         self._keep(chunk)
         finally:
             os.close(self._read_fd)
-            self._done.set()
+            with self._lock:  # decided with `abandoned`, not in between
+                self._done.set()
 
     def _keep(self, chunk: bytes) -> None:
         room = max(0, self.limit - len(self._kept))

@@ -17,9 +17,10 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
-from spinlet.domain import utcnow
+from spinlet.domain import Execution, utcnow
 from spinlet.services.dispatcher import Dispatcher
 from spinlet.services.runner import ExecutionRunner
 from spinlet.store import Store
@@ -70,9 +71,10 @@ class Membership:
         now = utcnow()
         await self._heartbeat()
         recovered = 0
-        in_touch = self._last_beat - self._in_touch_since >= self.lease
-        live = await self.store.nodes.alive(now - timedelta(seconds=self.lease))
-        orphaned = await self.store.executions.orphaned({*live, self.node_id}) if in_touch else []
+        orphaned: Sequence[Execution] = []
+        if self._last_beat - self._in_touch_since >= self.lease:  # in touch long enough
+            live = await self.store.nodes.alive(now - timedelta(seconds=self.lease))
+            orphaned = await self.store.executions.orphaned({*live, self.node_id})
         for execution in orphaned:
             if await self.dispatcher.recover_one(execution):
                 recovered += 1

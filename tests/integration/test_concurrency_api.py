@@ -4,14 +4,17 @@ queued (async); the containers it gets are capped by it. On both backends."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.helpers import eventually
 from tests.integration.conftest import ApiFactory
 from tests.integration.test_api import create, expect_error
 from tests.integration.test_async_api import fire, wait
+from tests.integration.test_executions_queries import kill
 
 Client = TestClient[Any, Any]
 
@@ -57,16 +60,38 @@ async def test_beyond_the_limit_one_waits_in_line_and_the_next_gets_429(api: Cli
     assert pool["capacity"]["total"] == 1
 
 
+async def occupy(api: Client) -> tuple[str, asyncio.Task[Any]]:
+    """A sync execution of `sleep` that holds the function's one slot until it is killed."""
+    busy_id = str(uuid.uuid4())
+    busy = asyncio.create_task(
+        api.post(
+            "/v1/executions",
+            json={"id": busy_id, "function_id": "sleep", "input": {"seconds": 50}},
+        )
+    )
+
+    async def running() -> bool:  # a sync execution's row is written as it starts
+        response = await api.get(f"/v1/executions/{busy_id}")
+        return response.status == 200 and (await response.json())["status"] == "running"
+
+    await eventually(running, within=30)
+    return busy_id, busy
+
+
+async def release(api: Client, busy_id: str, busy: asyncio.Task[Any]) -> None:
+    await kill(api, busy_id)
+    assert (await busy).status == 201
+
+
 async def test_async_executions_stay_queued_while_the_function_is_saturated(
     api: Client,
 ) -> None:
-    busy = asyncio.create_task(sync_run(api, 1.5))
-    await asyncio.sleep(0.5)
+    busy_id, busy = await occupy(api)
     queued = await fire(api, "sleep", {"seconds": 0.1})
     await asyncio.sleep(0.5)
     record = await (await api.get(f"/v1/executions/{queued['id']}")).json()
     assert record["status"] == "queued"  # 4 workers are free, the function is not
-    assert (await busy).status == 201
+    await release(api, busy_id, busy)
     done = await wait(api, queued["id"])
     assert done["status"] == "success"
     finished = [e for e in await executions(api) if e["sync"]]
@@ -75,17 +100,13 @@ async def test_async_executions_stay_queued_while_the_function_is_saturated(
 
 async def test_other_functions_are_not_held_up(api: Client) -> None:
     await create(api, "echo", "echo")
-    busy = asyncio.create_task(sync_run(api, 1.5))
-    await asyncio.sleep(0.5)
+    busy_id, busy = await occupy(api)
     blocked = await fire(api, "sleep", {"seconds": 0.1})
     other = await fire(api, "echo", {"n": 1})
     done = await wait(api, other["id"], seconds=20)
     assert done["status"] == "success"
-    assert (await (await api.get(f"/v1/executions/{blocked['id']}")).json())["status"] in (
-        "queued",
-        "running",
-    )
-    assert (await busy).status == 201
+    assert (await (await api.get(f"/v1/executions/{blocked['id']}")).json())["status"] == "queued"
+    await release(api, busy_id, busy)
     assert (await wait(api, blocked["id"]))["status"] == "success"
 
 

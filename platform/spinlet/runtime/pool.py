@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any, TypedDict
 
 from spinlet.domain import ExecutionError, StatusReason
-from spinlet.errors import RuntimeBackendError
+from spinlet.errors import ImageMissing, RuntimeBackendError
 from spinlet.runtime.backend import (
     CodeLoader,
     ContainerInfo,
@@ -238,7 +238,7 @@ class PoolBackend:
         one; or the outcome of a failed initialisation."""
         image_id = await self.driver.image_id(spec.image)
         if image_id is None:
-            raise RuntimeBackendError(
+            raise ImageMissing(
                 f"the runtime image {spec.image!r} is not present on this node; "
                 "build it with `spinlet runtimes build`",
                 image=spec.image,

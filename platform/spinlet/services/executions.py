@@ -180,6 +180,8 @@ class ExecutionService:
         execution = await self.store.executions.get(project_id, execution_id)
         if execution.status.is_final:
             raise Conflict(f"execution {execution_id} has already ended ({execution.status})")
+        if execution.status is ExecutionStatus.UNKNOWN:
+            raise Conflict(f"execution {execution_id} is in a status this node does not know")
         if execution.status in NOT_STARTED and await self.store.executions.cancel_queued(
             project_id, execution_id
         ):

@@ -142,9 +142,11 @@ async def test_a_busy_loop_is_stopped_at_its_timeout(target: Target, backend: Po
     elapsed = time.monotonic() - started
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.status_reason == "timeout"
-    assert outcome.error == {
+    assert outcome.error is not None
+    assert outcome.error.as_json() == {
         "type": "Timeout",
         "message": "execution exceeded its timeout of 2 s",
+        "traceback": "",
     }
     assert 2.0 <= elapsed < 20.0
     assert await backend.containers() == []

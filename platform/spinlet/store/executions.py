@@ -2,6 +2,12 @@
 
 The async queue is this table: `queued` rows are claimed atomically by a worker
 (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has a single writer).
+
+A status changes only through `_moving(transition(sources, target))`: `domain.transition` refuses
+(`IllegalTransition`) a change the table does not allow, and the update it yields writes only
+while the row is still in one of `sources`, so a change another node made first stands. Rows
+in a status this node does not know (a newer node's) are never in `sources`: never claimed,
+cancelled or purged here, and read as `unknown`.
 """
 
 from __future__ import annotations
@@ -281,14 +287,16 @@ class ExecutionRepository:
         return bool(result.rowcount)
 
     async def request_cancel(self, project_id: str, execution_id: str, mode: str) -> bool:
-        """Mark a running execution for cancellation; False when it is not running."""
+        """Mark a running execution for cancellation; False when it is not running. (Its
+        node then makes the change itself, when it has stopped it.)"""
+        cancel = transition(ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED)
         async with self.db.transaction() as conn:
             result = await conn.execute(
                 update(executions)
                 .where(
                     executions.c.project_id == project_id,
                     executions.c.id == execution_id,
-                    executions.c.status == ExecutionStatus.RUNNING.value,
+                    executions.c.status.in_(cancel.source_values),
                 )
                 .values(cancel_requested=mode, updated_at=utcnow())
             )

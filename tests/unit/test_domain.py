@@ -10,6 +10,9 @@ from spinlet.domain import (
     FINAL_STATUSES,
     ExecutionError,
     ExecutionStatus,
+    FunctionStatus,
+    JobStatus,
+    RuntimeStatus,
     StartKind,
     StatusReason,
     transition,
@@ -109,3 +112,10 @@ def test_an_execution_error_has_one_shape_whoever_builds_it() -> None:
     }
     assert ExecutionError.parse("odd").message == "odd"
     assert ExecutionError.parse(None).message == "no error details"
+
+
+def test_the_states_the_next_issues_build_on_are_fixed() -> None:
+    assert [s.value for s in FunctionStatus] == ["building", "available", "error"]
+    assert [s.value for s in RuntimeStatus] == ["creating", "available", "error", "not_built"]
+    assert [s.value for s in JobStatus] == ["running", "paused", "done", "cancelled"]
+    assert [s.value for s in StartKind] == ["warm", "stem", "cold"]

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from spinlet.errors import IllegalTransition
 
@@ -15,6 +15,17 @@ DEFAULT_PROJECT = "default"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+
+def _known(kind: type[_E], stored: str) -> _E | None:
+    """The member of `kind` stored as `stored`; None when this release does not know it."""
+    try:
+        return kind(stored)
+    except ValueError:
+        return None
 
 
 class RuntimeStatus(enum.StrEnum):
@@ -47,7 +58,7 @@ class StartKind(enum.StrEnum):
     @classmethod
     def read(cls, stored: str | None) -> StartKind | None:
         """The start kind of a stored row; None for none, or for one this node does not know."""
-        return cls._value2member_map_.get(stored) if stored else None  # type: ignore[return-value]
+        return _known(cls, stored) if stored else None
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -73,7 +84,7 @@ class ExecutionStatus(enum.StrEnum):
     @classmethod
     def read(cls, stored: str) -> ExecutionStatus:
         """The status of a stored row; `UNKNOWN` for one this node does not know."""
-        return cls._value2member_map_.get(stored, cls.UNKNOWN)  # type: ignore[return-value]
+        return _known(cls, stored) or cls.UNKNOWN
 
 
 FINAL_STATUSES = frozenset(
@@ -159,7 +170,7 @@ class StatusReason(enum.StrEnum):
     @classmethod
     def read(cls, stored: str | None) -> StatusReason | str | None:
         """The reason of a stored row: a newer node's unknown reason stays as written."""
-        return None if stored is None else cls._value2member_map_.get(stored, stored)  # type: ignore[return-value]
+        return None if stored is None else _known(cls, stored) or stored
 
 
 _REASON_STATUS = {

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+
+from spinlet.errors import IllegalTransition
 
 DEFAULT_PROJECT = "default"
 
@@ -14,32 +17,74 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+
+def _known(kind: type[_E], stored: str) -> _E | None:
+    """The member of `kind` stored as `stored`; None when this release does not know it."""
+    try:
+        return kind(stored)
+    except ValueError:
+        return None
+
+
 class RuntimeStatus(enum.StrEnum):
     CREATING = "creating"
     AVAILABLE = "available"
     ERROR = "error"
+    NOT_BUILT = "not_built"  # a built-in runtime whose image this node has not built yet
 
 
 class FunctionStatus(enum.StrEnum):
-    CREATING = "creating"
+    BUILDING = "building"  # its dependency layer is being resolved
     AVAILABLE = "available"
     ERROR = "error"
 
 
+class JobStatus(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class StartKind(enum.StrEnum):
+    """How the container that served an execution was obtained."""
+
+    WARM = "warm"  # already initialised for this function version
+    STEM = "stem"  # started in advance, initialised for this execution
+    COLD = "cold"  # created and started for this execution
+
+    @classmethod
+    def read(cls, stored: str | None) -> StartKind | None:
+        """The start kind of a stored row; None for none, or for one this node does not know."""
+        return _known(cls, stored) if stored else None
+
+
 class ExecutionStatus(enum.StrEnum):
+    """An execution's status; execution groups speak the same statuses.
+
+    `UNKNOWN` is never written: it stands for a status this node does not know, written by a
+    newer node of the fleet (see `ExecutionStatus.read`). Nothing moves to or from it here.
+    """
+
+    SCHEDULED = "scheduled"  # waits for its `schedule` time, then is queued
     QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"  # the function's fault: exception, timeout, oom, crashed
     ERROR = "error"  # the platform's fault: lost, no_image, …
     CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
-    def can_become(self, other: ExecutionStatus) -> bool:
-        return other in TRANSITIONS[self]
+    @classmethod
+    def read(cls, stored: str) -> ExecutionStatus:
+        """The status of a stored row; `UNKNOWN` for one this node does not know."""
+        return _known(cls, stored) or cls.UNKNOWN
 
 
 FINAL_STATUSES = frozenset(
@@ -51,17 +96,135 @@ FINAL_STATUSES = frozenset(
     }
 )
 
-#: The only allowed status changes of an execution.
+#: The statuses of an execution that has not started yet: it may still be cancelled at once.
+NOT_STARTED = (ExecutionStatus.SCHEDULED, ExecutionStatus.QUEUED)
+
+#: The only allowed status changes of an execution; the store writes no other (`transition`).
 TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
+    ExecutionStatus.SCHEDULED: frozenset(
+        {ExecutionStatus.QUEUED, ExecutionStatus.CANCELLED, ExecutionStatus.ERROR}
+    ),
     ExecutionStatus.QUEUED: frozenset(
         {ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED, ExecutionStatus.ERROR}
     ),
-    ExecutionStatus.RUNNING: frozenset(FINAL_STATUSES),
+    # Back to `queued`: its node died and the function allows another attempt.
+    ExecutionStatus.RUNNING: FINAL_STATUSES | {ExecutionStatus.QUEUED},
     ExecutionStatus.SUCCESS: frozenset(),
     ExecutionStatus.FAILED: frozenset(),
     ExecutionStatus.ERROR: frozenset(),
     ExecutionStatus.CANCELLED: frozenset(),
+    ExecutionStatus.UNKNOWN: frozenset(),
 }
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status change the table allows: from any of `sources` (as the row still is) to
+    `target`. The store turns it into its conditional update (`WHERE status IN sources`)."""
+
+    sources: tuple[ExecutionStatus, ...]
+    target: ExecutionStatus
+
+    @property
+    def source_values(self) -> list[str]:
+        return [status.value for status in self.sources]
+
+
+def transition(
+    sources: ExecutionStatus | Iterable[ExecutionStatus], target: ExecutionStatus
+) -> Transition:
+    """The change from `sources` to `target`; `IllegalTransition` unless the table allows it
+    from every one of them."""
+    among = (sources,) if isinstance(sources, ExecutionStatus) else tuple(sources)
+    illegal = [status.value for status in among if target not in TRANSITIONS[status]]
+    if illegal or not among:
+        raise IllegalTransition(
+            f"an execution cannot go from {'|'.join(illegal) or 'nothing'} to {target.value}"
+        )
+    return Transition(among, target)
+
+
+class StatusReason(enum.StrEnum):
+    """Why an execution ended as it did; each reason belongs to one final status."""
+
+    # failed: the function's fault
+    EXCEPTION = "exception"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    CRASHED = "crashed"
+    RESULT_TOO_LARGE = "result_too_large"
+    # error: the platform's fault
+    LOST = "lost"  # its node died or stopped while it ran
+    NO_IMAGE = "no_image"
+    NO_PACKAGE = "no_package"
+    NOT_FOUND = "not_found"  # what it runs was deleted
+    BACKEND = "backend"
+    INTERNAL = "internal"
+    # cancelled
+    CANCELLED = "cancelled"
+
+    @property
+    def status(self) -> ExecutionStatus:
+        return _REASON_STATUS.get(self, ExecutionStatus.ERROR)
+
+    @classmethod
+    def read(cls, stored: str | None) -> StatusReason | str | None:
+        """The reason of a stored row: a newer node's unknown reason stays as written."""
+        return None if stored is None else _known(cls, stored) or stored
+
+
+_REASON_STATUS = {
+    StatusReason.EXCEPTION: ExecutionStatus.FAILED,
+    StatusReason.TIMEOUT: ExecutionStatus.FAILED,
+    StatusReason.OOM: ExecutionStatus.FAILED,
+    StatusReason.CRASHED: ExecutionStatus.FAILED,
+    StatusReason.RESULT_TOO_LARGE: ExecutionStatus.FAILED,
+    StatusReason.CANCELLED: ExecutionStatus.CANCELLED,
+}
+
+#: The `type` of the error the platform describes for each reason (a function's exception
+#: carries its own type).
+_ERROR_TYPES = {
+    StatusReason.TIMEOUT: "Timeout",
+    StatusReason.OOM: "OutOfMemory",
+    StatusReason.CRASHED: "ContainerCrashed",
+    StatusReason.RESULT_TOO_LARGE: "ResultTooLarge",
+    StatusReason.LOST: "Lost",
+    StatusReason.NO_IMAGE: "RuntimeBackendError",
+    StatusReason.NO_PACKAGE: "InvalidPackage",
+    StatusReason.NOT_FOUND: "NotFound",
+    StatusReason.BACKEND: "RuntimeBackendError",
+    StatusReason.INTERNAL: "InternalError",
+}
+
+
+@dataclass(frozen=True)
+class ExecutionError:
+    """How an execution failed, as its record's `error` shows it:
+    `{"type", "message", "traceback"}` (the traceback is empty unless its code raised)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, reason: StatusReason, message: str) -> ExecutionError:
+        """The error the platform reports for an execution it ended for `reason`."""
+        return cls(_ERROR_TYPES.get(reason, "Error"), message)
+
+    @classmethod
+    def parse(cls, raw: Any) -> ExecutionError:
+        """An error as a runtime or a stored record gives it, normalised to strings."""
+        if not isinstance(raw, dict):
+            raw = {"message": "no error details" if raw is None else str(raw)}
+        return cls(
+            type=str(raw.get("type") or "Error"),
+            message=str(raw.get("message") or ""),
+            traceback=str(raw.get("traceback") or ""),
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
 
 
 class ExecutionSource(enum.StrEnum):
@@ -190,13 +353,13 @@ class Execution:
     function_version: int = 0
     function_alias: str | None = None
     status: ExecutionStatus = ExecutionStatus.QUEUED
-    status_reason: str | None = None
+    status_reason: StatusReason | str | None = None  # a str: a newer node's reason
     sync: bool = True
     input: Any = None
     result: Any = None
-    error: dict[str, Any] | None = None
+    error: ExecutionError | None = None
     duration_ms: float | None = None
-    start_kind: str | None = None
+    start_kind: StartKind | None = None
     init_ms: float | None = None
     image_id: str | None = None
     source: ExecutionSource = ExecutionSource.API

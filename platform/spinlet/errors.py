@@ -132,3 +132,18 @@ class RuntimeBackendError(SpinletError):
 
     code = "runtime_backend_error"
     status = 503
+
+
+class ImageMissing(RuntimeBackendError):
+    """The runtime image is not present on this node."""
+
+    def __init__(self, message: str | None = None, *, image: str) -> None:
+        super().__init__(message, image=image)
+        self.image = image
+
+
+class IllegalTransition(SpinletError):
+    """The execution cannot change to that status from the one it has (a bug, never a
+    request's fault: the transitions are `domain.TRANSITIONS`)."""
+
+    code = "illegal_transition"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -116,6 +117,24 @@ async def test_a_runtime_needs_an_existing_image(api: Client) -> None:
         "/v1/runtimes", json={"name": "custom", "image": "spinlet/does-not-exist:1"}
     )
     assert "does-not-exist" in await expect_error(response, 400, "image_not_found")
+
+
+async def test_an_execution_whose_runtime_image_is_gone_ends_as_no_image(
+    api: Client, docker_client: Any, runtime_image_tag: str
+) -> None:
+    tag = f"spinlet/test-vanishing:{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(runtime_image_tag).tag(tag)
+    try:
+        response = await api.post("/v1/runtimes", json={"name": "vanishing", "image": tag})
+        assert response.status == 201, await response.text()
+        runtime = await response.json()
+        await upload(api, "orphan", b"def main(event):\n    return 1\n", runtime_id=runtime["id"])
+    finally:
+        docker_client.images.remove(tag)  # only the tag goes: the image stays for the others
+    execution = await run(api, "orphan")
+    assert (execution["status"], execution["status_reason"]) == ("error", "no_image")
+    assert execution["error"]["type"] == "RuntimeBackendError"
+    assert tag in execution["error"]["message"]
 
 
 async def test_first_calls_take_stem_cells_and_later_ones_are_warm(api: Client) -> None:

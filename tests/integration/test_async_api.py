@@ -108,6 +108,7 @@ async def test_cancel_while_queued(api: Client) -> None:
     assert response.status == 200, await response.text()
     cancelled = await response.json()
     assert cancelled["status"] == "cancelled" and cancelled["started_at"] is None
+    assert (cancelled["status_reason"], cancelled["error"]) == ("cancelled", None)
     assert (await wait(api, blocker["id"]))["status"] == "success"
     await asyncio.sleep(0.2)
     again = await (await api.get(f"/v1/executions/{queued['id']}")).json()
@@ -124,7 +125,13 @@ async def test_cancel_while_running_kill_and_graceful(api: Client) -> None:
     started = time.monotonic()
     response = await api.post(f"/v1/executions/{record['id']}/cancel", json={"kill": True})
     assert response.status == 200
-    assert (await response.json())["status"] == "cancelled"
+    killed = await response.json()
+    # A cancellation is how it ended, not an error: the same record as a queued one cancelled.
+    assert (killed["status"], killed["status_reason"], killed["error"]) == (
+        "cancelled",
+        "cancelled",
+        None,
+    )
     assert time.monotonic() - started < 5
     # Without kill, a short execution may finish within the grace period.
     quick = await fire(api, "sleep", {"seconds": 0.5})

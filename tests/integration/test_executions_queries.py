@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import text
 from yarl import URL
 
 from spinlet.api.app import create_app
@@ -307,3 +308,33 @@ async def test_an_unknown_marker_is_a_404(api: Client) -> None:
         "/v1/executions", params={"marker": "00000000-0000-0000-0000-000000000000"}
     )
     await expect_error(response, 404, "not_found")
+
+
+# --- a fleet in a rolling upgrade ----------------------------------------------------------
+
+
+async def test_an_execution_in_a_status_this_node_does_not_know_reads_as_unknown(
+    api: Client,
+) -> None:
+    """A newer node wrote a status (and reason) this node does not know: the record is read,
+    listed and filtered as `unknown`, never claimed, cancelled or purged by this node."""
+    record = await run(api, "echo", "from the future")
+    store = api.server.app[SERVICES].store
+    async with store.db.transaction() as conn:
+        await conn.execute(
+            text(
+                "UPDATE executions SET status = 'paused', status_reason = 'preempted' "
+                "WHERE id = :id"
+            ),
+            {"id": record["id"]},
+        )
+    response = await api.get(f"/v1/executions/{record['id']}")
+    assert response.status == 200, await response.text()
+    seen = await response.json()
+    assert (seen["status"], seen["status_reason"]) == ("unknown", "preempted")
+    assert [e["status"] for e in await listed(api)] == ["unknown"]
+    assert await ids(api, include_completed="false") == [record["id"]]  # not known to be done
+    await expect_error(await api.post(f"/v1/executions/{record['id']}/cancel"), 409, "conflict")
+    purged = await api.delete("/v1/executions", params={"keep_last": "0"})
+    assert (await purged.json()) == {"deleted": 0}
+    assert await ids(api) == [record["id"]]

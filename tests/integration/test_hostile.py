@@ -243,7 +243,11 @@ async def test_a_cpu_spin_ends_at_its_timeout(api: Client) -> None:
     await deploy(api, "spin", CPU_SPIN, timeout="3", cpu="500")
     spin, _ = await asyncio.gather(run(api, "spin"), say_hello(api))
     error = error_of(spin, "timeout")
-    assert error == {"type": "Timeout", "message": "execution exceeded its timeout of 3 s"}
+    assert error == {
+        "type": "Timeout",
+        "message": "execution exceeded its timeout of 3 s",
+        "traceback": "",
+    }
     await still_works(api, "spin", start_kind="cold")
 
 

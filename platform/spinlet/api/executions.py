@@ -89,7 +89,7 @@ async def invoke_function(request: web.Request) -> web.Response:
         )
     return web.json_response(
         {
-            "error": execution.error,
+            "error": execution.error.as_json() if execution.error else None,
             "status": execution.status.value,
             "status_reason": execution.status_reason,
         },
@@ -169,7 +169,8 @@ async def execution_result(request: web.Request) -> web.Response:
     if execution.expired:
         return _result_error(404, "expired", "the result has expired", {"message": "Expired"})
     if execution.status is not ExecutionStatus.SUCCESS:
-        reason = execution.error or {"type": execution.status_reason, "message": ""}
+        error = execution.error
+        reason = error.as_json() if error else {"type": execution.status_reason, "message": ""}
         return _result_error(
             400,
             "rejected",

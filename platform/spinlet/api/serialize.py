@@ -64,7 +64,7 @@ def execution(ex: Execution, *, include_output: bool = True) -> dict[str, Any]:
         "sync": ex.sync,
         "input": ex.input,
         "result": ex.result if include_output else None,
-        "error": ex.error,
+        "error": ex.error.as_json() if ex.error else None,
         "duration_ms": ex.duration_ms,
         "start_kind": ex.start_kind,
         "init_ms": ex.init_ms,

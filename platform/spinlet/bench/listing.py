@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from spinlet.domain import DEFAULT_PROJECT, ExecutionStatus, utcnow
+from spinlet.domain import DEFAULT_PROJECT, FINAL_STATUSES, ExecutionStatus, utcnow
 from spinlet.store import ExecutionQuery, Filter, Store
 from spinlet.store.tables import executions
 
-STATUSES = [s.value for s in ExecutionStatus if s is not ExecutionStatus.QUEUED]
+STATUSES = sorted(s.value for s in {ExecutionStatus.RUNNING, *FINAL_STATUSES})
 
 
 @dataclass(frozen=True)

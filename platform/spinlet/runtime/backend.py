@@ -4,8 +4,8 @@ The executions service hands a backend a `FunctionSpec` (what to run, with which
 to load the code, and a `RunRequest` (one execution's input). The backend picks or starts a
 container, initialises it for that function version if needed, runs the input, enforces the
 deadline, and always answers with a `RunOutcome`: a function that raises, times out, runs out of
-memory or crashes its container is an outcome, not an exception. Only a platform fault (no image,
-engine unreachable) raises `RuntimeBackendError`.
+memory or crashes its container is an outcome, not an exception. Only a platform fault (no image:
+`ImageMissing`; engine unreachable) raises `RuntimeBackendError`.
 """
 
 from __future__ import annotations
@@ -15,22 +15,30 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from spinlet.domain import ExecutionError, StartKind, StatusReason
+
+__all__ = [
+    "CodeLoader",
+    "ContainerInfo",
+    "FunctionSpec",
+    "OutcomeStatus",
+    "RunOutcome",
+    "RunRequest",
+    "RuntimeBackend",
+    "StartKind",
+]
+
 #: Loads a function package (zip bytes); called only when a container must be initialised.
 CodeLoader = Callable[[], Awaitable[bytes]]
 
 
-class StartKind(enum.StrEnum):
-    """How the container that served an execution was obtained."""
-
-    WARM = "warm"  # already initialised for this function version
-    STEM = "stem"  # started in advance, initialised for this execution
-    COLD = "cold"  # created and started for this execution
-
-
 class OutcomeStatus(enum.StrEnum):
+    """How a run ended; each is the execution status of the same name."""
+
     SUCCESS = "success"
     FAILED = "failed"  # the function's fault
     ERROR = "error"  # the platform's fault
+    CANCELLED = "cancelled"  # stopped by a user (never produced by a backend itself)
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,9 @@ class RunRequest:
 @dataclass(frozen=True)
 class RunOutcome:
     status: OutcomeStatus
-    status_reason: str | None = None  # exception | timeout | oom | crashed | init | …
+    status_reason: StatusReason | None = None
     result: Any = None
-    error: dict[str, str] | None = None  # {"type", "message", "traceback"}
+    error: ExecutionError | None = None
     logs: str = ""
     duration_ms: float = 0.0
     start_kind: StartKind = StartKind.COLD

@@ -30,7 +30,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from spinlet.errors import RuntimeBackendError
+from spinlet.errors import ImageMissing, RuntimeBackendError
 from spinlet.runtime.backend import FunctionSpec
 from spinlet.runtime.docker_events import DockerEventWatch
 from spinlet.runtime.docker_network import ensure_function_network
@@ -182,7 +182,7 @@ class DockerDriver:
                 self._client.api.remove_image(f"{KEPT_REPOSITORY}:{tag}", force=True)
         except docker.errors.NotFound:
             if keep:
-                raise RuntimeBackendError(
+                raise ImageMissing(
                     f"image {image_id} is not present on this node", image=image_id
                 ) from None
 
@@ -235,7 +235,7 @@ class DockerDriver:
             self._remove_sync(container_id, name)
             if isinstance(exc, docker.errors.ImageNotFound):
                 image = spec.image if spec is not None else shape.image_id
-                raise RuntimeBackendError(
+                raise ImageMissing(
                     f"the runtime image {image!r} is not present on this node; "
                     "build it with `spinlet runtimes build`",
                     image=image,

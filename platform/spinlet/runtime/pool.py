@@ -27,9 +27,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Coroutine
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
-from spinlet.errors import RuntimeBackendError
+from spinlet.domain import ExecutionError, StatusReason
+from spinlet.errors import ImageMissing, RuntimeBackendError
 from spinlet.runtime.backend import (
     CodeLoader,
     ContainerInfo,
@@ -44,7 +45,6 @@ from spinlet.runtime.protocol import (
     ContainerGone,
     ContainerUnreachable,
     RuntimeConnection,
-    error_of,
 )
 from spinlet.runtime.slots import Slot, SlotTable
 from spinlet.runtime.stems import StemKeeper
@@ -238,7 +238,7 @@ class PoolBackend:
         one; or the outcome of a failed initialisation."""
         image_id = await self.driver.image_id(spec.image)
         if image_id is None:
-            raise RuntimeBackendError(
+            raise ImageMissing(
                 f"the runtime image {spec.image!r} is not present on this node; "
                 "build it with `spinlet runtimes build`",
                 image=spec.image,
@@ -322,9 +322,9 @@ class PoolBackend:
             await self.driver.seal(slot.sandbox)
         except ContainerGone as exc:
             if slot.discarded:
-                return self._failed(slot, "lost", kind, None, _ms_since(started))
+                return self._failed(slot, StatusReason.LOST, kind, None, _ms_since(started))
             if slot.exited == "oom" or await self.driver.inspect_exit(slot.sandbox) == "oom":
-                return self._failed(slot, "oom", kind, None, _ms_since(started))
+                return self._failed(slot, StatusReason.OOM, kind, None, _ms_since(started))
             raise RuntimeBackendError(
                 f"the runtime in {self.driver.name} sandbox {slot.sandbox.name} "
                 f"did not start: {exc}"
@@ -342,7 +342,7 @@ class PoolBackend:
             async with asyncio.timeout(spec.timeout):
                 reply = await slot.conn.init(code, spec.entry, spec.environment, self.log_limit)
         except TimeoutError:
-            return self._failed(slot, "timeout", kind, None, _ms_since(started))
+            return self._failed(slot, StatusReason.TIMEOUT, kind, None, _ms_since(started))
         except ContainerGone as exc:
             if kind is StartKind.STEM and _unreached(slot, exc):
                 raise _Stale from exc
@@ -351,8 +351,8 @@ class PoolBackend:
         if reply.error is not None:
             return RunOutcome(
                 status=OutcomeStatus.FAILED,
-                status_reason="exception",
-                error=reply.error,
+                status_reason=StatusReason.EXCEPTION,
+                error=ExecutionError.parse(reply.error),
                 logs=reply.logs,
                 duration_ms=_ms_since(started),
                 start_kind=kind,
@@ -385,7 +385,7 @@ class PoolBackend:
                 reply = await slot.conn.run(payload)
         except TimeoutError:
             await self._discard(slot)
-            return self._failed(slot, "timeout", kind, init_ms, _ms_since(started))
+            return self._failed(slot, StatusReason.TIMEOUT, kind, init_ms, _ms_since(started))
         except ContainerGone as exc:
             try:
                 if kind is StartKind.WARM and _unreached(slot, exc):
@@ -411,20 +411,21 @@ class PoolBackend:
             "image_id": slot.sandbox.image_id,
         }
         if "error" in reply:
-            return RunOutcome(OutcomeStatus.FAILED, "exception", error=error_of(reply), **common)
+            error = ExecutionError.parse(reply["error"])
+            return RunOutcome(OutcomeStatus.FAILED, StatusReason.EXCEPTION, error=error, **common)
         return RunOutcome(OutcomeStatus.SUCCESS, result=reply.get("result"), **common)
 
     def _failed(
         self,
         slot: Slot,
-        reason: str,
+        reason: StatusReason,
         kind: StartKind,
         init_ms: float | None,
         duration_ms: float,
     ) -> RunOutcome:
         assert slot.spec is not None
         return RunOutcome(
-            status=OutcomeStatus.ERROR if reason == "lost" else OutcomeStatus.FAILED,
+            status=OutcomeStatus(reason.status.value),
             status_reason=reason,
             error=failure_error(reason, slot.spec),
             duration_ms=duration_ms,
@@ -433,17 +434,17 @@ class PoolBackend:
             image_id=slot.sandbox.image_id,
         )
 
-    async def _exit_reason(self, slot: Slot) -> ExitReason | Literal["lost"]:
+    async def _exit_reason(self, slot: Slot) -> StatusReason:
         """Why a sandbox stopped answering, giving the engine a moment to notice."""
         deadline = time.monotonic() + EXIT_SETTLE
         while True:
             if slot.discarded:  # the pool destroyed it (the backend is closing)
-                return "lost"
+                return StatusReason.LOST
             if slot.exited == "oom":
-                return "oom"
+                return StatusReason.OOM
             reason = await self.driver.inspect_exit(slot.sandbox)
             if reason is not None or time.monotonic() >= deadline:
-                return reason or slot.exited or "crashed"
+                return StatusReason(reason or slot.exited or "crashed")
             await asyncio.sleep(0.02)
 
     # -- the pool ----------------------------------------------------------------------------
@@ -686,28 +687,16 @@ class PoolBackend:
                 log.exception("reaping idle sandboxes failed")
 
 
-def failure_error(reason: str, spec: FunctionSpec) -> dict[str, str]:
-    """The `error` of an execution the control plane ended (timeout, oom, crashed)."""
-    if reason == "timeout":
-        return {
-            "type": "Timeout",
-            "message": f"execution exceeded its timeout of {spec.timeout:g} s",
-        }
-    if reason == "lost":
-        return {
-            "type": "Lost",
-            "message": "the runtime backend shut down during the execution",
-        }
-    if reason == "oom":
-        return {
-            "type": "OutOfMemory",
-            "message": "the function ran out of memory (memory_size "
-            f"{spec.memory_size / 2**20:g} MiB) and its container was killed",
-        }
-    return {
-        "type": "ContainerCrashed",
-        "message": "the function's container exited unexpectedly during the execution",
+def failure_error(reason: StatusReason, spec: FunctionSpec) -> ExecutionError:
+    """The `error` of an execution the control plane ended (timeout, oom, crashed, lost)."""
+    messages = {
+        StatusReason.TIMEOUT: f"execution exceeded its timeout of {spec.timeout:g} s",
+        StatusReason.LOST: "the runtime backend shut down during the execution",
+        StatusReason.OOM: "the function ran out of memory (memory_size "
+        f"{spec.memory_size / 2**20:g} MiB) and its container was killed",
     }
+    crashed = "the function's container exited unexpectedly during the execution"
+    return ExecutionError.of(reason, messages.get(reason, crashed))
 
 
 async def _gather(*work: Awaitable[None]) -> None:

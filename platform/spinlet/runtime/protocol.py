@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from spinlet.domain import ExecutionError
 from spinlet.errors import RuntimeBackendError
 
 PROTOCOL_VERSION = 1
@@ -195,14 +196,7 @@ class RuntimeConnection:
 
 def error_of(reply: Mapping[str, Any]) -> dict[str, str]:
     """The `error` object of a reply, normalised to `{type, message, traceback}` strings."""
-    raw = reply.get("error")
-    if not isinstance(raw, dict):
-        raw = {"message": "no error details" if raw is None else str(raw)}
-    return {
-        "type": str(raw.get("type") or "Error"),
-        "message": str(raw.get("message") or ""),
-        "traceback": str(raw.get("traceback") or ""),
-    }
+    return ExecutionError.parse(reply.get("error")).as_json()
 
 
 def _parse_head(head: bytes) -> tuple[int, int, bool]:

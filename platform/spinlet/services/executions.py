@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from spinlet.domain import Execution, ExecutionSource, ExecutionStatus, utcnow
+from spinlet.domain import NOT_STARTED, Execution, ExecutionSource, ExecutionStatus, utcnow
 from spinlet.errors import Conflict, TooLarge, TooManyRequests, ValidationFailed
 from spinlet.services.concurrency import ExecutionGates
 from spinlet.services.events import ExecutionEvents
@@ -180,7 +180,9 @@ class ExecutionService:
         execution = await self.store.executions.get(project_id, execution_id)
         if execution.status.is_final:
             raise Conflict(f"execution {execution_id} has already ended ({execution.status})")
-        if execution.status is ExecutionStatus.QUEUED and await self.store.executions.cancel_queued(
+        if execution.status is ExecutionStatus.UNKNOWN:
+            raise Conflict(f"execution {execution_id} is in a status this node does not know")
+        if execution.status in NOT_STARTED and await self.store.executions.cancel_queued(
             project_id, execution_id
         ):
             self.events.announce_finished(execution_id)

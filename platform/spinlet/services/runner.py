@@ -8,8 +8,14 @@ import logging
 import re
 from typing import Literal
 
-from spinlet.domain import Execution, ExecutionStatus, utcnow
-from spinlet.errors import InvalidPackage, NotFound, RuntimeBackendError, StoreUnavailable
+from spinlet.domain import Execution, ExecutionError, ExecutionStatus, StatusReason, utcnow
+from spinlet.errors import (
+    ImageMissing,
+    InvalidPackage,
+    NotFound,
+    RuntimeBackendError,
+    StoreUnavailable,
+)
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import OutcomeStatus, RunOutcome, RunRequest, RuntimeBackend
@@ -29,11 +35,10 @@ TRUNCATION_MARKER = "\n[spinlet: log truncated, {dropped} bytes dropped]\n"
 #: Why a running execution is being stopped: a user's cancel, or the node going away.
 StopReason = Literal["cancel", "kill", "lost"]
 
-_OUTCOME_STATUS = {
-    OutcomeStatus.SUCCESS: ExecutionStatus.SUCCESS,
-    OutcomeStatus.FAILED: ExecutionStatus.FAILED,
-    OutcomeStatus.ERROR: ExecutionStatus.ERROR,
-}
+_OUTCOME_STATUS = {outcome: ExecutionStatus(outcome.value) for outcome in OutcomeStatus}
+
+#: How an execution stopped by a user (`cancel`, `kill`) ends: cancelled, not failed.
+CANCELLED = RunOutcome(status=OutcomeStatus.CANCELLED, status_reason=StatusReason.CANCELLED)
 
 
 #: The runtime's own marker, when it capped the log already.
@@ -55,11 +60,12 @@ def cap_logs(logs: str, limit: int) -> str:
     return logs + TRUNCATION_MARKER.format(dropped=dropped) if dropped else logs
 
 
-def platform_error(reason: str, kind: str, message: str) -> RunOutcome:
+def platform_error(reason: StatusReason, message: str) -> RunOutcome:
+    """The outcome of an execution the platform could not run to its end (an `error`)."""
     return RunOutcome(
         status=OutcomeStatus.ERROR,
         status_reason=reason,
-        error={"type": kind, "message": message, "traceback": ""},
+        error=ExecutionError.of(reason, message),
     )
 
 
@@ -122,15 +128,11 @@ class ExecutionRunner:
         except asyncio.CancelledError:
             reason = self._stopping.get(execution_id, "lost")
             if reason == "lost":
-                return platform_error("lost", "Lost", "the node stopped while it was running")
-            return RunOutcome(
-                status=OutcomeStatus.ERROR,
-                status_reason="cancelled",
-                error={"type": "Cancelled", "message": "the execution was cancelled"},
-            )
-        except Exception as exc:
+                return platform_error(StatusReason.LOST, "the node stopped while it was running")
+            return CANCELLED
+        except Exception:
             log.exception("execution %s failed in the platform", execution_id)
-            return platform_error("internal", type(exc).__name__, "internal error")
+            return platform_error(StatusReason.INTERNAL, "internal error")
         finally:
             self._tasks.pop(execution_id, None)
 
@@ -174,7 +176,7 @@ class ExecutionRunner:
                     execution.project_id, execution.function_id, execution.function_version
                 )
             except NotFound as exc:
-                return platform_error("not_found", "NotFound", exc.message)
+                return platform_error(StatusReason.NOT_FOUND, exc.message)
 
         async def load_code() -> bytes:
             return await self.package_store.get(target.package.sha256)
@@ -183,10 +185,11 @@ class ExecutionRunner:
         try:
             return await self.backend.execute(target.spec(), load_code, request)
         except InvalidPackage as exc:
-            return platform_error("no_package", "InvalidPackage", exc.message)
+            return platform_error(StatusReason.NO_PACKAGE, exc.message)
+        except ImageMissing as exc:
+            return platform_error(StatusReason.NO_IMAGE, exc.message)
         except RuntimeBackendError as exc:
-            reason = "no_image" if "image" in exc.details else "backend"
-            return platform_error(reason, "RuntimeBackendError", exc.message)
+            return platform_error(StatusReason.BACKEND, exc.message)
 
     async def _record_end(self, finished: Execution, logs: str) -> Execution:
         """Commit the end of an execution and return the record as stored. While the database
@@ -214,37 +217,32 @@ class ExecutionRunner:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RECORD_PAUSE_MAX)
             except Exception:
-                if finished.status_reason == "internal":
+                if finished.status_reason is StatusReason.INTERNAL:
                     raise
                 log.exception("execution %s: the store refused its end", finished.id)
                 finished = finished.evolve(
                     status=ExecutionStatus.ERROR,
-                    status_reason="internal",
+                    status_reason=StatusReason.INTERNAL,
                     result=None,
-                    error={
-                        "type": "InternalError",
-                        "message": "the execution ended, but its outcome could not be recorded",
-                        "traceback": "",
-                    },
+                    error=ExecutionError.of(
+                        StatusReason.INTERNAL,
+                        "the execution ended, but its outcome could not be recorded",
+                    ),
                 )
                 logs = ""
 
     async def _finish(self, execution: Execution, outcome: RunOutcome) -> Execution:
         status = _OUTCOME_STATUS[outcome.status]
         reason, result, error = outcome.status_reason, outcome.result, outcome.error
-        if reason == "cancelled":
-            status = ExecutionStatus.CANCELLED
         self._stopping.pop(execution.id, None)
         if status is ExecutionStatus.SUCCESS:
             size = len(json.dumps(result, separators=(",", ":")).encode())
             if size > self.settings.max_result_size:
-                status, reason, result = ExecutionStatus.FAILED, "result_too_large", None
-                error = {
-                    "type": "ResultTooLarge",
-                    "message": f"the result is {size} bytes; the limit is "
-                    f"{self.settings.max_result_size}",
-                    "traceback": "",
-                }
+                reason, result = StatusReason.RESULT_TOO_LARGE, None
+                status = reason.status
+                limit = self.settings.max_result_size
+                message = f"the result is {size} bytes; the limit is {limit}"
+                error = ExecutionError.of(reason, message)
         now = utcnow()
         finished = execution.evolve(
             status=status,
@@ -252,7 +250,7 @@ class ExecutionRunner:
             result=result,
             error=error,
             duration_ms=outcome.duration_ms,
-            start_kind=outcome.start_kind.value if outcome.image_id else None,
+            start_kind=outcome.start_kind if outcome.image_id else None,
             init_ms=outcome.init_ms,
             image_id=outcome.image_id,
             finished_at=now,

@@ -2,19 +2,38 @@
 
 The async queue is this table: `queued` rows are claimed atomically by a worker
 (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has a single writer).
+
+A status changes only through `_moving(transition(sources, target))`: `domain.transition` refuses
+(`IllegalTransition`) a change the table does not allow, and the update it yields writes only
+while the row is still in one of `sources`, so a change another node made first stands. Rows
+in a status this node does not know (a newer node's) are never in `sources`: never claimed,
+cancelled or purged here, and read as `unknown`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, select, true, update
+from sqlalchemy import Connection, Row, Update, bindparam, delete, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 
-from spinlet.domain import FINAL_STATUSES, Execution, ExecutionSource, ExecutionStatus, utcnow
-from spinlet.errors import NotFound
+from spinlet.domain import (
+    FINAL_STATUSES,
+    NOT_STARTED,
+    Execution,
+    ExecutionError,
+    ExecutionSource,
+    ExecutionStatus,
+    StartKind,
+    StatusReason,
+    Transition,
+    transition,
+    utcnow,
+)
+from spinlet.errors import IllegalTransition, NotFound
 from spinlet.store.database import Database
 from spinlet.store.queries import ExecutionQuery
 from spinlet.store.tables import execution_outputs, executions
@@ -24,12 +43,9 @@ _RECORD_FIELDS = (
     "function_name",
     "function_version",
     "function_alias",
-    "status_reason",
     "sync",
     "input",
-    "error",
     "duration_ms",
-    "start_kind",
     "init_ms",
     "image_id",
     "description",
@@ -47,14 +63,34 @@ _RECORD_FIELDS = (
 
 _FINAL = [s.value for s in FINAL_STATUSES]
 
+#: Claiming takes only rows in a status this change starts from (`queued`): a status this node
+#: does not know (a newer node's, during a rolling upgrade) is never in it.
+_CLAIM = transition(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+
+
+@functools.cache
+def _moving(change: Transition) -> Update:
+    """The conditional update of a status change, built once per change: it writes only while
+    the row is still in one of the statuses the change starts from. Every status change of an
+    execution goes through here, so only the changes `domain.TRANSITIONS` allows are written."""
+    return (
+        update(executions)
+        .where(executions.c.status.in_(change.source_values))
+        .values(status=change.target.value)
+    )
+
+
+@functools.cache
+def _finishing(change: Transition) -> Update:
+    """Recording an end: only while the execution still runs on the node that records it."""
+    return _moving(change).where(
+        executions.c.id == bindparam("execution_id"),
+        executions.c.node_id == bindparam("running_on"),
+    )
+
+
 # Statements of the hot path, built once: the parameters name the columns they set.
 _INSERT = executions.insert()
-#: Only while the execution still runs on the node that records its end.
-_FINISH = update(executions).where(
-    executions.c.id == bindparam("execution_id"),
-    executions.c.status == ExecutionStatus.RUNNING.value,
-    executions.c.node_id == bindparam("running_on"),
-)
 _DELETE_OUTPUT = delete(execution_outputs).where(
     execution_outputs.c.execution_id == bindparam("execution_id")
 )
@@ -62,10 +98,15 @@ _INSERT_OUTPUT = execution_outputs.insert()
 
 
 def _execution(row: Row[Any], result: Any = None) -> Execution:
+    """An execution as stored; statuses and reasons this node does not know (written by a
+    newer node) read as `unknown` and as written, never as an error."""
     fields = {name: getattr(row, name) for name in _RECORD_FIELDS}
     return Execution(
         id=row.id,
-        status=ExecutionStatus(row.status),
+        status=ExecutionStatus.read(row.status),
+        status_reason=StatusReason.read(row.status_reason),
+        error=None if row.error is None else ExecutionError.parse(row.error),
+        start_kind=StartKind.read(row.start_kind),
         source=ExecutionSource(row.source),
         result=result,
         **fields,
@@ -73,8 +114,12 @@ def _execution(row: Row[Any], result: Any = None) -> Execution:
 
 
 def _values(execution: Execution) -> dict[str, Any]:
+    """The columns of an execution, but its status: that changes only by a `Transition`."""
     values = {name: getattr(execution, name) for name in _RECORD_FIELDS}
-    values["status"] = execution.status.value
+    reason, error, start_kind = execution.status_reason, execution.error, execution.start_kind
+    values["status_reason"] = None if reason is None else str(reason)
+    values["error"] = None if error is None else error.as_json()
+    values["start_kind"] = None if start_kind is None else start_kind.value
     values["source"] = execution.source.value
     return values
 
@@ -84,7 +129,7 @@ class ExecutionRepository:
         self.db = db
 
     async def create(self, execution: Execution) -> Execution:
-        values = {"id": execution.id, **_values(execution)}
+        values = {"id": execution.id, "status": execution.status.value, **_values(execution)}
         await self.db.write(lambda conn: conn.execute(_INSERT, values))
         return execution
 
@@ -102,12 +147,15 @@ class ExecutionRepository:
         """Record how a running execution ended, with its output (result and logs), in one
         commit. False, and nothing written, when it no longer runs on its node: another node
         took that node for dead and recovered it meanwhile (the first end recorded stands)."""
+        if not execution.status.is_final:
+            raise IllegalTransition(f"an execution cannot end as {execution.status.value}")
+        statement = _finishing(transition(ExecutionStatus.RUNNING, execution.status))
         values = {"execution_id": execution.id, "running_on": execution.node_id}
         values.update(_values(execution))
         output = {"execution_id": execution.id, "result": execution.result, "logs": logs}
 
         def write(conn: Connection) -> bool:
-            if not conn.execute(_FINISH, values).rowcount:
+            if not conn.execute(statement, values).rowcount:
                 return False
             conn.execute(_DELETE_OUTPUT, {"execution_id": execution.id})
             conn.execute(_INSERT_OUTPUT, output)
@@ -190,7 +238,6 @@ class ExecutionRepository:
         oldest of the functions in `prefer` (warm here) first, when there is one."""
         now = utcnow()
         claimed = {
-            "status": ExecutionStatus.RUNNING.value,
             "node_id": node_id,
             "started_at": now,
             "updated_at": now,
@@ -200,7 +247,7 @@ class ExecutionRepository:
         def statement(among: Collection[str] | None) -> Any:
             oldest = (
                 select(executions.c.id)
-                .where(executions.c.status == ExecutionStatus.QUEUED.value)
+                .where(executions.c.status.in_(_CLAIM.source_values))
                 .where(executions.c.function_id.not_in(skip) if skip else true())
                 .where(executions.c.project_id.not_in(skip_projects) if skip_projects else true())
                 .where(executions.c.function_id.in_(among) if among else true())
@@ -210,9 +257,8 @@ class ExecutionRepository:
                 .scalar_subquery()
             )
             return (
-                update(executions)
+                _moving(_CLAIM)
                 .where(executions.c.id == oldest)
-                .where(executions.c.status == ExecutionStatus.QUEUED.value)
                 .values(**claimed)
                 .returning(*executions.c)
             )
@@ -225,19 +271,14 @@ class ExecutionRepository:
         return _execution(row) if row else None
 
     async def cancel_queued(self, project_id: str, execution_id: str) -> bool:
-        """Cancel an execution that has not started; False when it is no longer queued."""
+        """Cancel an execution that has not started (scheduled or queued); False when it has."""
         now = utcnow()
         async with self.db.transaction() as conn:
             result = await conn.execute(
-                update(executions)
-                .where(
-                    executions.c.project_id == project_id,
-                    executions.c.id == execution_id,
-                    executions.c.status == ExecutionStatus.QUEUED.value,
-                )
+                _moving(transition(NOT_STARTED, ExecutionStatus.CANCELLED))
+                .where(executions.c.project_id == project_id, executions.c.id == execution_id)
                 .values(
-                    status=ExecutionStatus.CANCELLED.value,
-                    status_reason="cancelled",
+                    status_reason=StatusReason.CANCELLED.value,
                     cancel_requested="kill",
                     finished_at=now,
                     updated_at=now,
@@ -246,14 +287,16 @@ class ExecutionRepository:
         return bool(result.rowcount)
 
     async def request_cancel(self, project_id: str, execution_id: str, mode: str) -> bool:
-        """Mark a running execution for cancellation; False when it is not running."""
+        """Mark a running execution for cancellation; False when it is not running. (Its
+        node then makes the change itself, when it has stopped it.)"""
+        cancel = transition(ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED)
         async with self.db.transaction() as conn:
             result = await conn.execute(
                 update(executions)
                 .where(
                     executions.c.project_id == project_id,
                     executions.c.id == execution_id,
-                    executions.c.status == ExecutionStatus.RUNNING.value,
+                    executions.c.status.in_(cancel.source_values),
                 )
                 .values(cancel_requested=mode, updated_at=utcnow())
             )
@@ -291,27 +334,17 @@ class ExecutionRepository:
         """Requeue (`retry`) or end as lost an execution its node left running. Only if it
         still is running on that node: False when another node recovered it first."""
         now = utcnow()
-        still = update(executions).where(
-            executions.c.id == execution.id,
-            executions.c.status == ExecutionStatus.RUNNING.value,
-            executions.c.node_id == execution.node_id,
+        target = ExecutionStatus.QUEUED if retry else ExecutionStatus.ERROR
+        still = _moving(transition(ExecutionStatus.RUNNING, target)).where(
+            executions.c.id == execution.id, executions.c.node_id == execution.node_id
         )
         if retry:
-            values: dict[str, Any] = {
-                "status": ExecutionStatus.QUEUED.value,
-                "node_id": None,
-                "started_at": None,
-                "updated_at": now,
-            }
+            values: dict[str, Any] = {"node_id": None, "started_at": None, "updated_at": now}
         else:
+            lost = ExecutionError.of(StatusReason.LOST, "the node running it stopped")
             values = {
-                "status": ExecutionStatus.ERROR.value,
-                "status_reason": "lost",
-                "error": {
-                    "type": "Lost",
-                    "message": "the node running it stopped",
-                    "traceback": "",
-                },
+                "status_reason": StatusReason.LOST.value,
+                "error": lost.as_json(),
                 "finished_at": now,
                 "updated_at": now,
             }

@@ -53,15 +53,15 @@ async def test_an_exception_fails_the_execution_and_keeps_the_container(
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.status_reason == "exception"
     assert outcome.error is not None
-    assert outcome.error["type"] == "ValueError"
-    assert outcome.error["message"] == "boom 42"
-    assert "ValueError" in outcome.error["traceback"]
+    assert outcome.error.type == "ValueError"
+    assert outcome.error.message == "boom 42"
+    assert "ValueError" in outcome.error.traceback
     assert "about to fail" in outcome.logs
     [container] = await backend.containers()
     assert container.state == "idle"
     again = await execute(backend, spec, package, 43)
     assert again.start_kind is StartKind.WARM
-    assert again.error is not None and again.error["message"] == "boom 43"
+    assert again.error is not None and again.error.message == "boom 43"
 
 
 async def test_a_missing_entry_function_fails_clearly(target: Target, backend: PoolBackend) -> None:
@@ -70,7 +70,7 @@ async def test_a_missing_entry_function_fails_clearly(target: Target, backend: P
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.status_reason == "exception"
     assert outcome.error is not None
-    assert "nope" in outcome.error["message"]
+    assert "nope" in outcome.error.message
     assert await backend.containers() == []  # a container that could not init is destroyed
 
 
@@ -82,7 +82,7 @@ async def test_an_import_error_fails_with_the_import_logs(
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.status_reason == "exception"
     assert outcome.error is not None
-    assert "bad module" in outcome.error["message"]
+    assert "bad module" in outcome.error.message
     assert "importing" in outcome.logs
     assert await backend.containers() == []
 
@@ -142,9 +142,11 @@ async def test_a_busy_loop_is_stopped_at_its_timeout(target: Target, backend: Po
     elapsed = time.monotonic() - started
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.status_reason == "timeout"
-    assert outcome.error == {
+    assert outcome.error is not None
+    assert outcome.error.as_json() == {
         "type": "Timeout",
         "message": "execution exceeded its timeout of 2 s",
+        "traceback": "",
     }
     assert 2.0 <= elapsed < 20.0
     assert await backend.containers() == []

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from spinlet.errors import RuntimeBackendError
+from spinlet.errors import ImageMissing
 from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, RunOutcome, RunRequest
 from spinlet.runtime.docker_driver import docker_backend
 from spinlet.runtime.pool import PoolBackend
@@ -115,8 +115,8 @@ async def test_a_memory_hog_ends_as_oom(backend: PoolBackend, runtime_image_tag:
     outcome = await _execute(backend, spec, package)
     assert (outcome.status, outcome.status_reason) == (OutcomeStatus.FAILED, "oom")
     assert outcome.error is not None
-    assert outcome.error["type"] == "OutOfMemory"
-    assert "64 MiB" in outcome.error["message"]
+    assert outcome.error.type == "OutOfMemory"
+    assert "64 MiB" in outcome.error.message
     assert await backend.containers() == []
 
 
@@ -134,7 +134,7 @@ async def test_a_container_killed_mid_run_ends_as_crashed(
     await asyncio.to_thread(docker_client.containers.get(info.id).kill)
     outcome = await asyncio.wait_for(running, 10)
     assert (outcome.status, outcome.status_reason) == (OutcomeStatus.FAILED, "crashed")
-    assert outcome.error is not None and outcome.error["type"] == "ContainerCrashed"
+    assert outcome.error is not None and outcome.error.type == "ContainerCrashed"
     assert await backend.containers() == []
 
 
@@ -173,6 +173,7 @@ async def test_the_container_is_unprivileged_read_only_and_offline(
 
 async def test_a_missing_image_is_a_platform_error(backend: PoolBackend) -> None:
     spec, package = _spec(SLEEPS, "spinlet/no-such-runtime:0")
-    with pytest.raises(RuntimeBackendError, match="spinlet runtimes build"):
+    with pytest.raises(ImageMissing, match="spinlet runtimes build") as missing:
         await _execute(backend, spec, package, 0)
+    assert missing.value.image == "spinlet/no-such-runtime:0"
     assert await backend.image_id("spinlet/no-such-runtime:0") is None

@@ -146,7 +146,7 @@ async def test_a_container_killed_mid_execution_fails_it_and_the_next_one_runs(
     await target.kill(killed.id)
     outcome = await asyncio.wait_for(running, 10)
     assert (outcome.status, outcome.status_reason) == (OutcomeStatus.FAILED, "crashed")
-    assert outcome.error is not None and outcome.error["type"] == "ContainerCrashed"
+    assert outcome.error is not None and outcome.error.type == "ContainerCrashed"
     assert await backend.containers() == []
     again = await execute(backend, spec, package, 0)
     assert (again.status, again.result, again.start_kind) == (

@@ -96,6 +96,9 @@ class Functions(_Resource):
         return self._client.obj("POST", "/v1/functions", data=form, files=files)
 
     def update(self, ref: str, package: str | Path | None = None, **fields: Any) -> dict[str, Any]:
+        """`fields` as for `create`; `environment` replaces all variables, while
+        `environment_add` (a JSON object as a string) and `environment_remove` (a JSON list of
+        names) change only those."""
         form = _form(fields)
         if package is None:
             return self._client.obj("PUT", f"/v1/functions/{ref}", data=form)
@@ -168,7 +171,8 @@ class Executions(_Resource):
         return self._client.obj("GET", f"/v1/executions/{execution_id}/result")["data"]
 
     def list(self, **filters: Any) -> list[dict[str, Any]]:
-        """Executions, newest first; filters as the API takes them (`status="in:failed,error"`)."""
+        """Executions, newest first; filters as the API takes them (`status="in:failed,error"`,
+        `id_prefix="38eda13e"`)."""
         params = {
             k: str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in filters.items()

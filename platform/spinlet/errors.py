@@ -132,3 +132,9 @@ class RuntimeBackendError(SpinletError):
 
     code = "runtime_backend_error"
     status = 503
+
+
+class InvalidSetting(SpinletError):
+    """A setting (a `SPINLET_*` variable or a flag of `spinlet serve`) has a wrong value."""
+
+    code = "invalid_setting"

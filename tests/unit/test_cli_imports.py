@@ -11,7 +11,7 @@ import pytest
 
 #: Where no node listens (the discard port): the commands fail, after loading what they need.
 NOWHERE = "http://127.0.0.1:9"
-HEAVY = ("sqlalchemy", "alembic", "docker", "aiohttp", "asyncpg", "aiosqlite")
+HEAVY = ("sqlalchemy", "alembic", "docker", "aiohttp", "asyncpg", "aiosqlite", "httpx")
 
 RUN = """
 import json, sys
@@ -67,3 +67,11 @@ def test_help_loads_no_http_client_either() -> None:
 def test_tokens_commands_do_load_the_store(tmp_path: object) -> None:
     """The check above can fail: the commands that work on a node's store do load it."""
     assert "sqlalchemy" in modules_loaded("tokens", "list", "--data-dir", str(tmp_path))
+
+
+def test_the_token_commands_know_the_domain_roles() -> None:
+    from spinlet.cli import tokens
+    from spinlet.domain import DEFAULT_PROJECT, Role
+
+    assert tuple(role.value for role in Role) == tokens.ROLES
+    assert tokens.DEFAULT_PROJECT == DEFAULT_PROJECT

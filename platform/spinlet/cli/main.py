@@ -1,7 +1,7 @@
 """The `spinlet` command.
 
 Each command imports what it needs when it runs (the store, SQLAlchemy, the Docker SDK, aiohttp,
-httpx, rich): `spinlet --help` and the client commands stay quick
+rich): `spinlet --help` and the client commands stay quick
 (tests/unit/test_cli_imports.py checks which heavy modules they load).
 """
 
@@ -25,22 +25,19 @@ from spinlet.errors import SpinletError
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """What a command may fail with that is the user's to fix or the node's to report: one
-    line each, no traceback. The HTTP client's errors count only once it has been loaded."""
+    line each, no traceback. The API client's errors count only once it has been loaded."""
     kinds: list[type[BaseException]] = [SpinletError, OSError]
     if "spinlet.client" in sys.modules:
+        from http.client import HTTPException
+
         from spinlet.client import ApiError
 
-        kinds.append(ApiError)
-    if "httpx" in sys.modules:
-        import httpx
-
-        kinds.append(httpx.HTTPError)
+        kinds += [ApiError, HTTPException]
     return tuple(kinds)
 
 
 def describe(exc: BaseException, obj: dict[str, Any]) -> str:
-    httpx = sys.modules.get("httpx")
-    if httpx is not None and isinstance(exc, httpx.ConnectError) and obj.get("client"):
+    if isinstance(exc, ConnectionError | TimeoutError) and obj.get("client"):
         return f"cannot reach the Spinlet server at {obj['client'].url}: {exc}"
     return str(exc)
 

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 
 def client(ctx: click.Context) -> Client:
-    """The API client, made on first use (the HTTP library is loaded only by commands that
-    talk to a node)."""
+    """The API client, made on first use (only by commands that talk to a node)."""
     obj = ctx.find_root().obj
     if obj.get("client") is None:
         from spinlet.client import Client

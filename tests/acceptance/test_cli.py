@@ -64,6 +64,16 @@ def test_tables_show_whole_ids_in_a_terminal_and_in_a_pipe(server: Server) -> No
     assert all(len(line.rstrip("\r")) <= 150 for line in shown.splitlines())
 
 
+def test_a_spinner_shows_in_a_terminal_when_a_wait_passes_a_second(server: Server) -> None:
+    slow = f"{spinlet_bin()} invoke sleepy --input '{{\"seconds\": 2}}'"
+    shown = in_terminal(server, slow, 120)
+    assert "running sleepy" in shown and '{"slept": 2.0}' in shown
+    assert "running" not in in_terminal(server, f"{spinlet_bin()} invoke echo --input 1", 120)
+    assert "running" not in in_terminal(server, slow.replace("invoke", "--json invoke"), 120)
+    piped = spinlet(server, "invoke", "sleepy", "--input", '{"seconds": 1.5}')
+    assert (piped.stdout, piped.stderr) == ('{"slept": 1.5}\n', "")
+
+
 def test_an_execution_is_found_by_a_unique_prefix(server: Server) -> None:
     record = as_json(server, "invoke", "echo", "--input", '{"find": "me"}')
     prefix = record["id"][:8]

@@ -15,6 +15,8 @@ from spinlet.errors import InvalidSetting
 
 DEFAULT_PORT = 7070
 MiB = 1024 * 1024
+#: The stores' URL schemes (as `spinlet.store.database.DRIVERS`, without loading it).
+DATABASES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 #: Settings given as numbers (`SPINLET_<NAME>`), and their kind.
 NUMBERS: dict[str, type[int] | type[float]] = {
     "database_pool": int,
@@ -141,6 +143,12 @@ class Settings:
             if value is not None and (value <= 0 if name in POSITIVE else value < 0):
                 least = "more than 0" if name in POSITIVE else "0 or more"
                 raise InvalidSetting(f"SPINLET_{name.upper()} must be {least}, not {value}")
+        scheme, sep, _ = (self.database_url or "sqlite+aiosqlite://").partition("://")
+        if not sep or scheme not in DATABASES:  # (the URL may hold a password: not shown)
+            raise InvalidSetting(
+                "SPINLET_DATABASE_URL must be sqlite+aiosqlite:///PATH or "
+                f"postgresql+asyncpg://USER:PASSWORD@HOST/DATABASE, not a {scheme!r} URL"
+            )
         if self.node_lease <= self.heartbeat_interval:
             raise InvalidSetting(
                 "SPINLET_NODE_LEASE must be longer than SPINLET_HEARTBEAT_INTERVAL "

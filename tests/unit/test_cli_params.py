@@ -77,6 +77,8 @@ def test_an_id_prefix_is_hexadecimal(text: str) -> None:
         ("SPINLET_BACKEND", "kubernetes", "SPINLET_BACKEND must be docker or process"),
         ("SPINLET_AUTH", "maybe", "SPINLET_AUTH must be on, off or auto, not 'maybe'"),
         ("SPINLET_NODE_LEASE", "1", "SPINLET_NODE_LEASE must be longer than"),
+        ("SPINLET_DATABASE_URL", "mysql://u:pw@db/x", "SPINLET_DATABASE_URL must be sqlite+"),
+        ("SPINLET_DATABASE_URL", "bogus", "SPINLET_DATABASE_URL must be sqlite+aiosqlite"),
     ],
 )
 def test_a_bad_setting_names_its_variable(
@@ -86,6 +88,7 @@ def test_a_bad_setting_names_its_variable(
     with pytest.raises(InvalidSetting) as raised:
         Settings.from_env()
     assert str(raised.value).startswith(message)
+    assert "pw" not in str(raised.value)
 
 
 def test_good_settings_pass(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,3 +96,10 @@ def test_good_settings_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPINLET_MAX_MEMORY", "1073741824")
     settings = Settings.from_env(backend="process")
     assert (settings.stem_cells, settings.max_memory, settings.backend) == (0, 1024**3, "process")
+
+
+def test_the_settings_know_the_stores_url_schemes() -> None:
+    from spinlet.settings import DATABASES
+    from spinlet.store.database import DRIVERS
+
+    assert sorted(DATABASES) == sorted(DRIVERS)

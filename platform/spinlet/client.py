@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
+from spinlet.httpclient import HttpClient, Response
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 FINAL_STATUSES = ("success", "failed", "error", "cancelled")
@@ -32,7 +32,7 @@ class ApiError(Exception):
         super().__init__(f"{message} ({status} {code})")
 
 
-def _raise_for_error(response: httpx.Response) -> None:
+def _raise_for_error(response: Response) -> None:
     if response.status_code < 400:
         return
     try:
@@ -96,6 +96,9 @@ class Functions(_Resource):
         return self._client.obj("POST", "/v1/functions", data=form, files=files)
 
     def update(self, ref: str, package: str | Path | None = None, **fields: Any) -> dict[str, Any]:
+        """`fields` as for `create`; `environment` replaces all variables, while
+        `environment_add` (a JSON object as a string) and `environment_remove` (a JSON list of
+        names) change only those."""
         form = _form(fields)
         if package is None:
             return self._client.obj("PUT", f"/v1/functions/{ref}", data=form)
@@ -168,7 +171,8 @@ class Executions(_Resource):
         return self._client.obj("GET", f"/v1/executions/{execution_id}/result")["data"]
 
     def list(self, **filters: Any) -> list[dict[str, Any]]:
-        """Executions, newest first; filters as the API takes them (`status="in:failed,error"`)."""
+        """Executions, newest first; filters as the API takes them (`status="in:failed,error"`,
+        `id_prefix="38eda13e"`)."""
         params = {
             k: str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in filters.items()
@@ -275,21 +279,24 @@ class Aliases(_Resource):
 
 
 class Client:
+    """The Spinlet API. Connection problems raise `OSError` (`ConnectionRefusedError`,
+    `TimeoutError`); answers with an error status raise `ApiError`."""
+
     def __init__(
         self, url: str | None = None, *, token: str | None = None, timeout: float = 960.0
     ) -> None:
         """`token` (default: SPINLET_TOKEN) is sent as X-Auth-Token."""
         self.url = (url or os.environ.get("SPINLET_URL") or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get("SPINLET_TOKEN")
-        headers = {"X-Auth-Token": token} if token else None
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        headers = {"X-Auth-Token": token} if token else {}
+        self._http = HttpClient(self.url, timeout=timeout, headers=headers)
         self.runtimes = Runtimes(self)
         self.functions = Functions(self)
         self.executions = Executions(self)
         self.versions = Versions(self)
         self.aliases = Aliases(self)
 
-    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def raw(self, method: str, path: str, **kwargs: Any) -> Response:
         response = self._http.request(method, path, **kwargs)
         _raise_for_error(response)
         return response
@@ -304,7 +311,7 @@ class Client:
         return cast(dict[str, Any], self.request(method, path, **kwargs))
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release (each request has its own connection); kept for `with`."""
 
     def __enter__(self) -> Client:
         return self

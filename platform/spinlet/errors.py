@@ -147,3 +147,9 @@ class IllegalTransition(SpinletError):
     request's fault: the transitions are `domain.TRANSITIONS`)."""
 
     code = "illegal_transition"
+
+
+class InvalidSetting(SpinletError):
+    """A setting (a `SPINLET_*` variable or a flag of `spinlet serve`) has a wrong value."""
+
+    code = "invalid_setting"

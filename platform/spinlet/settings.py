@@ -11,8 +11,42 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spinlet.errors import InvalidSetting
+
 DEFAULT_PORT = 7070
 MiB = 1024 * 1024
+#: The stores' URL schemes (as `spinlet.store.database.DRIVERS`, without loading it).
+DATABASES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+#: Settings given as numbers (`SPINLET_<NAME>`), and their kind.
+NUMBERS: dict[str, type[int] | type[float]] = {
+    "database_pool": int,
+    "keep_alive": float,
+    "max_containers": int,
+    "max_memory": int,
+    "stem_cells": int,
+    "default_concurrency": int,
+    "concurrency_queue": int,
+    "concurrency_wait": float,
+    "project_concurrency": int,
+    "project_containers": int,
+    "workers": int,
+    "result_ttl": float,
+    "record_ttl": float,
+    "retention_interval": float,
+    "cancel_grace": float,
+    "shutdown_grace": float,
+    "heartbeat_interval": float,
+    "node_lease": float,
+}
+#: Those of them that 0 would break (the others may be 0).
+POSITIVE = frozenset(NUMBERS) - {
+    "keep_alive",
+    "stem_cells",
+    "concurrency_queue",
+    "concurrency_wait",
+    "cancel_grace",
+    "shutdown_grace",
+}
 
 
 def is_loopback(host: str) -> bool:
@@ -69,52 +103,57 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from `SPINLET_*` variables, then `overrides` (flags; None: not given).
+
+        A wrong value is an `InvalidSetting` naming the variable, so that a command says so in
+        one line instead of failing later with a traceback.
+        """
         env = os.environ
         values: dict[str, Any] = {}
         if "SPINLET_DATA_DIR" in env:
             values["data_dir"] = Path(env["SPINLET_DATA_DIR"])
-        if "SPINLET_DATABASE_URL" in env:
-            values["database_url"] = env["SPINLET_DATABASE_URL"]
-        if "SPINLET_NODE_ID" in env:
-            values["node_id"] = env["SPINLET_NODE_ID"]
-        if "SPINLET_BACKEND" in env:
-            values["backend"] = env["SPINLET_BACKEND"]
-        if "SPINLET_AUTH" in env:
-            values["auth"] = env["SPINLET_AUTH"]
-        if "SPINLET_RUNTIME_IMAGE" in env:
-            values["runtime_image"] = env["SPINLET_RUNTIME_IMAGE"]
-        for name, kind in (
-            ("database_pool", int),
-            ("keep_alive", float),
-            ("max_containers", int),
-            ("max_memory", int),
-            ("stem_cells", int),
-            ("default_concurrency", int),
-            ("concurrency_queue", int),
-            ("concurrency_wait", float),
-            ("project_concurrency", int),
-            ("project_containers", int),
-            ("workers", int),
-            ("result_ttl", float),
-            ("record_ttl", float),
-            ("retention_interval", float),
-            ("cancel_grace", float),
-            ("shutdown_grace", float),
-            ("heartbeat_interval", float),
-            ("node_lease", float),
-        ):
+        for name in ("database_url", "node_id", "backend", "auth", "runtime_image"):
+            if f"SPINLET_{name.upper()}" in env:
+                values[name] = env[f"SPINLET_{name.upper()}"]
+        for name, kind in NUMBERS.items():
             raw = env.get(f"SPINLET_{name.upper()}")
             if raw:
                 try:
                     values[name] = kind(raw)
                 except ValueError:
-                    raise ValueError(
+                    raise InvalidSetting(
                         f"SPINLET_{name.upper()} must be a number, not {raw!r}"
                     ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if values.get("auth", "auto") not in ("on", "off", "auto"):
-            raise ValueError(f"SPINLET_AUTH must be on, off or auto, not {values['auth']!r}")
-        return cls(**values)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse values that would only fail later (InvalidSetting, naming the variable)."""
+        choices = {"backend": ("docker", "process"), "auth": ("on", "off", "auto")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InvalidSetting(
+                    f"SPINLET_{name.upper()} must be {', '.join(allowed[:-1])} or "
+                    f"{allowed[-1]}, not {getattr(self, name)!r}"
+                )
+        for name in NUMBERS:
+            value = getattr(self, name)
+            if value is not None and (value <= 0 if name in POSITIVE else value < 0):
+                least = "more than 0" if name in POSITIVE else "0 or more"
+                raise InvalidSetting(f"SPINLET_{name.upper()} must be {least}, not {value}")
+        scheme, sep, _ = (self.database_url or "sqlite+aiosqlite://").partition("://")
+        if not sep or scheme not in DATABASES:  # (the URL may hold a password: not shown)
+            raise InvalidSetting(
+                "SPINLET_DATABASE_URL must be sqlite+aiosqlite:///PATH or "
+                f"postgresql+asyncpg://USER:PASSWORD@HOST/DATABASE, not a {scheme!r} URL"
+            )
+        if self.node_lease <= self.heartbeat_interval:
+            raise InvalidSetting(
+                "SPINLET_NODE_LEASE must be longer than SPINLET_HEARTBEAT_INTERVAL "
+                f"({self.node_lease:g} s is not more than {self.heartbeat_interval:g} s)"
+            )
 
     def evolve(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -22,11 +22,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(server)
 
 
-def spinlet(server: Server, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def spinlet(
+    server: Server,
+    *args: str,
+    ok: bool = True,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `spinlet ARGS` as a user would, against `server` (and assert its exit status)."""
     done = subprocess.run(
         [spinlet_bin(), *args],
         cwd=REPO,
-        env=server.env(),
+        env={**server.env(), **(env or {})},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

@@ -63,7 +63,12 @@ def test_readme_examples_run(docker_server: Server) -> None:
     # The canary: 20 executions, each of version 1 or 2 (`uniq -c` lines).
     split = re.findall(r"^\s*(\d+) ([12])$", release, flags=re.MULTILINE)
     assert sum(int(count) for count, _ in split) == 20
+    cli = outputs[next(i for i, b in enumerate(blocks) if "--raw" in b)]
+    assert '{"from": "a file"}' in cli and '{"from": "stdin"}' in cli
+    assert '"a plain string"' in cli and "invalid JSON: status 2" in cli
+    assert "still running: status 3" in cli and re.search(r"status +success", cli)
     assert '{"concurrency":2,"environment_keys":["API_TOKEN","MODE"]}' in outputs[-1]
+    assert '{"environment_keys":["API_TOKEN","LEVEL"]}' in outputs[-1]
 
 
 def readme_block(marker: str) -> str:

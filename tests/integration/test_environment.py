@@ -91,3 +91,25 @@ async def test_bad_environments_are_refused(api: Client, environment: Any, probl
     message = await expect_error(await upload(api, environment), 400, "validation_error")
     assert problem in message
     assert (await api.get("/v1/functions/env")).status == 404
+
+
+async def test_an_update_adds_and_removes_some_keeping_the_others(api: Client) -> None:
+    assert (await upload(api, {"KEEP": "kept", "DROP": "x", "MODE": "one"})).status == 201
+    body = {"environment_add": {"MODE": "two", "NEW": "new"}, "environment_remove": ["DROP"]}
+    response = await api.put("/v1/functions/env", json=body)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["environment_keys"] == ["KEEP", "MODE", "NEW"]
+    # As form fields (JSON strings), the way the CLI sends them; an absent name is no error.
+    form = {"environment_add": '{"MORE": "m"}', "environment_remove": '["NEW", "ABSENT"]'}
+    assert (await api.put("/v1/functions/env", data=form)).status == 200
+    record = await execute(api, function_id="env", input=["KEEP", "MODE", "NEW", "MORE", "DROP"])
+    assert record["result"] == {
+        "KEEP": "kept",
+        "MODE": "two",
+        "NEW": None,
+        "MORE": "m",
+        "DROP": None,
+    }
+    # What is added is checked as any variable is.
+    response = await api.put("/v1/functions/env", json={"environment_add": {"SPINLET_X": "1"}})
+    assert "reserved" in await expect_error(response, 400, "validation_error")

@@ -338,3 +338,24 @@ async def test_an_execution_in_a_status_this_node_does_not_know_reads_as_unknown
     purged = await api.delete("/v1/executions", params={"keep_last": "0"})
     assert (await purged.json()) == {"deleted": 0}
     assert await ids(api) == [record["id"]]
+
+
+async def test_an_id_prefix_lists_the_executions_whose_id_starts_so(api: Client) -> None:
+    """A range over the primary key, right on both databases whatever their collation."""
+    chosen = [
+        "38eda13d-ffff-4fff-bfff-ffffffffffff",
+        "38eda13e-0000-4000-8000-000000000000",
+        "38eda13e-9fff-4000-8000-000000000001",
+        "38eda13e-a000-4000-8000-000000000002",
+        "38eda13e-ffff-4fff-bfff-ffffffffffff",
+        "38eda13f-0000-4000-8000-000000000000",
+        "ffffffff-ffff-4fff-bfff-ffffffffffff",
+    ]
+    for execution_id in chosen:
+        body = {"function_id": "echo", "input": 1, "id": execution_id}
+        assert (await api.post("/v1/executions", json=body)).status == 201
+    for prefix in ("38eda13e", "38EDA13E-", "38eda13e9", "38eda13e-a", "38eda13", "f", "3"):
+        digits = prefix.replace("-", "").lower()
+        expected = {i for i in chosen if i.replace("-", "").startswith(digits)}
+        assert set(await ids(api, id_prefix=prefix)) == expected, prefix
+    await expect_error(await api.get("/v1/executions?id_prefix=xyz"), 400, "validation_error")

@@ -88,6 +88,32 @@ def _sort(params: MultiMapping[str]) -> tuple[tuple[str, Literal["asc", "desc"]]
     return tuple(sort)
 
 
+UUID_HYPHENS = (8, 12, 16, 20)  # where a UUID's hyphens go, counted in hex digits
+
+
+def _uuid_shaped(digits: str) -> str:
+    """Hex digits with hyphens where a UUID has them: `38eda13e12` -> `38eda13e-12`."""
+    for position in reversed(UUID_HYPHENS):
+        if len(digits) > position:
+            digits = f"{digits[:position]}-{digits[position:]}"
+    return digits
+
+
+def id_prefix(text: str) -> tuple[Filter, ...]:
+    """`id_prefix=38eda13e`: the executions whose id starts so, as a range over the primary
+    key (`prefix <= id < next prefix`), so that it stays an index range at any size. The prefix
+    is put in a UUID's shape first (hyphens optional), which also keeps the range right under
+    any collation, since every bound then has its hyphens where the ids have theirs."""
+    digits = text.replace("-", "").lower()
+    if not digits or len(digits) > 32 or any(c not in "0123456789abcdef" for c in digits):
+        raise ValidationFailed("id_prefix must be the start of an id: 1 to 32 hexadecimal digits")
+    low = Filter("id", "gte", _uuid_shaped(digits))
+    following = int(digits, 16) + 1
+    if following >= 16 ** len(digits):  # ffff…: no upper bound
+        return (low,)
+    return low, Filter("id", "lt", _uuid_shaped(f"{following:0{len(digits)}x}"))
+
+
 def execution_query(project_id: str | None, params: MultiMapping[str]) -> ExecutionQuery:
     try:
         limit = int(params.get("limit", "100"))
@@ -98,6 +124,8 @@ def execution_query(project_id: str | None, params: MultiMapping[str]) -> Execut
     filters = tuple(
         parse_filter(field, value) for field in FILTER_FIELDS for value in params.getall(field, [])
     )
+    if params.get("id_prefix"):
+        filters += id_prefix(params["id_prefix"])
     return ExecutionQuery(
         project_id=project_id,
         filters=filters,

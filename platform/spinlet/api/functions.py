@@ -28,6 +28,8 @@ async def _fields(request: web.Request) -> tuple[FunctionFields, Upload | None]:
         retries=body.retries,
         concurrency=body.concurrency,
         environment=body.environment,
+        environment_add=body.environment_add,
+        environment_remove=tuple(body.environment_remove or ()),
         network=body.network,
         md5sum=body.code_md5sum(),
     )

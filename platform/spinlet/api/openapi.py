@@ -198,6 +198,8 @@ FUNCTION_FORM = {
                 "concurrency",
                 "retries",
                 "environment",
+                "environment_add",
+                "environment_remove",
                 "network",
             )
         },
@@ -215,6 +217,7 @@ LIST_PARAMS = [
         {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
     ),
     ("marker", "the id of the previous page's last execution", STRING),
+    ("id_prefix", "only executions whose id starts with these hex digits", STRING),
     ("sort_keys", f"comma-separated: {' '.join(SORT_FIELDS)}", STRING),
     ("sort_dirs", "comma-separated asc or desc, one per sort key", STRING),
     ("include_output", "true to include results", BOOLEAN),

@@ -97,6 +97,9 @@ class FunctionBody(Body):
     concurrency: int | None = Field(default=None, ge=1, le=1000)
     # Replaces all of the function's variables when given; a JSON string in a form.
     environment: dict[str, str] | None = None
+    # On update: variables to set and names to unset, the others kept (JSON strings in a form).
+    environment_add: dict[str, str] | None = None
+    environment_remove: list[str] | None = None
     # An isolated network for its containers (the outside world only); default: no network.
     network: bool | None = None
     code: dict[str, Any] | None = None
@@ -104,7 +107,7 @@ class FunctionBody(Body):
     source: str | None = None
     md5sum: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
 
-    @field_validator("code", "environment", mode="before")
+    @field_validator("code", "environment", "environment_add", "environment_remove", mode="before")
     @classmethod
     def _json_in_forms(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -113,7 +116,7 @@ class FunctionBody(Body):
             try:
                 return json.loads(value)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object: {exc.msg}") from None
+                raise ValueError(f"must be JSON: {exc.msg}") from None
         return value
 
     def code_md5sum(self) -> str | None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from spinlet.cli.output import console
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 
 def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
@@ -63,7 +66,16 @@ def bench(
     suite: bool,
     as_json: bool,
 ) -> None:
-    """Benchmark Spinlet on this machine (needs Docker and the runtime image)."""
+    """Benchmark Spinlet on this machine (needs Docker and the runtime image).
+
+    \b
+    Examples:
+      spinlet bench --quick
+      spinlet bench --json > bench.json
+      spinlet bench --no-suite --listing 1000000
+    """
+    import asyncio
+
     from spinlet.bench import suite as bench_suite
 
     options = bench_suite.BenchOptions(
@@ -77,7 +89,7 @@ def bench(
 
     def progress(line: str) -> None:
         if not as_json:
-            console.print(f"[dim]{line}[/dim]", highlight=False)
+            console().print(f"[dim]{line}[/dim]", highlight=False)
 
     report = asyncio.run(bench_suite.run(options, progress)) if suite else None
     extra: dict[str, Any] = {}
@@ -108,13 +120,13 @@ def bench(
         click.echo(json.dumps(body, indent=2))
         return
     if report is not None:
-        console.print(_table("spinlet bench", report.rows))
-        console.print(
+        console().print(_table("spinlet bench", report.rows))
+        console().print(
             _table("ratios (p50)", [{"ratio": k, "value": v} for k, v in report.ratios.items()])
         )
     for name, summary in extra.items():
-        console.print(_table(name, [summary]))
-    console.print(
+        console().print(_table(name, [summary]))
+    console().print(
         f"limits: memory {options.memory_size // 1024 // 1024} MiB, cpu {options.cpu} "
         f"millicores, function concurrency {options.function_concurrency}"
     )

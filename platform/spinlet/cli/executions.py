@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
-from spinlet.cli.output import emit, print_record, print_table
-from spinlet.cli.resources import client, parse_input
+from spinlet.cli.ids import complete_functions, execution_id, with_function
+from spinlet.cli.output import busy, emit, print_json, print_record, print_table
+from spinlet.cli.params import INPUT_HELP, RAW_HELP, read_input
+from spinlet.cli.resources import client
 
 EXECUTION_COLUMNS = [
     "id",
@@ -22,55 +24,70 @@ EXECUTION_COLUMNS = [
     "duration_ms",
     "created_at",
 ]
+#: The exit status of `executions get --wait` when the wait ended first.
+STILL_RUNNING = 3
 
 
 def _report(ctx: click.Context, record: dict[str, Any]) -> None:
     """Print a finished execution's result (or its error on stderr, exit status 1)."""
     if ctx.obj["json"]:
-        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        print_json(record)
     elif record["status"] == "success":
         click.echo(json.dumps(record["result"]))
     else:
         error = record.get("error") or {}
-        click.echo(
-            f"execution {record['id']} {record['status']} ({record['status_reason']}): "
-            f"{error.get('type', '')}: {error.get('message', '')}",
-            err=True,
-        )
+        line = f"execution {record['id']} {record['status']} ({record['status_reason']})"
+        if error:  # a cancelled execution ended without one
+            line += f": {error.get('type', '')}: {error.get('message', '')}"
+        click.echo(line, err=True)
+        if error.get("traceback"):
+            click.echo(str(error["traceback"]).rstrip("\n"), err=True)
     if record["status"] != "success":
         sys.exit(1)
 
 
 @click.command()
-@click.argument("function")
-@click.option("--input", "input_text", help="The input: JSON (or a plain string).")
+@click.argument("function", shell_complete=complete_functions)
+@click.option("--input", "input_text", metavar="JSON|@FILE|-", help=INPUT_HELP)
+@click.option("--raw", is_flag=True, help=RAW_HELP)
 @click.option("--version", type=int, default=0, show_default=True, help="0 is the current code.")
 @click.option("--alias", help="Run through this alias (it picks the function and version).")
 @click.option("--async", "is_async", is_flag=True, help="Queue it and print the execution id.")
-@click.option("--id", "execution_id", help="A UUID of your choice: retrying is then safe.")
+@click.option("--id", "chosen_id", help="A UUID of your choice: retrying is then safe.")
 @click.pass_context
 def invoke(
     ctx: click.Context,
     function: str,
     input_text: str | None,
+    raw: bool,
     version: int,
     alias: str | None,
     is_async: bool,
-    execution_id: str | None,
+    chosen_id: str | None,
 ) -> None:
     """Run FUNCTION and print its result (exit status 1 if it failed).
 
     With --async, print the execution's id at once; `spinlet executions get ID --wait`
     collects the result.
+
+    \b
+    Examples:
+      spinlet invoke hello --input '{"name": "Ada"}'
+      spinlet invoke hello --input @event.json
+      generate-event | spinlet invoke hello --input -
+      spinlet invoke hello --raw --input 'a plain string'
+      id=$(spinlet invoke hello --async) && spinlet executions get "$id" --wait
     """
-    record = client(ctx).executions.create(
-        function,  # with --alias, the server checks that the alias belongs to it
-        parse_input(input_text),
-        version=version,
-        alias=alias,
-        sync=not is_async,
-        id=execution_id,
-    )
+    event = read_input(input_text, raw)
+    api = client(ctx)
+    with busy(ctx, f"running {function}"):
+        record = with_function(
+            api,
+            function,  # with --alias, the server checks that the alias belongs to it
+            lambda ref: api.executions.create(
+                ref, event, version=version, alias=alias, sync=not is_async, id=chosen_id
+            ),
+        )
     if is_async:
         emit(ctx, record, lambda: click.echo(record["id"]))
     else:
@@ -79,24 +96,52 @@ def invoke(
 
 @click.group()
 def executions() -> None:
-    """Executions: the record of every invocation."""
+    """Executions: the record of every invocation.
+
+    An execution is named by its id or any unique start of it (`38eda13e`).
+
+    \b
+    Examples:
+      spinlet executions list --function hello --status failed
+      spinlet executions get 38eda13e --wait --timeout 30
+      spinlet executions log 38eda13e
+    """
 
 
 @executions.command("get")
-@click.argument("execution_id")
+@click.argument("execution")
 @click.option("--wait", is_flag=True, help="Wait until it has finished.")
-@click.option("--timeout", type=float, help="With --wait: give up after this many seconds.")
+@click.option(
+    "--timeout",
+    type=float,
+    help=f"With --wait: give up after this many seconds (exit status {STILL_RUNNING}).",
+)
 @click.pass_context
-def executions_get(
-    ctx: click.Context, execution_id: str, wait: bool, timeout: float | None
-) -> None:
-    """Show an execution."""
-    record = client(ctx).executions.get(execution_id, wait=wait, timeout=timeout)
+def executions_get(ctx: click.Context, execution: str, wait: bool, timeout: float | None) -> None:
+    """Show an execution (by id or the start of its id).
+
+    With --wait, once it has finished; when --timeout passes first, the record as it is then,
+    with exit status 3.
+    """
+    from spinlet.client import FINAL_STATUSES
+
+    api = client(ctx)
+    ref = execution_id(api, execution)
+    with busy(ctx, f"waiting for {ref}"):
+        record = api.executions.get(ref, wait=wait, timeout=timeout)
     emit(ctx, record, lambda: print_record(record))
+    if record["status"] not in FINAL_STATUSES and wait:
+        click.echo(
+            f"execution {record['id']} is still {record['status']} after {timeout or 0:g} s",
+            err=True,
+        )
+        sys.exit(STILL_RUNNING)
 
 
 @executions.command("list")
-@click.option("--function", "function_id", help="Only this function's executions.")
+@click.option(
+    "--function", "function_id", shell_complete=complete_functions, help="Only its executions."
+)
 @click.option("--status", help="Only these statuses (comma-separated).")
 @click.option(
     "--include-completed/--running-only",
@@ -124,7 +169,7 @@ def executions_list(
     api = client(ctx)
     params: dict[str, Any] = {"limit": limit, "include_completed": include_completed}
     if function_id:
-        params["function_id"] = api.functions.get(function_id)["id"]
+        params["function_id"] = with_function(api, function_id, api.functions.get)["id"]
     if status:
         params["status"] = f"in:{status}"
     for item in filters:
@@ -137,39 +182,42 @@ def executions_list(
 
 
 @executions.command("log")
-@click.argument("execution_id")
+@click.argument("execution")
 @click.pass_context
-def executions_log(ctx: click.Context, execution_id: str) -> None:
+def executions_log(ctx: click.Context, execution: str) -> None:
     """Print what an execution wrote to stdout and stderr."""
-    text = client(ctx).executions.log(execution_id)
+    api = client(ctx)
+    text = api.executions.log(execution_id(api, execution))
     emit(ctx, {"log": text}, lambda: click.echo(text, nl=False))
 
 
 @executions.command("cancel")
-@click.argument("execution_id")
+@click.argument("execution")
 @click.option("--kill", is_flag=True, help="Stop it at once (else it gets a short grace period).")
 @click.pass_context
-def executions_cancel(ctx: click.Context, execution_id: str, kill: bool) -> None:
+def executions_cancel(ctx: click.Context, execution: str, kill: bool) -> None:
     """Cancel a queued or running execution."""
-    record = client(ctx).executions.cancel(execution_id, kill=kill)
+    api = client(ctx)
+    record = api.executions.cancel(execution_id(api, execution), kill=kill)
     emit(ctx, record, lambda: click.echo(f"{record['id']} {record['status']}"))
 
 
 @executions.command("delete")
-@click.argument("execution_id", required=False)
+@click.argument("execution", required=False)
 @click.option("--keep-last", type=int, help="Delete all finished executions but the newest N.")
 @click.option("--to", "to_datetime", help="Delete finished executions created before this time.")
 @click.pass_context
 def executions_delete(
-    ctx: click.Context, execution_id: str | None, keep_last: int | None, to_datetime: str | None
+    ctx: click.Context, execution: str | None, keep_last: int | None, to_datetime: str | None
 ) -> None:
     """Delete one execution, or purge finished ones with --keep-last / --to."""
     api = client(ctx)
-    if execution_id:
-        api.executions.delete(execution_id)
-        emit(ctx, {"deleted": 1}, lambda: click.echo(f"deleted {execution_id}"))
+    if execution:
+        ref = execution_id(api, execution)
+        api.executions.delete(ref)
+        emit(ctx, {"deleted": 1}, lambda: click.echo(f"deleted {ref}"))
         return
     if keep_last is None and to_datetime is None:
-        raise click.UsageError("give an EXECUTION_ID, --keep-last N or --to DATETIME")
+        raise click.UsageError("give an EXECUTION id, --keep-last N or --to DATETIME")
     count = api.executions.purge(keep_last=keep_last, to_datetime=to_datetime)
     emit(ctx, {"deleted": count}, lambda: click.echo(f"deleted {count} execution(s)"))

@@ -1,4 +1,9 @@
-"""The `spinlet` command."""
+"""The `spinlet` command.
+
+Each command imports what it needs when it runs (the store, SQLAlchemy, the Docker SDK, aiohttp,
+rich): `spinlet --help` and the client commands stay quick
+(tests/unit/test_cli_imports.py checks which heavy modules they load).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,35 @@ import sys
 from typing import Any
 
 import click
-import httpx
 
 from spinlet import __version__
 from spinlet.cli.bench import bench
 from spinlet.cli.executions import executions, invoke
-from spinlet.cli.output import errors
+from spinlet.cli.output import error
 from spinlet.cli.releases import aliases, versions
 from spinlet.cli.resources import functions, runtimes
 from spinlet.cli.serve import runtimes_build, serve
 from spinlet.cli.tokens import tokens
-from spinlet.client import ApiError, Client
 from spinlet.errors import SpinletError
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """What a command may fail with that is the user's to fix or the node's to report: one
+    line each, no traceback. The API client's errors count only once it has been loaded."""
+    kinds: list[type[BaseException]] = [SpinletError, OSError]
+    if "spinlet.client" in sys.modules:
+        from http.client import HTTPException
+
+        from spinlet.client import ApiError
+
+        kinds += [ApiError, HTTPException]
+    return tuple(kinds)
+
+
+def describe(exc: BaseException, obj: dict[str, Any]) -> str:
+    if isinstance(exc, ConnectionError | TimeoutError) and obj.get("client"):
+        return f"cannot reach the Spinlet server at {obj['client'].url}: {exc}"
+    return str(exc)
 
 
 class Spinlet(click.Group):
@@ -26,13 +48,11 @@ class Spinlet(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ApiError, SpinletError, httpx.HTTPError, OSError) as exc:
-            if ctx.obj and ctx.obj.get("debug"):
+        except Exception as exc:
+            obj = ctx.obj or {}
+            if obj.get("debug") or not isinstance(exc, expected_errors()):
                 raise
-            message = str(exc)
-            if isinstance(exc, httpx.ConnectError):
-                message = f"cannot reach the Spinlet server at {ctx.obj['client'].url}: {exc}"
-            errors.print(f"[red]error:[/red] {message}", highlight=False)
+            error(describe(exc, obj))
             sys.exit(1)
 
 
@@ -44,9 +64,19 @@ class Spinlet(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool, debug: bool) -> None:
-    """Spinlet: a self-hosted serverless function platform."""
-    ctx.obj = {"client": Client(url, token=token), "json": as_json, "debug": debug}
-    ctx.call_on_close(ctx.obj["client"].close)
+    """Spinlet: a self-hosted serverless function platform.
+
+    \b
+    Examples:
+      spinlet serve &
+      spinlet functions create hello functions/hello.py
+      spinlet invoke hello --input '{"name": "Ada"}'
+      spinlet executions list --function hello
+
+    Shell completion (commands and function names): see the README, or
+    eval "$(_SPINLET_COMPLETE=bash_source spinlet)" in ~/.bashrc.
+    """
+    ctx.obj = {"url": url, "token": token, "client": None, "json": as_json, "debug": debug}
 
 
 runtimes.add_command(runtimes_build)

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
+from spinlet.cli.ids import with_function
 from spinlet.cli.output import emit, print_record, print_table
-from spinlet.cli.resources import client
+from spinlet.cli.resources import client, function_argument
 
 VERSION_COLUMNS = ["version_number", "description", "entry", "image_id", "created_at"]
 ALIAS_COLUMNS = ["name", "function_id", "function_version", "canary", "description"]
@@ -23,11 +24,18 @@ def _canary(alias: dict[str, Any]) -> dict[str, Any]:
 
 @click.group()
 def versions() -> None:
-    """Versions: immutable snapshots of a function's code and config (0: the current code)."""
+    """Versions: immutable snapshots of a function's code and config (0: the current code).
+
+    \b
+    Examples:
+      spinlet versions publish hello --description "first release"
+      spinlet versions list hello
+      spinlet versions get hello 1 --download hello-v1.zip
+    """
 
 
 @versions.command("publish")
-@click.argument("function")
+@function_argument
 @click.option("--description", help="What this release is.")
 @click.pass_context
 def versions_publish(ctx: click.Context, function: str, description: str | None) -> None:
@@ -35,21 +43,23 @@ def versions_publish(ctx: click.Context, function: str, description: str | None)
 
     When nothing changed since the latest version, that version is shown instead.
     """
-    record = client(ctx).versions.publish(function, description)
+    api = client(ctx)
+    record = with_function(api, function, lambda f: api.versions.publish(f, description))
     emit(ctx, record, lambda: click.echo(f"{function} version {record['version_number']}"))
 
 
 @versions.command("list")
-@click.argument("function")
+@function_argument
 @click.pass_context
 def versions_list(ctx: click.Context, function: str) -> None:
     """List FUNCTION's versions."""
-    rows = client(ctx).versions.list(function)
+    api = client(ctx)
+    rows = with_function(api, function, api.versions.list)
     emit(ctx, rows, lambda: print_table(rows, VERSION_COLUMNS, f"versions of {function}"))
 
 
 @versions.command("get")
-@click.argument("function")
+@function_argument
 @click.argument("number", type=int)
 @click.option(
     "--download",
@@ -60,29 +70,40 @@ def versions_list(ctx: click.Context, function: str) -> None:
 def versions_get(ctx: click.Context, function: str, number: int, download: str | None) -> None:
     """Show version NUMBER of FUNCTION (0: the current code)."""
     if download is not None:
-        data = client(ctx).versions.download(function, number)
+        api = client(ctx)
+        data = with_function(api, function, lambda f: api.versions.download(f, number))
         Path(download).write_bytes(data)
         result = {"downloaded": download, "size": len(data)}
         emit(ctx, result, lambda: click.echo(f"wrote {len(data)} bytes to {download}"))
         return
-    record = client(ctx).versions.get(function, number)
+    api = client(ctx)
+    record = with_function(api, function, lambda f: api.versions.get(f, number))
     emit(ctx, record, lambda: print_record(record))
 
 
 @versions.command("delete")
-@click.argument("function")
+@function_argument
 @click.argument("number", type=int)
 @click.pass_context
 def versions_delete(ctx: click.Context, function: str, number: int) -> None:
     """Delete version NUMBER of FUNCTION (refused while an alias uses it)."""
-    client(ctx).versions.delete(function, number)
+    api = client(ctx)
+    with_function(api, function, lambda f: api.versions.delete(f, number))
     result = {"deleted": number, "function": function}
     emit(ctx, result, lambda: click.echo(f"deleted version {number} of {function}"))
 
 
 @click.group()
 def aliases() -> None:
-    """Aliases: stable names for a function at a version, with an optional canary."""
+    """Aliases: stable names for a function at a version, with an optional canary.
+
+    \b
+    Examples:
+      spinlet aliases create live hello --version 1
+      spinlet aliases update live --canary-version 2 --canary-weight 0.1
+      spinlet aliases update live --version 2     # promote the canary
+      spinlet invoke hello --alias live
+    """
 
 
 def _routing(version: int | None, weight: float | None) -> dict[str, Any] | None:
@@ -95,7 +116,7 @@ def _routing(version: int | None, weight: float | None) -> dict[str, Any] | None
 
 @aliases.command("create")
 @click.argument("name")
-@click.argument("function")
+@function_argument
 @click.option("--version", type=int, default=0, show_default=True, help="0 is the current code.")
 @click.option("--description")
 @click.option("--canary-version", type=int, help="A second version, for a share of executions.")
@@ -111,12 +132,12 @@ def aliases_create(
     canary_weight: float | None,
 ) -> None:
     """Create alias NAME for FUNCTION at a version."""
-    record = client(ctx).aliases.create(
-        name,
+    api = client(ctx)
+    routing = _routing(canary_version, canary_weight)
+    record = with_function(
+        api,
         function,
-        version,
-        description=description,
-        routing=_routing(canary_version, canary_weight),
+        lambda f: api.aliases.create(name, f, version, description=description, routing=routing),
     )
     emit(ctx, record, lambda: print_record(_canary(record), ALIAS_COLUMNS))
 

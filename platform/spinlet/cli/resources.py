@@ -1,29 +1,33 @@
-"""Commands for runtimes, functions, executions and invoke."""
+"""`spinlet runtimes …` and `spinlet functions …`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from spinlet.cli.output import emit, print_record, print_table
-from spinlet.client import Client
+from spinlet.cli.ids import complete_functions, with_function
+from spinlet.cli.output import busy, emit, print_record, print_table
+from spinlet.cli.params import environment_json, names_json, size
+
+if TYPE_CHECKING:
+    from spinlet.client import Client
 
 
 def client(ctx: click.Context) -> Client:
-    api: Client = ctx.obj["client"]
+    """The API client, made on first use (only by commands that talk to a node)."""
+    obj = ctx.find_root().obj
+    if obj.get("client") is None:
+        from spinlet.client import Client
+
+        obj["client"] = Client(obj["url"], token=obj["token"])
+        ctx.find_root().call_on_close(obj["client"].close)
+    api: Client = obj["client"]
     return api
 
 
-def parse_input(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare string is a fine input too
+function_argument = click.argument("function", shell_complete=complete_functions)
 
 
 @click.group()
@@ -39,22 +43,16 @@ def runtimes_list(ctx: click.Context) -> None:
     emit(ctx, rows, lambda: print_table(rows, ["id", "name", "image", "status"], "runtimes"))
 
 
-def environment_option(pairs: tuple[str, ...]) -> str | None:
-    """`--env KEY=VALUE …` as the JSON object the API takes (None when not given)."""
-    if not pairs:
-        return None
-    environment: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
-        environment[key] = value
-    return json.dumps(environment)
-
-
 @click.group()
 def functions() -> None:
-    """Functions: upload code and manage it."""
+    """Functions: upload code and manage it.
+
+    \b
+    Examples:
+      spinlet functions create echo functions/echo.py --memory 256Mi --timeout 10
+      spinlet functions update echo --env-add MODE=test --env-rm DEBUG
+      spinlet functions list
+    """
 
 
 def function_settings(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,7 +62,11 @@ def function_settings(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--entry", help="module.function to call (default: <file>.main)."),
         click.option("--timeout", type=float, help="Seconds an execution may take (default 60)."),
         click.option(
-            "--memory", "memory_size", type=int, help="Memory limit in bytes (default 128 MiB)."
+            "--memory",
+            "memory_size",
+            metavar="SIZE",
+            callback=size,
+            help="Memory limit: bytes, or 128Mi, 1Gi (default 128Mi).",
         ),
         click.option("--cpu", type=int, help="CPU in millicores (default 1000)."),
         click.option(
@@ -75,8 +77,9 @@ def function_settings(command: Callable[..., Any]) -> Callable[..., Any]:
             "--env",
             "environment",
             multiple=True,
-            callback=lambda ctx, param, value: environment_option(value),
-            help="KEY=VALUE for the function's environment (repeatable; replaces all variables).",
+            metavar="KEY=VALUE",
+            callback=environment_json,
+            help="The function's environment (repeatable): replaces all its variables.",
         ),
         click.option(
             "--network/--no-network",
@@ -97,9 +100,16 @@ def function_settings(command: Callable[..., Any]) -> Callable[..., Any]:
 @function_settings
 @click.pass_context
 def functions_create(ctx: click.Context, /, name: str, package: str, **fields: Any) -> None:
-    """Create function NAME from PACKAGE (a .py file, a .zip or a directory)."""
+    """Create function NAME from PACKAGE (a .py file, a .zip or a directory).
+
+    \b
+    Examples:
+      spinlet functions create hello functions/hello.py
+      spinlet functions create shop ./shop --entry app.handler --memory 512Mi --env MODE=prod
+    """
     runtime = fields.pop("runtime")
-    record = client(ctx).functions.create(name, package, runtime_id=runtime, **fields)
+    with busy(ctx, f"uploading {package}"):
+        record = client(ctx).functions.create(name, package, runtime_id=runtime, **fields)
     emit(ctx, record, lambda: print_record(record))
 
 
@@ -113,31 +123,63 @@ def functions_list(ctx: click.Context) -> None:
 
 
 @functions.command("get")
-@click.argument("function")
+@function_argument
 @click.pass_context
 def functions_get(ctx: click.Context, function: str) -> None:
-    """Show a function (by id or name)."""
-    record = client(ctx).functions.get(function)
+    """Show a function (by name, id or the start of its id)."""
+    api = client(ctx)
+    record = with_function(api, function, api.functions.get)
     emit(ctx, record, lambda: print_record(record))
 
 
 @functions.command("update")
-@click.argument("function")
+@function_argument
 @click.argument("package", type=click.Path(exists=True), required=False)
 @function_settings
+@click.option(
+    "--env-add",
+    "environment_add",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=environment_json,
+    help="Set this variable, keeping the others (repeatable).",
+)
+@click.option(
+    "--env-rm",
+    "environment_remove",
+    multiple=True,
+    metavar="KEY",
+    callback=names_json,
+    help="Unset this variable, keeping the others (repeatable).",
+)
 @click.pass_context
 def functions_update(
     ctx: click.Context, /, function: str, package: str | None, **fields: Any
 ) -> None:
-    """Change FUNCTION: new code from PACKAGE and/or settings (the rest stays as it is)."""
-    record = client(ctx).functions.update(function, package, **fields)
+    """Change FUNCTION: new code from PACKAGE and/or settings (the rest stays as it is).
+
+    --env replaces all of the function's variables; --env-add and --env-rm change only the
+    ones they name (the API never shows the values, so this is done by the node).
+
+    \b
+    Examples:
+      spinlet functions update hello functions/hello.py
+      spinlet functions update hello --memory 1Gi --timeout 30
+      spinlet functions update hello --env-add API_TOKEN=s3cret --env-rm DEBUG
+    """
+    api = client(ctx)
+    with busy(ctx, f"updating {function}"):
+        record = with_function(
+            api, function, lambda ref: api.functions.update(ref, package, **fields)
+        )
     emit(ctx, record, lambda: print_record(record))
 
 
 @functions.command("delete")
-@click.argument("function")
+@function_argument
 @click.pass_context
 def functions_delete(ctx: click.Context, function: str) -> None:
     """Delete a function (its executions stay readable)."""
-    client(ctx).functions.delete(function)
+    api = client(ctx)
+    with_function(api, function, api.functions.delete)
     emit(ctx, {"deleted": function}, lambda: click.echo(f"deleted {function}"))

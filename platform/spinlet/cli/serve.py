@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from spinlet.cli.output import console
+from spinlet.cli import output
 from spinlet.settings import DEFAULT_PORT, Settings
 
 
@@ -18,6 +18,7 @@ def build_runtime_image(image: str, *, base: str | None = None, rebuild: bool = 
 
     from spinlet.runtime.images import ensure_runtime_image
 
+    console = output.console()
     started = time.monotonic()
     with console.status(f"runtime image {image}") as status:
 
@@ -71,7 +72,14 @@ def serve(
     auth: str | None,
     no_build: bool,
 ) -> None:
-    """Run a Spinlet node: the API, the store and the container pool."""
+    """Run a Spinlet node: the API, the store and the container pool.
+
+    \b
+    Examples:
+      spinlet serve
+      spinlet serve --host 0.0.0.0 --auth on --data-dir /var/lib/spinlet
+      SPINLET_DATABASE_URL=postgresql+asyncpg://spinlet@db/spinlet spinlet serve
+    """
     from aiohttp import web
 
     from spinlet.api.app import create_app
@@ -84,7 +92,7 @@ def serve(
     if settings.backend == "docker" and not no_build:
         build_runtime_image(settings.runtime_image)
     tokens = "API tokens required" if settings.auth_enabled else "no API tokens"
-    console.print(
+    output.console().print(
         f"spinlet listening on [bold]http://{settings.host}:{settings.port}[/bold] "
         f"(data in {settings.data_dir}, backend {settings.backend}, {tokens}); Ctrl-C stops it",
         soft_wrap=True,
@@ -97,5 +105,11 @@ def serve(
 @click.option("--base", help="Base image (default python:3.11-slim-bookworm, or a bootstrap).")
 @click.option("--image", help="Tag of the runtime image (default spinlet/runtime-python3:1).")
 def runtimes_build(rebuild: bool, base: str | None, image: str | None) -> None:
-    """Build the Python runtime image, bootstrapping a base image if none can be pulled."""
+    """Build the Python runtime image, bootstrapping a base image if none can be pulled.
+
+    \b
+    Examples:
+      spinlet runtimes build
+      spinlet runtimes build --base python:3.11-slim-bookworm --image my/runtime:1
+    """
     build_runtime_image(image or Settings.from_env().runtime_image, base=base, rebuild=rebuild)

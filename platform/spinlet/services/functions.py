@@ -44,6 +44,17 @@ def check_environment(environment: dict[str, str]) -> dict[str, str]:
     return dict(environment)
 
 
+def _new_environment(current: dict[str, str], fields: FunctionFields) -> dict[str, str]:
+    """`environment` replaces the `current` variables; then `environment_add` sets some and
+    `environment_remove` unsets some (so an update can change one without knowing the rest,
+    whose values the API never shows)."""
+    environment = dict(current if fields.environment is None else fields.environment)
+    environment.update(fields.environment_add or {})
+    for name in fields.environment_remove:
+        environment.pop(name, None)
+    return environment
+
+
 @dataclass(frozen=True)
 class Upload:
     """A package as it arrived: the bytes and the file name the client gave."""
@@ -66,6 +77,8 @@ class FunctionFields:
     retries: int | None = None  # extra attempts for an async execution whose node died
     concurrency: int | None = None  # executions of it at once on a node
     environment: dict[str, str] | None = None  # replaces all variables when given
+    environment_add: dict[str, str] | None = None  # set these, keep the others
+    environment_remove: tuple[str, ...] = ()  # unset these (absent ones: ignored)
     network: bool | None = None  # an isolated network for its containers (default: none)
     md5sum: str | None = None
 
@@ -126,7 +139,7 @@ class FunctionService:
             cpu=fields.cpu or s.default_cpu,
             retries=fields.retries or 0,
             concurrency=fields.concurrency or s.default_concurrency,
-            environment=check_environment(fields.environment or {}),
+            environment=check_environment(_new_environment({}, fields)),
             network=bool(fields.network),
             status=FunctionStatus.AVAILABLE,
             project_id=project_id,
@@ -161,8 +174,10 @@ class FunctionService:
             value = getattr(fields, attr)
             if value is not None:
                 changes[attr] = value
-        if fields.environment is not None:
-            changes["environment"] = check_environment(fields.environment)
+        if fields.environment is not None or fields.environment_add or fields.environment_remove:
+            changes["environment"] = check_environment(
+                _new_environment(function.environment, fields)
+            )
         old_sha = function.package.sha256
         if upload is not None:
             package, entry = await self._store_package(

@@ -66,6 +66,9 @@ class Settings:
     heartbeat_interval: float = 2.0  # how often a node records that it lives
     node_lease: float = 10.0  # a node silent this long has stopped: others recover its work
     max_wait: float = 300.0  # the longest `?wait=` a request may ask for
+    # Host names (besides its listening address and loopback) the node answers to: those of
+    # its load balancer, or `*` for any (SPINLET_ALLOWED_HOSTS, comma-separated).
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -83,6 +86,12 @@ class Settings:
             values["auth"] = env["SPINLET_AUTH"]
         if "SPINLET_RUNTIME_IMAGE" in env:
             values["runtime_image"] = env["SPINLET_RUNTIME_IMAGE"]
+        if "SPINLET_ALLOWED_HOSTS" in env:
+            values["allowed_hosts"] = tuple(
+                host.strip().lower()
+                for host in env["SPINLET_ALLOWED_HOSTS"].split(",")
+                if host.strip()
+            )
         for name, kind in (
             ("database_pool", int),
             ("keep_alive", float),

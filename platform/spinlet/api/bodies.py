@@ -62,14 +62,12 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _check_json_type(request: web.Request) -> None:
+def _check_json_type(request: web.Request, reads: str = "JSON (application/json)") -> None:
     if hdrs.CONTENT_TYPE not in request.headers:
         return
     kind = request.content_type
     if kind not in ("application/json", FORM) and not kind.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"this route reads JSON (Content-Type: application/json), not {kind}"
-        )
+        raise UnsupportedMediaType(f"this route reads {reads}, not {kind}")
 
 
 async def read_json(request: web.Request, *, default: Any = None, limit: int = 0) -> Any:
@@ -111,6 +109,7 @@ async def read_function_body(request: web.Request) -> tuple[dict[str, Any], Uplo
             else:
                 fields[key] = value
         return fields, upload
+    _check_json_type(request, f"{MULTIPART}, a form ({FORM}) or JSON (application/json)")
     body = await read_json(request, default={}, limit=max_size)
     if not isinstance(body, dict):
         raise ValidationFailed("the request body must be a JSON object")

@@ -94,6 +94,11 @@ async def test_a_host_the_node_does_not_serve_is_refused(make_api: MakeApi) -> N
             response = await api.get(path, headers={**token, "Host": host})
             message = await expect_error(response, 403, "host_not_allowed")
             assert repr(host) in message and "SPINLET_ALLOWED_HOSTS" in message
+    # Refused before any token is looked at.
+    response = await api.get("/v1/functions", headers={"Host": "rebound.example"})
+    await expect_error(response, 403, "host_not_allowed")
+    response = await api.post("/v1/executions", json={}, headers={"Origin": "https://x.example"})
+    await expect_error(response, 403, "foreign_origin")
     # Its listening address and loopback, by name or address, whatever the port.
     for host in (f"127.0.0.1:{api.port}", "localhost", "LOCALHOST:1", "[::1]:80", "127.0.0.2"):
         response = await api.get("/v1/functions", headers={**token, "Host": host})

@@ -106,7 +106,7 @@ async def test_a_host_the_node_does_not_serve_is_refused(make_api: MakeApi) -> N
 
 
 async def test_allowed_hosts_let_a_load_balancer_through(make_api: MakeApi) -> None:
-    api, token = await make_api(allowed_hosts=("spinlet.example", "LB.Internal"))
+    api, token = await make_api(allowed_hosts=("spinlet.example", "LB.Internal:8080"))
     for host in ("spinlet.example", "lb.internal:8080"):
         response = await api.get("/v1/functions", headers={**token, "Host": host})
         assert response.status == 200, (host, await response.text())

@@ -83,7 +83,9 @@ class ServedHosts:
     @classmethod
     def of(cls, settings: Settings) -> ServedHosts:
         listen = _normal(settings.host)
-        names = {listen, *(_normal(host) for host in settings.allowed_hosts)}
+        # `lb.example:8080` is taken as `lb.example`: the port is not checked.
+        allowed = (Address.parse(host) for host in settings.allowed_hosts if host != "*")
+        names = {listen, *(address.host for address in allowed if address is not None)}
         if not is_loopback(listen):  # reachable from other machines, by the machine's name
             names.add(socket.gethostname().lower())
         return cls(listen, frozenset(names), "*" in settings.allowed_hosts)

@@ -100,6 +100,9 @@ class Settings:
     heartbeat_interval: float = 2.0  # how often a node records that it lives
     node_lease: float = 10.0  # a node silent this long has stopped: others recover its work
     max_wait: float = 300.0  # the longest `?wait=` a request may ask for
+    # Host names (besides its listening address and loopback) the node answers to: those of
+    # its load balancer, or `*` for any (SPINLET_ALLOWED_HOSTS, comma-separated).
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -115,6 +118,12 @@ class Settings:
         for name in ("database_url", "node_id", "backend", "auth", "runtime_image"):
             if f"SPINLET_{name.upper()}" in env:
                 values[name] = env[f"SPINLET_{name.upper()}"]
+        if "SPINLET_ALLOWED_HOSTS" in env:
+            values["allowed_hosts"] = tuple(
+                host.strip().lower()
+                for host in env["SPINLET_ALLOWED_HOSTS"].split(",")
+                if host.strip()
+            )
         for name, kind in NUMBERS.items():
             raw = env.get(f"SPINLET_{name.upper()}")
             if raw:

@@ -217,7 +217,9 @@ async def test_execution_bad_input(api: Client) -> None:
     await create(api, "echo", "echo")
     response = await api.post("/v1/executions", json={"function_id": "echo", "input": "x" * 5000})
     assert "limit is 4096" in await expect_error(response, 413, "too_large")
-    response = await api.post("/v1/executions", data=b"[" * (300 * 1024))
+    response = await api.post(
+        "/v1/executions", data=b"[" * (300 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert "limit" in await expect_error(response, 413, "too_large")
     executions = (await (await api.get("/v1/executions")).json())["executions"]
     assert executions == []

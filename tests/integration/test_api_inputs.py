@@ -6,9 +6,12 @@ whose image is missing) runs against Docker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
+import json
+import uuid
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
@@ -450,3 +453,152 @@ async def test_a_zip_bomb_and_entries_leaving_the_package_are_refused(api: Clien
         response = await api.post("/v1/functions", data=form("escape", data=data))
         assert "leaves the package" in await expect_error(response, 400, "invalid_package")
     assert (await (await api.get("/v1/functions")).json())["functions"] == []
+
+
+# --- what the API does not understand ----------------------------------------------------
+
+
+async def test_unknown_fields_are_a_400_naming_them(api: Client) -> None:
+    await create(api, "echo", "echo")
+    response = await api.post("/v1/executions", json={"function_id": "echo", "inptu": 1})
+    message = await expect_error(response, 400, "validation_error")
+    assert "unknown field 'inptu'" in message and "input" in message  # the fields it takes
+    assert (await response.json())["error"]["unknown_fields"] == ["inptu"]
+    assert (await (await api.get("/v1/executions")).json())["executions"] == []
+    # A form of a function create or update, and its JSON body.
+    source = (FUNCTIONS / "echo.py").read_text()
+    for method, path, name in (
+        ("POST", "/v1/functions", "new"),
+        ("PUT", "/v1/functions/echo", None),
+    ):
+        fields = {"package": source, "timout": "5", **({"name": name} if name else {})}
+        response = await api.request(method, path, data=fields)
+        assert "'timout'" in await expect_error(response, 400, "validation_error")
+        response = await api.request(method, path, json={**fields, "package": b64(b"")})
+        assert "'timout'" in await expect_error(response, 400, "validation_error")
+    assert await function_names(api) == ["echo"]
+    assert (await (await api.get("/v1/functions/echo")).json())["timeout"] == 60
+    # A file in another field than `package` is not dropped either.
+    upload = form("filed", data=zipped({"main.py": source}))
+    upload.add_field("environment", b"{}", filename="env.json")
+    response = await api.post("/v1/functions", data=upload)
+    assert "'environment' is a file" in await expect_error(response, 400, "validation_error")
+    # Every other route: several unknown fields are all named, nested ones by their path.
+    await api.post("/v1/functions/echo/versions")
+    for method, path, body, named in (
+        ("POST", "/v1/runtimes", {"name": "rt", "image": "x:1", "imgae": "y"}, "'imgae'"),
+        ("PUT", "/v1/runtimes/python3", {"descripton": "x"}, "'descripton'"),
+        ("POST", "/v1/functions/echo/versions", {"descripton": "x"}, "'descripton'"),
+        ("POST", "/v1/aliases", {"name": "a", "function_id": "echo", "vesion": 1}, "'vesion'"),
+        (
+            "PUT",
+            "/v1/aliases/any",
+            {"routing": {"version": 1, "wieght": 0.5}, "x": 1},
+            "fields 'routing.wieght', 'x'",
+        ),
+        ("POST", "/v1/executions/any/cancel", {"kil": True}, "'kil'"),
+        ("POST", "/v1/tokens", {"rol": "admin"}, "'rol'"),
+    ):
+        response = await api.request(method, path, json=body)
+        assert named in await expect_error(response, 400, "validation_error"), path
+    # The body of /invoke is the function's input: any field is the function's business.
+    response = await api.post("/v1/functions/echo/invoke", json={"inptu": 1})
+    assert response.status == 200, await response.text()
+    assert await response.json() == {"inptu": 1}
+
+
+async def test_what_qinling_clients_send_is_accepted(api: Client) -> None:
+    # A runtime: `is_public` and `trusted` (true unless told otherwise); the record says what
+    # a runtime registered over the API is.
+    response = await api.post(
+        "/v1/runtimes",
+        json={"image": "example/rt:1", "name": "qrt", "is_public": True, "trusted": True},
+    )
+    assert response.status == 201, await response.text()
+    assert (await response.json())["is_public"] is False
+    # An update with a Swift source, flattened into the form: refused as a source, not a field.
+    await create(api, "echo", "echo")
+    response = await api.put(
+        "/v1/functions/echo", data=[("source", "swift"), ("swift", "container"), ("swift", "o")]
+    )
+    assert "'swift' is not supported" in await expect_error(response, 400, "validation_error")
+
+
+async def test_function_names_that_look_like_uuids_are_refused(api: Client) -> None:
+    for name in (str(uuid.uuid4()), uuid.uuid4().hex, str(uuid.uuid4()).upper()):
+        response = await api.post("/v1/functions", data=form(name, FUNCTIONS / "echo.py"))
+        assert "looks like a UUID" in await expect_error(response, 400, "validation_error")
+    function = await create(api, "echo", "echo")
+    response = await api.put("/v1/functions/echo", data={"name": function["id"]})
+    assert "looks like a UUID" in await expect_error(response, 400, "validation_error")
+    assert await function_names(api) == ["echo"]
+    # Names with hex and dashes that are no UUID are fine.
+    await create(api, "deadbeef-2024", "echo")
+
+
+async def test_a_body_of_a_type_a_route_does_not_read_is_a_415(api: Client) -> None:
+    await create(api, "echo", "echo")
+    for method, path, kind in (
+        ("POST", "/v1/executions", "application/octet-stream"),
+        ("POST", "/v1/functions/echo/invoke", "text/plain"),
+        ("POST", "/v1/functions/echo/invoke", "application/octet-stream"),
+        ("POST", "/v1/aliases", "multipart/form-data; boundary=X"),
+        ("POST", "/v1/functions", "application/octet-stream"),
+        ("PUT", "/v1/functions/echo", "text/plain"),
+    ):
+        response = await api.request(
+            method, path, data=b'{"function_id": "echo"}', headers={"Content-Type": kind}
+        )
+        message = await expect_error(response, 415, "unsupported_media_type")
+        assert kind.split(";")[0] in message and "application/json" in message
+    assert (await (await api.get("/v1/executions")).json())["executions"] == []
+    # What curl -d sends (a form type), or no type at all, is read as JSON; so is `+json`.
+    for headers in (
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {"Content-Type": "application/vnd.example+json"},
+        {},
+    ):
+        response = await api.post(
+            "/v1/functions/echo/invoke",
+            data=b'{"n": 10}',
+            headers=headers,
+            skip_auto_headers=["Content-Type"],
+        )
+        assert response.status == 200, (headers, await response.text())
+        assert await response.json() == {"n": 10}
+    # A real form sent to a JSON route says what went wrong.
+    response = await api.post("/v1/tokens", data={"name": "deploy"})
+    assert "sent as a form" in await expect_error(response, 400, "malformed_json")
+
+
+async def test_a_body_is_measured_before_it_is_read(make_api: MakeApi) -> None:
+    api = await make_api(max_input_size=1000)
+    limit = 2 * 1000 + 64 * 1024  # room for an input at its limit, pretty or as a string
+    await create(api, "echo", "echo")
+    # Announced too long: answered at once, though the body never comes.
+    url = api.make_url("/v1/functions/echo/invoke")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {limit + 1}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 60)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 413"), status
+    # Sent in chunks without a length: read up to the limit only.
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"data": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    for path in ("/v1/functions/echo/invoke", "/v1/executions", "/v1/aliases"):
+        response = await api.post(path, data=chunks(), headers={"Content-Type": "application/json"})
+        assert str(limit) in await expect_error(response, 413, "too_large"), path
+    assert (await (await api.get("/v1/executions")).json())["executions"] == []
+    # An input at its limit as a string holding pretty JSON fits (and is measured compact).
+    pretty = json.dumps({"data": "x" * 980}, indent=8)
+    record = await run(api, "echo", pretty)
+    assert record["result"] == {"data": "x" * 980}

@@ -9,6 +9,7 @@ from aiohttp import web
 from spinlet import __version__
 from spinlet.api import aliases, executions, functions, openapi, runtimes, tokens, versions
 from spinlet.api.auth import authenticate
+from spinlet.api.browsers import SERVED_HOSTS, ServedHosts, refuse_browsers
 from spinlet.api.keys import SERVICES, SETTINGS, require_admin
 from spinlet.api.middleware import errors, no_nul
 from spinlet.metrics import CONTENT_TYPE
@@ -59,9 +60,11 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(settings: Settings, *, backend: RuntimeBackend | None = None) -> web.Application:
     """A Spinlet application; the store, backend and services open with the app."""
     app = web.Application(
-        middlewares=[errors, no_nul, authenticate], client_max_size=settings.max_request_size
+        middlewares=[errors, refuse_browsers, no_nul, authenticate],
+        client_max_size=settings.max_request_size,
     )
     app[SETTINGS] = settings
+    app[SERVED_HOSTS] = ServedHosts.of(settings)
     for table in (routes, runtimes.routes, functions.routes, executions.routes):
         app.add_routes(table)
     app.add_routes(versions.routes)

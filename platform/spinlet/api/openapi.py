@@ -577,8 +577,11 @@ def document() -> dict[str, Any]:
             operation["security"] = [{"token": []}]
             responses["401"] = _response("no valid token", refused)
             responses["503"] = _response("the database is unreachable (Retry-After)", refused)
+        # A page of another origin, or a Host the node does not serve (`api/browsers.py`).
+        responses.setdefault("403", _response("refused", refused))
         if (body := _body(op, models)) is not None:
             operation["requestBody"] = body
+            responses["415"] = _response("a body of a type it does not read", refused)
         paths.setdefault(op.path, {})[op.method] = operation
     # A copy: the parts shared between operations are not the caller's to change.
     return copy.deepcopy(

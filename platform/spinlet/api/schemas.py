@@ -14,6 +14,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 
 from spinlet.domain import Role
 from spinlet.errors import ValidationFailed
@@ -32,8 +33,9 @@ MAX_WHOLE = 2**31 - 1
 
 
 class Body(BaseModel):
-    # Qinling clients send fields we do not use; they are ignored, not refused.
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # A field we do not know is refused, naming it: a misspelt `inptu` or `timout` ignored would
+    # run with a default the caller did not ask for. What Qinling clients send is declared.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -61,17 +63,31 @@ def parse(model: type[Model], data: Any) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        errors = exc.errors()
+        unknown = [_where(err) for err in errors if err["type"] == "extra_forbidden"]
+        if unknown:
+            names = ", ".join(repr(name) for name in unknown)
+            raise ValidationFailed(
+                f"unknown field{'s' if len(unknown) > 1 else ''} {names}; "
+                f"the fields are: {', '.join(model.model_fields)}",
+                unknown_fields=unknown,
+            ) from None
+        problems = "; ".join(f"{_where(err)}: {err['msg']}" for err in errors)
         raise ValidationFailed(f"invalid request: {problems}") from None
+
+
+def _where(error: ErrorDetails) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "body"
 
 
 class RuntimeCreate(Body):
     name: str = Field(min_length=1, max_length=255, json_schema_extra=NAME)
     image: str = Field(min_length=1, max_length=512, json_schema_extra=NOT_BLANK)
     description: str | None = Field(default=None, max_length=4096)
+    # Sent by Qinling clients (true unless told otherwise); a runtime registered over the API is
+    # its project's own and given no credentials, whatever they say: the record shows both.
+    is_public: bool | None = None
+    trusted: bool | None = None
 
 
 class RuntimeUpdate(Body):
@@ -103,9 +119,11 @@ class FunctionBody(Body):
     # An isolated network for its containers (the outside world only); default: no network.
     network: bool | None = None
     code: dict[str, Any] | None = None
-    # The Qinling client flattens `code` into the form on update.
+    # The Qinling client flattens `code` into the form on update (`swift` only to be refused
+    # as an unsupported source).
     source: str | None = None
     md5sum: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    swift: Any = None
 
     @field_validator("code", "environment", "environment_add", "environment_remove", mode="before")
     @classmethod
@@ -122,6 +140,8 @@ class FunctionBody(Body):
     def code_md5sum(self) -> str | None:
         code = self.code or {}
         source = code.get("source", self.source)
+        if self.swift is not None and source is None:
+            source = "swift"
         if source not in (None, "package"):
             raise ValidationFailed(
                 f"code source {source!r} is not supported; upload a package (source 'package')"

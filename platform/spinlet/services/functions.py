@@ -55,6 +55,19 @@ def _new_environment(current: dict[str, str], fields: FunctionFields) -> dict[st
     return environment
 
 
+def check_function_name(name: str) -> str:
+    """A name as runtimes have, that cannot be taken for an id: functions are addressed by
+    either, and a name that parses as a UUID would hide (or be hidden by) a function's id."""
+    check_name("function", name)
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return name
+    raise ValidationFailed(
+        f"function name {name!r} looks like a UUID, which only ids may: choose another name"
+    )
+
+
 @dataclass(frozen=True)
 class Upload:
     """A package as it arrived: the bytes and the file name the client gave."""
@@ -122,7 +135,7 @@ class FunctionService:
     async def create(self, project_id: str, fields: FunctionFields, upload: Upload) -> Function:
         if not fields.name:
             raise ValidationFailed("name is required")
-        check_name("function", fields.name)
+        check_function_name(fields.name)
         self._check_limits(fields)
         runtime = await self.store.runtimes.get(project_id, fields.runtime or BUILTIN_RUNTIME)
         package, entry = await self._store_package(upload, fields.entry, fields.md5sum)
@@ -159,7 +172,7 @@ class FunctionService:
         self._check_limits(fields)
         changes: dict[str, object] = {}
         if fields.name is not None:
-            changes["name"] = check_name("function", fields.name)
+            changes["name"] = check_function_name(fields.name)
         if fields.runtime is not None:
             changes["runtime_id"] = (await self.store.runtimes.get(project_id, fields.runtime)).id
         for attr in (

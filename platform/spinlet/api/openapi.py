@@ -399,6 +399,9 @@ OPERATIONS = (
     ),
 )
 
+#: The paths anyone may read without a token: they describe the server, not any project's data.
+PUBLIC_PATHS = frozenset(op.path for op in OPERATIONS if op.public)
+
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]

@@ -41,7 +41,7 @@ from spinlet.api.serialize import (
     VersionList,
     VersionRecord,
 )
-from spinlet.store.queries import FILTER_FIELDS, OPS, SORT_FIELDS
+from spinlet.queries import FILTER_FIELDS, OPS, SORT_FIELDS
 
 #: The media types of a response, each with its schema: a JSON schema (`{}`: any JSON), or the
 #: model that writes the answer (`api/serialize.py`), whose schema the document then holds.

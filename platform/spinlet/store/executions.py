@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 
 from spinlet.domain import FINAL_STATUSES, Execution, ExecutionSource, ExecutionStatus, utcnow
 from spinlet.errors import NotFound
+from spinlet.queries import ExecutionQuery
+from spinlet.store import queries
 from spinlet.store.database import Database
-from spinlet.store.queries import ExecutionQuery
 from spinlet.store.tables import execution_outputs, executions
 
 _RECORD_FIELDS = (
@@ -146,7 +147,7 @@ class ExecutionRepository:
         columns: list[Any] = [executions]
         if query.include_output:
             columns.append(execution_outputs.c.result)
-        stmt = query.where(select(*columns))
+        stmt = queries.where(query, select(*columns))
         if query.include_output:
             stmt = stmt.outerjoin(
                 execution_outputs, execution_outputs.c.execution_id == executions.c.id
@@ -159,8 +160,8 @@ class ExecutionRepository:
                 marker = (await conn.execute(find)).first()
                 if marker is None:
                     raise NotFound(f"marker execution {query.marker!r} not found")
-                stmt = stmt.where(query.after(marker))
-            rows = await conn.execute(query.order(stmt).limit(query.limit))
+                stmt = stmt.where(queries.after(query, marker))
+            rows = await conn.execute(queries.order(query, stmt).limit(query.limit))
             return [_execution(row, row.result if query.include_output else None) for row in rows]
 
     async def delete(self, project_id: str, execution_id: str) -> None:

@@ -28,11 +28,9 @@ SORT_FIELDS = ("created_at", "status", "function_id", "function_name", "function
 
 @dataclass(frozen=True)
 class Filter:
-    """`field` compared with `value` (a list for in/nin; None for a missing value)."""
-
     field: str
     op: Op
-    value: Any
+    value: Any  # a list for in/nin; None: the field has no value
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,7 @@ async def ready(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     require_admin(request, "reading the node's metrics")
-    node = request.app[SERVICES]
-    stats = node.backend.stats()  # places being made count as starting
-    states = {state: stats.get(state, 0) for state in ("starting", "stem", "busy", "idle")}
-    body = node.metrics.snapshot(
-        containers=states,
-        queue_depth=await node.store.executions.queue_depth(),
-        running=node.runner.running,
-    )
+    body = await request.app[SERVICES].metrics.scrape()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

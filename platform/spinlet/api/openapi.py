@@ -61,27 +61,12 @@ def as_json(schema: dict[str, Any] | type[BaseModel]) -> Content:
 ZIP: Content = {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
 TEXT_PLAIN: Content = {"text/plain": {"schema": STRING}}
 
+#: A function's form: its package, and the fields of the JSON body, each as text.
 FUNCTION_FORM = {
     "type": "object",
     "properties": {
         "package": {"type": "string", "format": "binary", "description": "a .py file or a .zip"},
-        **{
-            name: {"type": "string"}
-            for name in (
-                "name",
-                "runtime_id",
-                "entry",
-                "code",
-                "description",
-                "timeout",
-                "memory_size",
-                "cpu",
-                "concurrency",
-                "retries",
-                "environment",
-                "network",
-            )
-        },
+        **{name: STRING for name in schemas.FunctionBody.model_fields},
     },
 }
 

@@ -99,6 +99,19 @@ def test_an_execution_reads_as_it_always_did() -> None:
     }
 
 
+def test_an_error_always_has_its_three_fields() -> None:
+    lost = EXECUTION.evolve(
+        status=ExecutionStatus.ERROR,
+        status_reason="lost",
+        error={"type": "Lost", "message": "the node running it stopped"},
+    )
+    assert answered(ExecutionRecord.model_validate(lost))["error"] == {
+        "type": "Lost",
+        "message": "the node running it stopped",
+        "traceback": "",
+    }
+
+
 def test_a_listing_leaves_results_out_unless_asked() -> None:
     done = EXECUTION.evolve(status=ExecutionStatus.SUCCESS, result={"ok": True})
     page = ExecutionPage(executions=[done], next="http://node/v1/executions?marker=e1")

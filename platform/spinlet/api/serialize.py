@@ -122,7 +122,16 @@ class AliasRecord(Record):
     updated_at: Time | None
 
 
+class ExecutionErrorRecord(Record):
+    """How an execution failed (the traceback is empty unless its code raised)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
 def _result_optional(schema: dict[str, Any]) -> None:
+    """An execution's schema: listings leave the result out unless asked."""
     schema["required"].remove("result")
 
 
@@ -139,7 +148,7 @@ class ExecutionRecord(Record):
     sync: bool
     input: Any
     result: Any = None  # left out of listings without `include_output=true`
-    error: dict[str, Any] | None
+    error: ExecutionErrorRecord | None
     duration_ms: float | None
     start_kind: str | None
     init_ms: float | None
@@ -200,7 +209,7 @@ class ExecutionPage(Record):
 class RunFailed(Record):
     """`/invoke` of a run that did not succeed (502)."""
 
-    error: dict[str, Any] | None
+    error: ExecutionErrorRecord | None
     status: ExecutionStatus
     status_reason: str | None
 

@@ -22,6 +22,7 @@ from spinlet.services.events import ExecutionEvents
 from spinlet.services.executions import ExecutionService
 from spinlet.services.functions import FunctionService
 from spinlet.services.membership import Membership
+from spinlet.services.metrics import MetricsService
 from spinlet.services.retention import Janitor
 from spinlet.services.runner import ExecutionRunner
 from spinlet.services.runtimes import RuntimeService
@@ -45,7 +46,7 @@ class Services:
     functions: FunctionService
     executions: ExecutionService
     janitor: Janitor
-    metrics: Metrics
+    metrics: MetricsService
     runner: ExecutionRunner
     versions: VersionService
     aliases: AliasService
@@ -152,7 +153,7 @@ async def running_node(
             functions=FunctionService(store, package_store, runtime_backend, settings),
             executions=ExecutionService(store, runner, targets, events, gate, settings, node_id),
             janitor=janitor,
-            metrics=metrics,
+            metrics=MetricsService(metrics, store, runtime_backend, runner),
             runner=runner,
             versions=VersionService(store, package_store, runtime_backend),
             aliases=AliasService(store),

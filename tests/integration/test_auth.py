@@ -176,6 +176,22 @@ async def test_requests_without_a_valid_token_are_refused(api: Client) -> None:
         assert (await api.get(path)).status == 200, path
 
 
+async def test_the_document_says_which_operations_need_a_token(api: Client) -> None:
+    """Those it marks `security` are refused without one; the others are answered."""
+    document = await (await api.get("/v1/openapi.json")).json()
+    public = set()
+    for path, operations in document["paths"].items():
+        url = path.replace("{id}", "x").replace("{name}", "x").replace("{number}", "1")
+        for method, operation in operations.items():
+            response = await api.request(method, url)
+            if "security" in operation:
+                assert response.status == 401, (method, path)
+            else:
+                assert response.status == 200, (method, path)
+                public.add(path)
+    assert public == {"/", "/v1", "/health", "/ready", "/v1/openapi.json"}
+
+
 async def test_a_revoked_token_stops_working_at_once(api: Client) -> None:
     member = await caller(api, "alpha")
     await member.ok("GET", "/v1/functions")

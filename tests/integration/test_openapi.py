@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -35,9 +36,28 @@ async def test_the_document_and_the_router_agree(process_api: Client) -> None:
             declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
             assert declared == {part[1:-1] for part in path.split("/") if part.startswith("{")}
             assert operation["responses"], (method, path)
-    # Request bodies point at schemas the document has.
+    # Every reference points at a schema the document has.
     schemas = document["components"]["schemas"]
-    create = document["paths"]["/v1/executions"]["post"]["requestBody"]["content"]
-    ref = create["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert "function_id" in schemas[ref]["properties"]
+    for ref in references(document):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+    create = document["paths"]["/v1/executions"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert "function_id" in schemas[body.rsplit("/", 1)[1]]["properties"]
+    answer = create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+    record = schemas[answer.rsplit("/", 1)[1]]
+    # Every field of an execution is always there, but its result in listings.
+    assert set(record["properties"]) - set(record["required"]) == {"result"}
+    assert {"id", "status", "input", "error", "created_at"} <= set(record["required"])
     assert set(schemas["Error"]["required"]) == {"error", "faultstring"}
+
+
+def references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from references(item)

@@ -16,8 +16,8 @@ from spinlet.domain import (
     utcnow,
 )
 from spinlet.errors import AlreadyExists, NotFound
-from spinlet.store import ExecutionQuery, Store
-from spinlet.store.queries import Filter
+from spinlet.queries import ExecutionQuery, Filter
+from spinlet.store import Store
 
 PACKAGE = Package(sha256="a" * 64, md5sum="b" * 32, size=10)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from spinlet.api import serialize
 from spinlet.api.bodies import read_json
 from spinlet.api.keys import listing_project, project_of, services
 from spinlet.api.schemas import AliasBody, parse
+from spinlet.api.serialize import AliasList, AliasRecord, respond
 from spinlet.domain import Routing
 from spinlet.errors import ValidationFailed
 from spinlet.services.aliases import AliasFields
@@ -41,7 +41,7 @@ async def _fields(request: web.Request) -> AliasFields:
 @routes.post("/v1/aliases")
 async def create_alias(request: web.Request) -> web.Response:
     alias = await services(request).aliases.create(project_of(request), await _fields(request))
-    return web.json_response(serialize.alias(alias), status=201)
+    return respond(AliasRecord.model_validate(alias), status=201)
 
 
 @routes.get("/v1/aliases")
@@ -49,13 +49,13 @@ async def list_aliases(request: web.Request) -> web.Response:
     aliases = await services(request).aliases.list(
         listing_project(request), request.query.get("function_id") or None
     )
-    return web.json_response({"function_aliases": [serialize.alias(a) for a in aliases]})
+    return respond(AliasList(function_aliases=aliases))
 
 
 @routes.get("/v1/aliases/{name}")
 async def get_alias(request: web.Request) -> web.Response:
     alias = await services(request).aliases.get(project_of(request), request.match_info["name"])
-    return web.json_response(serialize.alias(alias))
+    return respond(AliasRecord.model_validate(alias))
 
 
 @routes.put("/v1/aliases/{name}")
@@ -64,7 +64,7 @@ async def update_alias(request: web.Request) -> web.Response:
     alias = await services(request).aliases.update(
         project_of(request), request.match_info["name"], await _fields(request)
     )
-    return web.json_response(serialize.alias(alias))
+    return respond(AliasRecord.model_validate(alias))
 
 
 @routes.delete("/v1/aliases/{name}")

@@ -12,6 +12,7 @@ from spinlet.api.auth import authenticate
 from spinlet.api.browsers import SERVED_HOSTS, ServedHosts, refuse_browsers
 from spinlet.api.keys import SERVICES, SETTINGS, require_admin
 from spinlet.api.middleware import errors, no_nul
+from spinlet.api.serialize import Health, Service, respond
 from spinlet.metrics import CONTENT_TYPE
 from spinlet.node import running_node
 from spinlet.runtime.backend import RuntimeBackend
@@ -23,7 +24,7 @@ routes = web.RouteTableDef()
 @routes.get("/")
 @routes.get("/v1")
 async def root(request: web.Request) -> web.Response:
-    return web.json_response({"name": "spinlet", "version": __version__, "api": "v1"})
+    return respond(Service(name="spinlet", version=__version__, api="v1"))
 
 
 @routes.get("/v1/openapi.json")
@@ -33,27 +34,20 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return respond(Health(status="ok"))
 
 
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
     """Readiness, for load balancers: 503 while the node cannot run executions."""
     await request.app[SERVICES].check_ready(request.app[SETTINGS].runtime_image)
-    return web.json_response({"status": "ready"})
+    return respond(Health(status="ready"))
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     require_admin(request, "reading the node's metrics")
-    node = request.app[SERVICES]
-    stats = node.backend.stats()  # places being made count as starting
-    states = {state: stats.get(state, 0) for state in ("starting", "stem", "busy", "idle")}
-    body = node.metrics.snapshot(
-        containers=states,
-        queue_depth=await node.store.executions.queue_depth(),
-        running=node.runner.running,
-    )
+    body = await request.app[SERVICES].metrics.scrape()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -1,7 +1,8 @@
 """Who a request acts for: the project and role of its `X-Auth-Token` (or bearer token).
 
 With auth off (a server only this machine can reach), every request acts as an admin of the
-default project. The token itself is never logged.
+default project. The routes the operation table marks public (`api/openapi.py`) need no token.
+The token itself is never logged.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from spinlet.api.keys import PRINCIPAL, SERVICES, SETTINGS
+from spinlet.api.openapi import PUBLIC_PATHS
 from spinlet.domain import DEFAULT_PROJECT, Principal, Role
 
-#: Routes anyone may read: they describe the server, not any project's data.
-OPEN_PATHS = frozenset({"/", "/v1", "/health", "/ready", "/v1/openapi.json"})
 TOKEN_HEADER = "X-Auth-Token"
 
 _ANONYMOUS_ADMIN = Principal(project_id=DEFAULT_PROJECT, role=Role.ADMIN)
@@ -32,7 +32,7 @@ def request_token(request: web.Request) -> str | None:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.app[SETTINGS].auth_enabled:
         request[PRINCIPAL] = _ANONYMOUS_ADMIN
-    elif request.path not in OPEN_PATHS:
+    elif request.path not in PUBLIC_PATHS:
         tokens = request.app[SERVICES].tokens
         request[PRINCIPAL] = await tokens.authenticate(request_token(request))
     return await handler(request)

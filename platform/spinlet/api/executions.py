@@ -7,17 +7,28 @@ from typing import Any
 
 from aiohttp import web
 
-from spinlet.api import serialize
 from spinlet.api.bodies import read_json
 from spinlet.api.filters import execution_query, flag, parse_time, whole_number
 from spinlet.api.keys import listing_project, project_of, services
 from spinlet.api.middleware import error_body
 from spinlet.api.schemas import ExecutionCancel, ExecutionCreate, parse
+from spinlet.api.serialize import (
+    ExecutionPage,
+    ExecutionRecord,
+    Pending,
+    Purged,
+    Result,
+    RunFailed,
+    respond,
+)
 from spinlet.domain import Execution, ExecutionSource, ExecutionStatus
 from spinlet.errors import ValidationFailed
 from spinlet.services.executions import ExecutionRequest
 
 routes = web.RouteTableDef()
+
+#: A listing without `include_output=true` leaves the results out.
+WITHOUT_RESULTS = {"executions": {"__all__": {"result"}}}
 
 
 def _location(execution: Execution) -> str:
@@ -33,7 +44,7 @@ def _created(execution: Execution, created: bool) -> web.Response:
         status = 201
     else:
         status, headers = 202, {"Location": _location(execution)}
-    return web.json_response(serialize.execution(execution), status=status, headers=headers)
+    return respond(ExecutionRecord.model_validate(execution), status=status, headers=headers)
 
 
 @routes.post("/v1/executions")
@@ -82,20 +93,12 @@ async def invoke_function(request: web.Request) -> web.Response:
     }
     if not sync:
         headers["Location"] = _location(execution)
-        return web.json_response(serialize.execution(execution), status=202, headers=headers)
+        return respond(ExecutionRecord.model_validate(execution), status=202, headers=headers)
     if execution.status is ExecutionStatus.SUCCESS:
         return web.Response(
             text=json.dumps(execution.result), content_type="application/json", headers=headers
         )
-    return web.json_response(
-        {
-            "error": execution.error.as_json() if execution.error else None,
-            "status": execution.status.value,
-            "status_reason": execution.status_reason,
-        },
-        status=502,
-        headers=headers,
-    )
+    return respond(RunFailed.model_validate(execution), status=502, headers=headers)
 
 
 @routes.get("/v1/executions")
@@ -105,14 +108,8 @@ async def list_executions(request: web.Request) -> web.Response:
     next_link = None
     if len(executions) == query.limit:
         next_link = str(request.url.update_query(marker=executions[-1].id))
-    return web.json_response(
-        {
-            "executions": [
-                serialize.execution(ex, include_output=query.include_output) for ex in executions
-            ],
-            "next": next_link,
-        }
-    )
+    page = ExecutionPage(executions=executions, next=next_link)
+    return respond(page, exclude=None if query.include_output else WITHOUT_RESULTS)
 
 
 @routes.delete("/v1/executions")
@@ -123,7 +120,7 @@ async def purge_executions(request: web.Request) -> web.Response:
         keep_last=_int_param(request, "keep_last"),
         to_datetime=parse_time(to_datetime, "to_datetime") if to_datetime else None,
     )
-    return web.json_response({"deleted": deleted})
+    return respond(Purged(deleted=deleted))
 
 
 async def _get(request: web.Request, wait: float = 0.0) -> Execution:
@@ -141,16 +138,14 @@ async def get_execution(request: web.Request) -> web.Response:
         raise ValidationFailed("wait must be a number of seconds") from None
     if wait < 0:
         raise ValidationFailed("wait must be a number of seconds")
-    return web.json_response(serialize.execution(await _get(request, wait)))
+    return respond(ExecutionRecord.model_validate(await _get(request, wait)))
 
 
 @routes.get("/v1/executions/{id}/poll")
 async def poll_execution(request: web.Request) -> web.Response:
     execution = await _get(request)
     if not execution.status.is_final:
-        return web.json_response(
-            {"message": "Result is not ready yet", "status": execution.status.value}
-        )
+        return respond(Pending(message="Result is not ready yet", status=execution.status))
     raise web.HTTPSeeOther(location=f"{_location(execution)}/result")
 
 
@@ -177,7 +172,7 @@ async def execution_result(request: web.Request) -> web.Response:
             f"the execution ended {execution.status.value}",
             {"message": "Rejected", "reason": reason, "status": execution.status.value},
         )
-    return web.json_response({"data": execution.result})
+    return respond(Result(data=execution.result))
 
 
 @routes.get("/v1/executions/{id}/log")
@@ -192,7 +187,7 @@ async def cancel_execution(request: web.Request) -> web.Response:
     execution = await services(request).executions.cancel(
         project_of(request), request.match_info["id"], kill=body.kill
     )
-    return web.json_response(serialize.execution(execution))
+    return respond(ExecutionRecord.model_validate(execution))
 
 
 @routes.delete("/v1/executions/{id}")

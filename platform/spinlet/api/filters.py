@@ -1,17 +1,17 @@
-"""Query strings of execution lists: `field=op:value` filters, sorting, paging."""
+"""Query strings of execution lists (`field=op:value` filters, sorting, paging) as the
+`spinlet.queries` values the store lists by."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from multidict import MultiMapping
 
 from spinlet.api.schemas import MAX_WHOLE
 from spinlet.domain import ExecutionStatus
 from spinlet.errors import ValidationFailed
-from spinlet.store import ExecutionQuery, Filter
-from spinlet.store.queries import FILTER_FIELDS, OPS, SORT_FIELDS, Op
+from spinlet.queries import FILTER_FIELDS, OPS, SORT_FIELDS, Direction, ExecutionQuery, Filter, Op
 
 MAX_PAGE = 1000
 TRUE = ("1", "true", "yes", "on")
@@ -74,17 +74,17 @@ def parse_filter(field: str, raw: str) -> Filter:
     return Filter(field, op, _value(field, raw))
 
 
-def _sort(params: MultiMapping[str]) -> tuple[tuple[str, Literal["asc", "desc"]], ...]:
+def _sort(params: MultiMapping[str]) -> tuple[tuple[str, Direction], ...]:
     keys = [k for k in params.get("sort_keys", "created_at").split(",") if k]
     dirs = [d for d in params.get("sort_dirs", "").split(",") if d]
-    sort: list[tuple[str, Literal["asc", "desc"]]] = []
+    sort: list[tuple[str, Direction]] = []
     for index, key in enumerate(keys):
         if key not in SORT_FIELDS:
             raise ValidationFailed(f"sort_keys: {key!r} is not one of {', '.join(SORT_FIELDS)}")
         direction = dirs[index] if index < len(dirs) else (dirs[-1] if dirs else "desc")
         if direction not in ("asc", "desc"):
             raise ValidationFailed("sort_dirs must be asc or desc")
-        sort.append((key, cast(Literal["asc", "desc"], direction)))
+        sort.append((key, cast(Direction, direction)))
     return tuple(sort)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from spinlet.api import serialize
 from spinlet.api.bodies import read_function_body
 from spinlet.api.keys import listing_project, project_of, services
 from spinlet.api.schemas import FunctionBody, parse
+from spinlet.api.serialize import FunctionList, FunctionRecord, respond
 from spinlet.errors import ValidationFailed
 from spinlet.services.functions import FunctionFields, Upload
 
@@ -39,7 +39,7 @@ async def _fields(request: web.Request) -> tuple[FunctionFields, Upload | None]:
 @routes.get("/v1/functions")
 async def list_functions(request: web.Request) -> web.Response:
     functions = await services(request).functions.list(listing_project(request))
-    return web.json_response({"functions": [serialize.function(fn) for fn in functions]})
+    return respond(FunctionList(functions=functions))
 
 
 @routes.post("/v1/functions")
@@ -48,7 +48,7 @@ async def create_function(request: web.Request) -> web.Response:
     if upload is None:
         raise ValidationFailed("package is required: a .zip or a single .py file")
     function = await services(request).functions.create(project_of(request), fields, upload)
-    return web.json_response(serialize.function(function), status=201)
+    return respond(FunctionRecord.model_validate(function), status=201)
 
 
 @routes.get("/v1/functions/{id}")
@@ -62,7 +62,7 @@ async def get_function(request: web.Request) -> web.StreamResponse:
             headers={"Content-Disposition": f'attachment; filename="{function.name}.zip"'},
         )
     function = await services(request).functions.get(project_of(request), ref)
-    return web.json_response(serialize.function(function))
+    return respond(FunctionRecord.model_validate(function))
 
 
 @routes.put("/v1/functions/{id}")
@@ -71,7 +71,7 @@ async def update_function(request: web.Request) -> web.Response:
     function = await services(request).functions.update(
         project_of(request), request.match_info["id"], fields, upload
     )
-    return web.json_response(serialize.function(function))
+    return respond(FunctionRecord.model_validate(function))
 
 
 @routes.delete("/v1/functions/{id}")

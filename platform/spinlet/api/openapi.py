@@ -2,8 +2,8 @@
 
 Written as a table of operations, one per route; a test checks it against the router, so a
 route cannot be added without being described, and tests/integration/test_fuzz.py checks the
-server's answers against it. Request bodies come from the pydantic models the handlers validate
-with; the records answered are described field by field (more fields may come), errors exactly.
+server's answers against it. The schemas come from the pydantic models the handlers read the
+request bodies with and write the answers with (`api/serialize.py`).
 """
 
 from __future__ import annotations
@@ -13,196 +13,60 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from spinlet import __version__
 from spinlet.api import schemas
 from spinlet.api.filters import MAX_PAGE
-from spinlet.domain import ExecutionSource, ExecutionStatus, FunctionStatus, Role, RuntimeStatus
-from spinlet.store.queries import FILTER_FIELDS, OPS, SORT_FIELDS
+from spinlet.api.serialize import (
+    AliasList,
+    AliasRecord,
+    Error,
+    ExecutionPage,
+    ExecutionRecord,
+    FunctionList,
+    FunctionRecord,
+    Health,
+    NewToken,
+    Pending,
+    Pool,
+    Purged,
+    Result,
+    RunFailed,
+    RuntimeList,
+    RuntimeRecord,
+    Service,
+    TokenList,
+    TokenRecord,
+    VersionList,
+    VersionRecord,
+)
+from spinlet.queries import FILTER_FIELDS, OPS, SORT_FIELDS
 
-#: The media types of a response, each with its schema (`{}`: any JSON).
+#: The media types of a response, each with its schema: a JSON schema (`{}`: any JSON), or the
+#: model that writes the answer (`api/serialize.py`), whose schema the document then holds.
 Content = dict[str, Any]
 
 STRING: dict[str, Any] = {"type": "string"}
-TEXT: dict[str, Any] = {"type": ["string", "null"]}
-INTEGER: dict[str, Any] = {"type": "integer"}
-NUMBER: dict[str, Any] = {"type": "number"}
 BOOLEAN: dict[str, Any] = {"type": "boolean"}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
-MAYBE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
 ANY: dict[str, Any] = {}
+REF = "#/components/schemas/{model}"
 
 
-def record(optional: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
-    """An object with these fields, all of them always there but the `optional` ones."""
-    return {
-        "type": "object",
-        "required": [name for name in properties if name not in optional],
-        "properties": properties,
-    }
-
-
-def enum(values: type[Any]) -> dict[str, Any]:
-    return {"type": "string", "enum": [member.value for member in values]}
-
-
-def array(items: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "array", "items": items}
-
-
-def as_json(schema: dict[str, Any]) -> Content:
+def as_json(schema: dict[str, Any] | type[BaseModel]) -> Content:
     return {"application/json": {"schema": schema}}
 
 
-CODE = record(source=STRING, md5sum=STRING)
-RUNTIME = record(
-    id=STRING,
-    name=STRING,
-    image=STRING,
-    description=TEXT,
-    status=enum(RuntimeStatus),
-    is_public=BOOLEAN,
-    trusted=BOOLEAN,
-    project_id=STRING,
-    created_at=TIME,
-    updated_at=MAYBE_TIME,
-)
-FUNCTION = record(
-    id=STRING,
-    name=STRING,
-    description=TEXT,
-    runtime_id=STRING,
-    code=CODE,
-    entry=STRING,
-    count=INTEGER,
-    cpu=INTEGER,
-    retries=INTEGER,
-    concurrency=INTEGER,
-    environment_keys=array(STRING),
-    network=BOOLEAN,
-    memory_size=INTEGER,
-    timeout=NUMBER,
-    status=enum(FunctionStatus),
-    package_size=INTEGER,
-    latest_version=INTEGER,
-    project_id=STRING,
-    created_at=TIME,
-    updated_at=MAYBE_TIME,
-)
-VERSION = record(
-    id=STRING,
-    function_id=STRING,
-    version_number=INTEGER,
-    description=TEXT,
-    count=INTEGER,
-    code=CODE,
-    entry=STRING,
-    runtime_id=STRING,
-    image_id=STRING,
-    package_size=INTEGER,
-    timeout=NUMBER,
-    memory_size=INTEGER,
-    cpu=INTEGER,
-    environment_keys=array(STRING),
-    network=BOOLEAN,
-    config_hash=STRING,
-    project_id=STRING,
-    created_at=TIME,
-    updated_at=MAYBE_TIME,
-)
-ALIAS = record(
-    id=STRING,
-    name=STRING,
-    function_id=STRING,
-    function_version=INTEGER,
-    routing={"anyOf": [{"type": "null"}, record(version=INTEGER, weight=NUMBER)]},
-    description=TEXT,
-    project_id=STRING,
-    created_at=TIME,
-    updated_at=MAYBE_TIME,
-)
-TOKEN = record(
-    id=STRING,
-    project_id=STRING,
-    role=enum(Role),
-    name=TEXT,
-    prefix=STRING,
-    created_at=TIME,
-    revoked_at=MAYBE_TIME,
-)
-NEW_TOKEN = record(**TOKEN["properties"], token=STRING)  # the secret, shown once
-EXECUTION = record(
-    ("result",),  # not in listings without `include_output=true`
-    id=STRING,
-    function_id=STRING,
-    function_name=STRING,
-    function_version=INTEGER,
-    function_alias=TEXT,
-    status=enum(ExecutionStatus),
-    status_reason=TEXT,
-    sync=BOOLEAN,
-    input=ANY,
-    result=ANY,
-    error={"type": ["object", "null"]},
-    duration_ms={"type": ["number", "null"]},
-    start_kind=TEXT,
-    init_ms={"type": ["number", "null"]},
-    image_id=TEXT,
-    source=enum(ExecutionSource),
-    description=TEXT,
-    expired=BOOLEAN,
-    attempts=INTEGER,
-    node_id=TEXT,
-    project_id=STRING,
-    created_at=TIME,
-    started_at=MAYBE_TIME,
-    finished_at=MAYBE_TIME,
-    updated_at=MAYBE_TIME,
-)
-#: `/invoke` of a run that did not succeed (502).
-RUN_FAILED = record(
-    error={"type": ["object", "null"]}, status=enum(ExecutionStatus), status_reason=TEXT
-)
-SERVICE = record(name=STRING, version=STRING, api=STRING)
 ZIP: Content = {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
 TEXT_PLAIN: Content = {"text/plain": {"schema": STRING}}
 
-ERROR = {
-    "type": "object",
-    "required": ["error", "faultstring"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        },
-        "faultstring": {"type": "string"},
-    },
-}
-
+#: A function's form: its package, and the fields of the JSON body, each as text.
 FUNCTION_FORM = {
     "type": "object",
     "properties": {
         "package": {"type": "string", "format": "binary", "description": "a .py file or a .zip"},
-        **{
-            name: {"type": "string"}
-            for name in (
-                "name",
-                "runtime_id",
-                "entry",
-                "code",
-                "description",
-                "timeout",
-                "memory_size",
-                "cpu",
-                "concurrency",
-                "retries",
-                "environment",
-                "environment_add",
-                "environment_remove",
-                "network",
-            )
-        },
+        **{name: STRING for name in schemas.FunctionBody.model_fields},
     },
 }
 
@@ -249,24 +113,17 @@ class Operation:
 
 OPERATIONS = (
     Operation(
-        "get", "/", "Service name and version", answer=as_json(SERVICE), errors=(), public=True
+        "get", "/", "Service name and version", answer=as_json(Service), errors=(), public=True
     ),
     Operation(
-        "get", "/v1", "Service name and version", answer=as_json(SERVICE), errors=(), public=True
+        "get", "/v1", "Service name and version", answer=as_json(Service), errors=(), public=True
     ),
-    Operation(
-        "get",
-        "/health",
-        "Liveness",
-        answer=as_json(record(status=STRING)),
-        errors=(),
-        public=True,
-    ),
+    Operation("get", "/health", "Liveness", answer=as_json(Health), errors=(), public=True),
     Operation(
         "get",
         "/ready",
         "Readiness: the database and the container engine answer, the runtime image is there",
-        answer=as_json(record(status=STRING)),
+        answer=as_json(Health),
         errors=(503,),
         public=True,
     ),
@@ -285,7 +142,7 @@ OPERATIONS = (
         "get",
         "/v1/runtimes",
         "List runtimes",
-        answer=as_json(record(runtimes=array(RUNTIME))),
+        answer=as_json(RuntimeList),
         errors=(),
     ),
     Operation(
@@ -293,16 +150,21 @@ OPERATIONS = (
         "/v1/runtimes",
         "Register a runtime image (admins)",
         201,
-        as_json(RUNTIME),
+        as_json(RuntimeRecord),
         schemas.RuntimeCreate,
         errors=(400, 403, 409),
     ),
-    Operation("get", "/v1/runtimes/{id}", "A runtime, by id or name", answer=as_json(RUNTIME)),
+    Operation(
+        "get",
+        "/v1/runtimes/{id}",
+        "A runtime, by id or name",
+        answer=as_json(RuntimeRecord),
+    ),
     Operation(
         "put",
         "/v1/runtimes/{id}",
         "Change a runtime (admins)",
-        answer=as_json(RUNTIME),
+        answer=as_json(RuntimeRecord),
         body=schemas.RuntimeUpdate,
         errors=(400, 403, 404, 409),
     ),
@@ -313,13 +175,13 @@ OPERATIONS = (
         "get",
         "/v1/runtimes/{id}/pool",
         "The runtime's containers",
-        answer=as_json(record(name=STRING, capacity=record(total=INTEGER, available=INTEGER))),
+        answer=as_json(Pool),
     ),
     Operation(
         "get",
         "/v1/functions",
         "List functions",
-        answer=as_json(record(functions=array(FUNCTION))),
+        answer=as_json(FunctionList),
         query=(ALL_PROJECTS,),
         errors=(400, 403),
     ),
@@ -328,7 +190,7 @@ OPERATIONS = (
         "/v1/functions",
         "Upload a function (multipart, JSON with a base64 package, or a form)",
         201,
-        as_json(FUNCTION),
+        as_json(FunctionRecord),
         FUNCTION_FORM,
         errors=(400, 404, 409, 413),
     ),
@@ -336,14 +198,14 @@ OPERATIONS = (
         "get",
         "/v1/functions/{id}",
         "A function, by id or name (`?download=true`: its package)",
-        answer={**as_json(FUNCTION), **ZIP},
+        answer={**as_json(FunctionRecord), **ZIP},
         query=DOWNLOAD,
     ),
     Operation(
         "put",
         "/v1/functions/{id}",
         "Change a function (null fields stay as they are)",
-        answer=as_json(FUNCTION),
+        answer=as_json(FunctionRecord),
         body=FUNCTION_FORM,
         body_required=False,
         errors=(400, 404, 409, 413),
@@ -361,32 +223,32 @@ OPERATIONS = (
         ),
         errors=(400, 404, 413, 429),
         extra={
-            202: ("queued", as_json(EXECUTION)),
-            502: ("the execution failed", as_json(RUN_FAILED)),
+            202: ("queued", as_json(ExecutionRecord)),
+            502: ("the execution failed", as_json(RunFailed)),
         },
     ),
     Operation(
         "get",
         "/v1/functions/{id}/versions",
         "List a function's versions",
-        answer=as_json(record(function_versions=array(VERSION))),
+        answer=as_json(VersionList),
     ),
     Operation(
         "post",
         "/v1/functions/{id}/versions",
         "Publish the current code as a version (200: unchanged, the latest)",
         201,
-        as_json(VERSION),
+        as_json(VersionRecord),
         schemas.VersionCreate,
         body_required=False,
         errors=(400, 404, 409),
-        extra={200: ("nothing changed: the latest version", as_json(VERSION))},
+        extra={200: ("nothing changed: the latest version", as_json(VersionRecord))},
     ),
     Operation(
         "get",
         "/v1/functions/{id}/versions/{number}",
         "A version (`?download=true`: its package)",
-        answer={**as_json(VERSION), **ZIP},
+        answer={**as_json(VersionRecord), **ZIP},
         query=DOWNLOAD,
     ),
     Operation(
@@ -400,7 +262,7 @@ OPERATIONS = (
         "get",
         "/v1/aliases",
         "List aliases",
-        answer=as_json(record(function_aliases=array(ALIAS))),
+        answer=as_json(AliasList),
         query=(("function_id", "only this function's", STRING), ALL_PROJECTS),
         errors=(400, 403, 404),
     ),
@@ -409,16 +271,16 @@ OPERATIONS = (
         "/v1/aliases",
         "Create an alias",
         201,
-        as_json(ALIAS),
+        as_json(AliasRecord),
         schemas.AliasBody,
         errors=(400, 404, 409),
     ),
-    Operation("get", "/v1/aliases/{name}", "An alias", answer=as_json(ALIAS)),
+    Operation("get", "/v1/aliases/{name}", "An alias", answer=as_json(AliasRecord)),
     Operation(
         "put",
         "/v1/aliases/{name}",
         "Change an alias",
-        answer=as_json(ALIAS),
+        answer=as_json(AliasRecord),
         body=schemas.AliasBody,
         body_required=False,
     ),
@@ -427,7 +289,7 @@ OPERATIONS = (
         "get",
         "/v1/tokens",
         "List the project's API tokens (admins; never their secrets)",
-        answer=as_json(record(tokens=array(TOKEN))),
+        answer=as_json(TokenList),
         query=(ALL_PROJECTS,),
         errors=(400, 403),
     ),
@@ -436,26 +298,30 @@ OPERATIONS = (
         "/v1/tokens",
         "Make an API token of the project (admins); its secret is in this answer only",
         201,
-        as_json(NEW_TOKEN),
+        as_json(NewToken),
         schemas.TokenCreate,
         body_required=False,
         errors=(400, 403),
     ),
     Operation(
-        "get", "/v1/tokens/{id}", "An API token (admins)", answer=as_json(TOKEN), errors=(403, 404)
+        "get",
+        "/v1/tokens/{id}",
+        "An API token (admins)",
+        answer=as_json(TokenRecord),
+        errors=(403, 404),
     ),
     Operation(
         "delete",
         "/v1/tokens/{id}",
         "Revoke an API token (admins): at once here, within a second on other nodes",
-        answer=as_json(TOKEN),
+        answer=as_json(TokenRecord),
         errors=(403, 404),
     ),
     Operation(
         "get",
         "/v1/executions",
         "List executions",
-        answer=as_json(record(executions=array(EXECUTION), next=TEXT)),
+        answer=as_json(ExecutionPage),
         query=tuple(LIST_PARAMS),
         errors=(400, 403, 404),
     ),
@@ -464,19 +330,19 @@ OPERATIONS = (
         "/v1/executions",
         "Run a function: sync (201, finished) or async (202, queued)",
         201,
-        as_json(EXECUTION),
+        as_json(ExecutionRecord),
         schemas.ExecutionCreate,
         errors=(400, 404, 409, 413, 429),
         extra={
-            200: ("a retry with the same id", as_json(EXECUTION)),
-            202: ("queued", as_json(EXECUTION)),
+            200: ("a retry with the same id", as_json(ExecutionRecord)),
+            202: ("queued", as_json(ExecutionRecord)),
         },
     ),
     Operation(
         "delete",
         "/v1/executions",
         "Purge finished executions",
-        answer=as_json(record(deleted=INTEGER)),
+        answer=as_json(Purged),
         query=(
             ("keep_last", "keep this many newest", WHOLE),
             ("to_datetime", "purge older ones", TIME),
@@ -487,7 +353,7 @@ OPERATIONS = (
         "get",
         "/v1/executions/{id}",
         "An execution (`?wait=S`: once it is final or S seconds passed)",
-        answer=as_json(EXECUTION),
+        answer=as_json(ExecutionRecord),
         query=(("wait", "seconds to wait for the end", {"type": "number", "minimum": 0}),),
     ),
     Operation(
@@ -498,26 +364,29 @@ OPERATIONS = (
         "get",
         "/v1/executions/{id}/poll",
         "200 while pending, then 303 to its result",
-        answer=as_json(record(message=STRING, status=enum(ExecutionStatus))),
+        answer=as_json(Pending),
         extra={303: ("finished: see /result", None)},
     ),
     Operation(
         "get",
         "/v1/executions/{id}/result",
         "Its result (400 if it failed, 409 while it runs)",
-        answer=as_json(record(data=ANY)),
+        answer=as_json(Result),
         errors=(400, 404, 409),
     ),
     Operation(
         "post",
         "/v1/executions/{id}/cancel",
         "Cancel a queued or running execution",
-        answer=as_json(EXECUTION),
+        answer=as_json(ExecutionRecord),
         body=schemas.ExecutionCancel,
         body_required=False,
         errors=(400, 404, 409),
     ),
 )
+
+#: The paths anyone may read without a token: they describe the server, not any project's data.
+PUBLIC_PATHS = frozenset(op.path for op in OPERATIONS if op.public)
 
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
@@ -533,7 +402,31 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
     return params
 
 
-def _body(op: Operation, models: dict[str, Any]) -> dict[str, Any] | None:
+#: The reference to each model's schema, as it reads request bodies or writes answers.
+Models = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
+
+
+def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    found: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(Error, "serialization"): None}
+    for op in OPERATIONS:
+        if isinstance(op.body, type):
+            found[(op.body, "validation")] = None
+        for content in (op.answer, *(content for _, content in op.extra.values())):
+            for media in (content or {}).values():
+                if isinstance(media["schema"], type):
+                    found[(media["schema"], "serialization")] = None
+    return list(found)
+
+
+def _content(content: Content, refs: Models) -> Content:
+    """The content with its models replaced by references to their schemas."""
+    return {
+        media: {"schema": refs[(schema, "serialization")] if isinstance(schema, type) else schema}
+        for media, schema in ((media, value["schema"]) for media, value in content.items())
+    }
+
+
+def _body(op: Operation, refs: Models) -> dict[str, Any] | None:
     if op.body is None:
         return None
     if isinstance(op.body, dict):
@@ -543,28 +436,26 @@ def _body(op: Operation, models: dict[str, Any]) -> dict[str, Any] | None:
             "application/json": {"schema": {"type": "object"}},
         }
     else:
-        schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
-        models.update(schema.pop("$defs", {}))
-        models[op.body.__name__] = schema
-        content = as_json({"$ref": f"#/components/schemas/{op.body.__name__}"})
+        content = as_json(refs[(op.body, "validation")])
     return {"required": op.body_required, "content": content}
 
 
-def _response(description: str, content: Content | None) -> dict[str, Any]:
+def _response(description: str, content: Content | None, refs: Models) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description}
     if content is not None:
-        response["content"] = content
+        response["content"] = _content(content, refs)
     return response
 
 
 def document() -> dict[str, Any]:
-    models: dict[str, Any] = {"Error": ERROR}
+    refs, models = models_json_schema(_models(), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
-    refused = as_json({"$ref": "#/components/schemas/Error"})
+    refused = as_json(Error)
     for op in OPERATIONS:
-        responses = {str(op.ok): _response("done", op.answer)}
-        responses.update({str(code): _response(*answer) for code, answer in op.extra.items()})
-        responses.update({str(code): _response("refused", refused) for code in op.errors})
+        responses = {str(op.ok): _response("done", op.answer, refs)}
+        for code, (text, content) in op.extra.items():
+            responses[str(code)] = _response(text, content, refs)
+        responses.update({str(code): _response("refused", refused, refs) for code in op.errors})
         operation: dict[str, Any] = {
             "summary": op.summary,
             "operationId": f"{op.method}_{op.path}",
@@ -575,13 +466,13 @@ def document() -> dict[str, Any]:
             # Needed unless the server listens on loopback only (then every request acts as
             # an admin of the default project).
             operation["security"] = [{"token": []}]
-            responses["401"] = _response("no valid token", refused)
-            responses["503"] = _response("the database is unreachable (Retry-After)", refused)
+            responses["401"] = _response("no valid token", refused, refs)
+            responses["503"] = _response("the database is unreachable (Retry-After)", refused, refs)
         # A page of another origin, or a Host the node does not serve (`api/browsers.py`).
-        responses.setdefault("403", _response("refused", refused))
-        if (body := _body(op, models)) is not None:
+        responses.setdefault("403", _response("refused", refused, refs))
+        if (body := _body(op, refs)) is not None:
             operation["requestBody"] = body
-            responses["415"] = _response("a body of a type it does not read", refused)
+            responses["415"] = _response("a body of a type it does not read", refused, refs)
         paths.setdefault(op.path, {})[op.method] = operation
     # A copy: the parts shared between operations are not the caller's to change.
     return copy.deepcopy(
@@ -590,7 +481,7 @@ def document() -> dict[str, Any]:
             "info": {"title": "Spinlet", "version": __version__},
             "paths": paths,
             "components": {
-                "schemas": models,
+                "schemas": models.get("$defs", {}),
                 "securitySchemes": {
                     "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
                 },

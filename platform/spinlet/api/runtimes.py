@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from spinlet.api import serialize
 from spinlet.api.bodies import read_json
 from spinlet.api.keys import project_of, require_admin, services
 from spinlet.api.schemas import RuntimeCreate, RuntimeUpdate, parse
+from spinlet.api.serialize import Pool, RuntimeList, RuntimeRecord, respond
 
 routes = web.RouteTableDef()
 
@@ -15,7 +15,7 @@ routes = web.RouteTableDef()
 @routes.get("/v1/runtimes")
 async def list_runtimes(request: web.Request) -> web.Response:
     runtimes = await services(request).runtimes.list(project_of(request))
-    return web.json_response({"runtimes": [serialize.runtime(rt) for rt in runtimes]})
+    return respond(RuntimeList(runtimes=runtimes))
 
 
 @routes.post("/v1/runtimes")
@@ -25,13 +25,13 @@ async def create_runtime(request: web.Request) -> web.Response:
     runtime = await services(request).runtimes.create(
         project_of(request), name=body.name, image=body.image, description=body.description
     )
-    return web.json_response(serialize.runtime(runtime), status=201)
+    return respond(RuntimeRecord.model_validate(runtime), status=201)
 
 
 @routes.get("/v1/runtimes/{id}")
 async def get_runtime(request: web.Request) -> web.Response:
     runtime = await services(request).runtimes.get(project_of(request), request.match_info["id"])
-    return web.json_response(serialize.runtime(runtime))
+    return respond(RuntimeRecord.model_validate(runtime))
 
 
 @routes.put("/v1/runtimes/{id}")
@@ -41,7 +41,7 @@ async def update_runtime(request: web.Request) -> web.Response:
     runtime = await services(request).runtimes.update(
         project_of(request), request.match_info["id"], body.model_dump()
     )
-    return web.json_response(serialize.runtime(runtime))
+    return respond(RuntimeRecord.model_validate(runtime))
 
 
 @routes.delete("/v1/runtimes/{id}")
@@ -54,6 +54,4 @@ async def delete_runtime(request: web.Request) -> web.Response:
 @routes.get("/v1/runtimes/{id}/pool")
 async def runtime_pool(request: web.Request) -> web.Response:
     pool = await services(request).runtimes.pool(project_of(request), request.match_info["id"])
-    return web.json_response(
-        {"name": pool.runtime_id, "capacity": {"total": pool.total, "available": pool.available}}
-    )
+    return respond(Pool.model_validate({"name": pool.runtime_id, "capacity": pool}))

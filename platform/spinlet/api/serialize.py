@@ -1,139 +1,280 @@
-"""Domain records as API JSON (Qinling v1 field names)."""
+"""The records the API answers (Qinling v1 field names): one model each, read from the domain
+record, that both writes the JSON and describes it in the OpenAPI document (`api/openapi.py`).
+
+Records may carry more fields than their schema lists (additive changes are fine); every field
+listed is always there, but an execution's `result` in a listing without `include_output`.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from spinlet.domain import Alias, ApiToken, Execution, Function, FunctionVersion, Runtime
+from aiohttp import web
+from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic.json_schema import WithJsonSchema
 
+from spinlet.domain import (
+    ApiToken,
+    ExecutionSource,
+    ExecutionStatus,
+    FunctionStatus,
+    Role,
+    RuntimeStatus,
+)
 
-def timestamp(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def runtime(rt: Runtime) -> dict[str, Any]:
-    return {
-        "id": rt.id,
-        "name": rt.name,
-        "image": rt.image,
-        "description": rt.description,
-        "status": rt.status.value,
-        "is_public": rt.is_public,
-        "trusted": rt.trusted,
-        "project_id": rt.project_id,
-        "created_at": timestamp(rt.created_at),
-        "updated_at": timestamp(rt.updated_at),
-    }
-
-
-def function(fn: Function) -> dict[str, Any]:
-    return {
-        "id": fn.id,
-        "name": fn.name,
-        "description": fn.description,
-        "runtime_id": fn.runtime_id,
-        "code": fn.code,
-        "entry": fn.entry,
-        "count": 0,
-        "cpu": fn.cpu,
-        "retries": fn.retries,
-        "concurrency": fn.concurrency,
-        "environment_keys": sorted(fn.environment),  # the values are never shown
-        "network": fn.network,
-        "memory_size": fn.memory_size,
-        "timeout": fn.timeout,
-        "status": fn.status.value,
-        "package_size": fn.package.size,
-        "latest_version": fn.latest_version,
-        "project_id": fn.project_id,
-        "created_at": timestamp(fn.created_at),
-        "updated_at": timestamp(fn.updated_at),
-    }
+#: Times as `datetime.isoformat()` writes them (`+00:00`, as the API always answered; pydantic's
+#: own writer says `Z`, which `fromisoformat` before Python 3.11 refuses). It costs about 1.5 µs
+#: a time, measured; an execution's record is still written in 23-25 µs, as fast as the dict and
+#: `json.dumps` it replaces (26 µs), and a page of 1,000 in 18 ms instead of 21.
+Time = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+#: A mapping shown by its sorted keys only (a function's environment: the values are secret).
+Keys = Annotated[list[str], BeforeValidator(sorted)]
 
 
-def execution(ex: Execution, *, include_output: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": ex.id,
-        "function_id": ex.function_id,
-        "function_name": ex.function_name,
-        "function_version": ex.function_version,
-        "function_alias": ex.function_alias,
-        "status": ex.status.value,
-        "status_reason": ex.status_reason,
-        "sync": ex.sync,
-        "input": ex.input,
-        "result": ex.result if include_output else None,
-        "error": ex.error.as_json() if ex.error else None,
-        "duration_ms": ex.duration_ms,
-        "start_kind": ex.start_kind,
-        "init_ms": ex.init_ms,
-        "image_id": ex.image_id,
-        "source": ex.source.value,
-        "description": ex.description,
-        "expired": ex.expired,
-        "attempts": ex.attempts,
-        "node_id": ex.node_id,  # the node that ran (or runs) it
-        "project_id": ex.project_id,
-        "created_at": timestamp(ex.created_at),
-        "started_at": timestamp(ex.started_at),
-        "finished_at": timestamp(ex.finished_at),
-        "updated_at": timestamp(ex.updated_at),
-    }
-    if not include_output:
-        del body["result"]
-    return body
+class Record(BaseModel):
+    """Read from a domain record's attributes (`model_validate(record)`)."""
+
+    # Fields with a default are still always written: required in the schema of an answer.
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
 
 
-def version(v: FunctionVersion) -> dict[str, Any]:
-    return {
-        "id": v.id,
-        "function_id": v.function_id,
-        "version_number": v.number,
-        "description": v.description,
-        "count": 0,
-        "code": v.code,
-        "entry": v.entry,
-        "runtime_id": v.runtime_id,
-        "image_id": v.image_id,
-        "package_size": v.package.size,
-        "timeout": v.timeout,
-        "memory_size": v.memory_size,
-        "cpu": v.cpu,
-        "environment_keys": sorted(v.environment),
-        "network": v.network,
-        "config_hash": v.config_hash,
-        "project_id": v.project_id,
-        "created_at": timestamp(v.created_at),
-        "updated_at": timestamp(v.updated_at),
-    }
+class Code(Record):
+    source: str
+    md5sum: str
 
 
-def alias(a: Alias) -> dict[str, Any]:
-    routing = None
-    if a.routing is not None:
-        routing = {"version": a.routing.version, "weight": a.routing.weight}
-    return {
-        "id": a.id,
-        "name": a.name,
-        "function_id": a.function_id,
-        "function_version": a.function_version,
-        "routing": routing,
-        "description": a.description,
-        "project_id": a.project_id,
-        "created_at": timestamp(a.created_at),
-        "updated_at": timestamp(a.updated_at),
-    }
+class RuntimeRecord(Record):
+    id: str
+    name: str
+    image: str
+    description: str | None
+    status: RuntimeStatus
+    is_public: bool
+    trusted: bool
+    project_id: str
+    created_at: Time
+    updated_at: Time | None
+
+
+class FunctionRecord(Record):
+    id: str
+    name: str
+    description: str | None
+    runtime_id: str
+    code: Code
+    entry: str
+    count: int = 0  # Qinling's count of running workers
+    cpu: int
+    retries: int
+    concurrency: int
+    environment_keys: Keys = Field(validation_alias="environment")
+    network: bool
+    memory_size: int
+    timeout: float
+    status: FunctionStatus
+    package_size: int = Field(validation_alias=AliasPath("package", "size"))
+    latest_version: int
+    project_id: str
+    created_at: Time
+    updated_at: Time | None
+
+
+class VersionRecord(Record):
+    id: str
+    function_id: str
+    version_number: int = Field(validation_alias="number")
+    description: str | None
+    count: int = 0
+    code: Code
+    entry: str
+    runtime_id: str
+    image_id: str
+    package_size: int = Field(validation_alias=AliasPath("package", "size"))
+    timeout: float
+    memory_size: int
+    cpu: int
+    environment_keys: Keys = Field(validation_alias="environment")
+    network: bool
+    config_hash: str
+    project_id: str
+    created_at: Time
+    updated_at: Time | None
+
+
+class RoutingRecord(Record):
+    version: int
+    weight: float
+
+
+class AliasRecord(Record):
+    id: str
+    name: str
+    function_id: str
+    function_version: int
+    routing: RoutingRecord | None
+    description: str | None
+    project_id: str
+    created_at: Time
+    updated_at: Time | None
+
+
+class ExecutionErrorRecord(Record):
+    """How an execution failed (the traceback is empty unless its code raised)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+def _result_optional(schema: dict[str, Any]) -> None:
+    """An execution's schema: listings leave the result out unless asked."""
+    schema["required"].remove("result")
+
+
+class ExecutionRecord(Record):
+    model_config = ConfigDict(json_schema_extra=_result_optional)
+
+    id: str
+    function_id: str
+    function_name: str
+    function_version: int
+    function_alias: str | None
+    status: ExecutionStatus
+    status_reason: str | None
+    sync: bool
+    input: Any
+    result: Any = None  # left out of listings without `include_output=true`
+    error: ExecutionErrorRecord | None
+    duration_ms: float | None
+    start_kind: str | None
+    init_ms: float | None
+    image_id: str | None
+    source: ExecutionSource
+    description: str | None
+    expired: bool
+    attempts: int
+    node_id: str | None  # the node that ran (or runs) it
+    project_id: str
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
+    updated_at: Time | None
+
+
+class TokenRecord(Record):
+    """A token's record: never its secret, which only the answer to its creation holds."""
+
+    id: str
+    project_id: str
+    role: Role
+    name: str | None
+    prefix: str
+    created_at: Time
+    revoked_at: Time | None
+
+
+class NewToken(TokenRecord):
+    token: str  # the secret, shown once
+
+
+class RuntimeList(Record):
+    runtimes: list[RuntimeRecord]
+
+
+class FunctionList(Record):
+    functions: list[FunctionRecord]
+
+
+class VersionList(Record):
+    function_versions: list[VersionRecord]
+
+
+class AliasList(Record):
+    function_aliases: list[AliasRecord]
+
+
+class TokenList(Record):
+    tokens: list[TokenRecord]
+
+
+class ExecutionPage(Record):
+    executions: list[ExecutionRecord]
+    next: str | None  # the next page's absolute URL, with the same filters
+
+
+class RunFailed(Record):
+    """`/invoke` of a run that did not succeed (502)."""
+
+    error: ExecutionErrorRecord | None
+    status: ExecutionStatus
+    status_reason: str | None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class Error(BaseModel):
+    """Every 4xx and 5xx answer (`faultstring` keeps Qinling clients readable)."""
+
+    error: ErrorDetail
+    faultstring: str
+
+
+class Service(Record):
+    name: str
+    version: str
+    api: str
+
+
+class Health(Record):
+    status: str
+
+
+class Capacity(Record):
+    total: int
+    available: int
+
+
+class Pool(Record):
+    name: str
+    capacity: Capacity
+
+
+class Purged(Record):
+    deleted: int
+
+
+class Pending(Record):
+    message: str
+    status: ExecutionStatus
+
+
+class Result(Record):
+    data: Any
+
+
+def respond(
+    record: BaseModel,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    exclude: Any = None,
+) -> web.Response:
+    """A JSON answer of this record (written by pydantic-core: no dict in between)."""
+    return web.json_response(
+        text=record.model_dump_json(exclude=exclude), status=status, headers=headers
+    )
 
 
 def token(t: ApiToken) -> dict[str, Any]:
-    """A token's record: never its secret, which only the answer to its creation holds."""
-    return {
-        "id": t.id,
-        "project_id": t.project_id,
-        "role": t.role.value,
-        "name": t.name,
-        "prefix": t.prefix,
-        "created_at": timestamp(t.created_at),
-        "revoked_at": timestamp(t.revoked_at),
-    }
+    """A token's record as plain JSON values (the CLI prints it)."""
+    return TokenRecord.model_validate(t).model_dump(mode="json")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from spinlet.api import serialize
 from spinlet.api.bodies import read_json
 from spinlet.api.keys import listing_project, project_of, require_admin, services
 from spinlet.api.schemas import TokenCreate, parse
+from spinlet.api.serialize import NewToken, TokenList, TokenRecord, respond
 
 routes = web.RouteTableDef()
 
@@ -20,21 +20,21 @@ async def create_token(request: web.Request) -> web.Response:
     require_admin(request, MANAGING)
     body = parse(TokenCreate, await read_json(request, default={}))
     token, secret = await services(request).tokens.create(project_of(request), body.role, body.name)
-    return web.json_response({**serialize.token(token), "token": secret}, status=201)
+    return respond(NewToken.model_validate({**vars(token), "token": secret}), status=201)
 
 
 @routes.get("/v1/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
     require_admin(request, MANAGING)
     tokens = await services(request).tokens.list(listing_project(request))
-    return web.json_response({"tokens": [serialize.token(t) for t in tokens]})
+    return respond(TokenList(tokens=tokens))
 
 
 @routes.get("/v1/tokens/{id}")
 async def get_token(request: web.Request) -> web.Response:
     require_admin(request, MANAGING)
     token = await services(request).tokens.get(project_of(request), request.match_info["id"])
-    return web.json_response(serialize.token(token))
+    return respond(TokenRecord.model_validate(token))
 
 
 @routes.delete("/v1/tokens/{id}")
@@ -43,4 +43,4 @@ async def revoke_token(request: web.Request) -> web.Response:
     the others."""
     require_admin(request, MANAGING)
     token = await services(request).tokens.revoke(request.match_info["id"], project_of(request))
-    return web.json_response(serialize.token(token))
+    return respond(TokenRecord.model_validate(token))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from spinlet.api import serialize
 from spinlet.api.bodies import read_json
 from spinlet.api.filters import whole_number
 from spinlet.api.keys import project_of, services
 from spinlet.api.schemas import VersionCreate, parse
+from spinlet.api.serialize import VersionList, VersionRecord, respond
 
 routes = web.RouteTableDef()
 
@@ -24,13 +24,13 @@ async def publish_version(request: web.Request) -> web.Response:
     version, created = await services(request).versions.publish(
         project_of(request), request.match_info["id"], body.description
     )
-    return web.json_response(serialize.version(version), status=201 if created else 200)
+    return respond(VersionRecord.model_validate(version), status=201 if created else 200)
 
 
 @routes.get("/v1/functions/{id}/versions")
 async def list_versions(request: web.Request) -> web.Response:
     versions = await services(request).versions.list(project_of(request), request.match_info["id"])
-    return web.json_response({"function_versions": [serialize.version(v) for v in versions]})
+    return respond(VersionList(function_versions=versions))
 
 
 @routes.get("/v1/functions/{id}/versions/{number}")
@@ -47,7 +47,7 @@ async def get_version(request: web.Request) -> web.StreamResponse:
             },
         )
     version = await service.get(project_of(request), ref, number)
-    return web.json_response(serialize.version(version))
+    return respond(VersionRecord.model_validate(version))
 
 
 @routes.delete("/v1/functions/{id}/versions/{number}")

@@ -17,7 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from spinlet.domain import DEFAULT_PROJECT, FINAL_STATUSES, ExecutionStatus, utcnow
-from spinlet.store import ExecutionQuery, Filter, Store
+from spinlet.queries import ExecutionQuery, Filter
+from spinlet.store import Store
 from spinlet.store.tables import executions
 
 STATUSES = sorted(s.value for s in {ExecutionStatus.RUNNING, *FINAL_STATUSES})

@@ -13,12 +13,13 @@ from typing import Any
 
 from spinlet.domain import NOT_STARTED, Execution, ExecutionSource, ExecutionStatus, utcnow
 from spinlet.errors import Conflict, TooLarge, TooManyRequests, ValidationFailed
+from spinlet.queries import ExecutionQuery
 from spinlet.services.concurrency import ExecutionGates
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.runner import ExecutionRunner
 from spinlet.services.targets import TargetResolver
 from spinlet.settings import Settings
-from spinlet.store import ExecutionQuery, Store
+from spinlet.store import Store
 
 
 @dataclass(frozen=True)

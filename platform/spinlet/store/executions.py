@@ -34,8 +34,9 @@ from spinlet.domain import (
     utcnow,
 )
 from spinlet.errors import IllegalTransition, NotFound
+from spinlet.queries import ExecutionQuery
+from spinlet.store import queries
 from spinlet.store.database import Database
-from spinlet.store.queries import ExecutionQuery
 from spinlet.store.tables import execution_outputs, executions
 
 _RECORD_FIELDS = (
@@ -194,7 +195,7 @@ class ExecutionRepository:
         columns: list[Any] = [executions]
         if query.include_output:
             columns.append(execution_outputs.c.result)
-        stmt = query.where(select(*columns))
+        stmt = queries.where(query, select(*columns))
         if query.include_output:
             stmt = stmt.outerjoin(
                 execution_outputs, execution_outputs.c.execution_id == executions.c.id
@@ -207,8 +208,8 @@ class ExecutionRepository:
                 marker = (await conn.execute(find)).first()
                 if marker is None:
                     raise NotFound(f"marker execution {query.marker!r} not found")
-                stmt = stmt.where(query.after(marker))
-            rows = await conn.execute(query.order(stmt).limit(query.limit))
+                stmt = stmt.where(queries.after(query, marker))
+            rows = await conn.execute(queries.order(query, stmt).limit(query.limit))
             return [_execution(row, row.result if query.include_output else None) for row in rows]
 
     async def delete(self, project_id: str, execution_id: str) -> None:

@@ -17,7 +17,8 @@ from spinlet.domain import (
     StatusReason,
 )
 from spinlet.errors import IllegalTransition
-from spinlet.store import ExecutionQuery, Store
+from spinlet.queries import ExecutionQuery
+from spinlet.store import Store
 from tests.unit.test_store import make_function
 
 S = ExecutionStatus

@@ -132,3 +132,26 @@ class RuntimeBackendError(SpinletError):
 
     code = "runtime_backend_error"
     status = 503
+
+
+class ExecutionIdTaken(Conflict):
+    """An execution with this id already exists, made by another request: choose another id."""
+
+    def __init__(self, execution_id: str) -> None:
+        # The same answer whether the execution is the caller's or another project's: the
+        # client learns that the id is taken, nothing of the execution that holds it.
+        super().__init__(f"execution {execution_id} already exists with a different request")
+
+
+class RuntimeProtocolMismatch(RuntimeBackendError):
+    """The runtime speaks another version of the runtime protocol than this node."""
+
+    code = "runtime_protocol_mismatch"
+
+    def __init__(self, spoken: object, expected: int) -> None:
+        super().__init__(
+            f"the runtime speaks protocol version {spoken}, this node speaks {expected}: "
+            "rebuild the runtime image (spinlet runtimes build --rebuild) or upgrade the node",
+            protocol=spoken,
+            expected=expected,
+        )

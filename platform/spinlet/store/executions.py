@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, func, select, true, u
 from sqlalchemy.exc import IntegrityError
 
 from spinlet.domain import FINAL_STATUSES, Execution, ExecutionSource, ExecutionStatus, utcnow
-from spinlet.errors import NotFound
+from spinlet.errors import ExecutionIdTaken, NotFound
 from spinlet.store.database import Database
 from spinlet.store.queries import ExecutionQuery
 from spinlet.store.tables import execution_outputs, executions
@@ -89,13 +89,14 @@ class ExecutionRepository:
         return execution
 
     async def create_once(self, execution: Execution) -> tuple[Execution, bool]:
-        """Insert, or return the execution that already has this id (and False)."""
+        """Insert, or return the execution that already has this id (and False). An id taken
+        in another project is `ExecutionIdTaken`, which tells nothing of that execution."""
         try:
             return await self.create(execution), True
-        except IntegrityError:
+        except IntegrityError as exc:
             existing = await self.find(execution.project_id, execution.id)
             if existing is None:  # the id belongs to another project
-                raise
+                raise ExecutionIdTaken(execution.id) from exc
             return existing, False
 
     async def finish(self, execution: Execution, *, logs: str) -> bool:

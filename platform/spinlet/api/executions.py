@@ -87,15 +87,24 @@ async def invoke_function(request: web.Request) -> web.Response:
         return web.Response(
             text=json.dumps(execution.result), content_type="application/json", headers=headers
         )
-    return web.json_response(
-        {
-            "error": execution.error,
-            "status": execution.status.value,
-            "status_reason": execution.status_reason,
-        },
-        status=502,
-        headers=headers,
-    )
+    return web.json_response(_run_failed(execution), status=502, headers=headers)
+
+
+def _run_failed(execution: Execution) -> dict[str, Any]:
+    """The 502 body of an `/invoke` that did not succeed: the standard error body (code
+    `execution_<status>`, the execution's error message) whose `error` also carries the rest of
+    the execution's error (`type`, `traceback`), with `status` and `status_reason` beside it."""
+    error = execution.error or {}
+    status, reason = execution.status.value, execution.status_reason
+    message = str(error.get("message") or f"the execution did not succeed: it is {status}")
+    if not error.get("message") and reason:
+        message += f" ({reason})"
+    details = {k: v for k, v in error.items() if k not in ("code", "message")}
+    return {
+        **error_body(f"execution_{status}", message, **details),
+        "status": status,
+        "status_reason": reason,
+    }
 
 
 @routes.get("/v1/executions")

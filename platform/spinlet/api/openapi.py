@@ -159,9 +159,12 @@ EXECUTION = record(
     finished_at=MAYBE_TIME,
     updated_at=MAYBE_TIME,
 )
-#: `/invoke` of a run that did not succeed (502).
+#: `/invoke` of a run that did not succeed (502): an error body, and the execution's error.
 RUN_FAILED = record(
-    error={"type": ["object", "null"]}, status=enum(ExecutionStatus), status_reason=TEXT
+    error={"type": "object", "required": ["code", "message"]},
+    faultstring=STRING,
+    status=enum(ExecutionStatus),
+    status_reason=TEXT,
 )
 SERVICE = record(name=STRING, version=STRING, api=STRING)
 ZIP: Content = {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
@@ -359,7 +362,11 @@ OPERATIONS = (
         errors=(400, 404, 413, 429),
         extra={
             202: ("queued", as_json(EXECUTION)),
-            502: ("the execution failed", as_json(RUN_FAILED)),
+            502: (
+                "the execution failed: `error.code` is `execution_<status>`, `error.message` and "
+                "`faultstring` its message, `error.type` and `error.traceback` its error's",
+                as_json(RUN_FAILED),
+            ),
         },
     ),
     Operation(

@@ -149,9 +149,10 @@ class RuntimeProtocolMismatch(RuntimeBackendError):
     code = "runtime_protocol_mismatch"
 
     def __init__(self, spoken: object, expected: int) -> None:
+        said = "names no protocol version" if spoken is None else f"speaks protocol {spoken!r}"
         super().__init__(
-            f"the runtime speaks protocol version {spoken}, this node speaks {expected}: "
-            "rebuild the runtime image (spinlet runtimes build --rebuild) or upgrade the node",
+            f"the runtime {said}, this node speaks protocol {expected}: rebuild the runtime "
+            "image (spinlet runtimes build --rebuild) or run a node of the image's release",
             protocol=spoken,
             expected=expected,
         )

@@ -79,9 +79,11 @@ class Database:
         self.url = url
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        #: Made by `migrate`, the first to open the file (off the event loop).
+        self._directory: Path | None = None
         if self.dialect == "sqlite":
-            if parsed.database:
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if parsed.database and parsed.database != ":memory:":
+                self._directory = Path(parsed.database).parent
             kwargs["connect_args"] = {"timeout": 30}
         else:
             # A fixed number of connections: opening one per burst beyond it (an overflow)
@@ -98,7 +100,9 @@ class Database:
                 self._thread = SQLiteThread(parsed, _sqlite_pragmas, self._write_lock)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration (a SQLite file's folder made first)."""
+        if self._directory is not None:
+            await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
 
         def upgrade(connection: Connection) -> None:
             config = alembic_config()

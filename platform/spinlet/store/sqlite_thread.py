@@ -56,6 +56,9 @@ class SQLiteThread:
         if self._flusher is not None:
             await self._flusher
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        await asyncio.to_thread(self._shutdown)  # joins the thread: not on the event loop
+
+    def _shutdown(self) -> None:
         self._executor.shutdown(wait=True)
         self._engine.dispose()
 

@@ -31,10 +31,10 @@ def sqlite_locked(exc: BaseException) -> bool:
     """Whether `exc` is SQLite's "database is locked": another process held the file for
     longer than the busy timeout."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if not isinstance(orig, sqlite3.OperationalError):
+        return False
     code = getattr(orig, "sqlite_errorcode", None)
-    return isinstance(orig, sqlite3.OperationalError) and (
-        code is not None and code & 0xFF in _SQLITE_LOCKED_CODES
-    )
+    return code is not None and (code & 0xFF) in _SQLITE_LOCKED_CODES
 
 
 def locked_unavailable(exc: BaseException) -> StoreUnavailable:

@@ -13,6 +13,7 @@ from typing import Any
 
 import docker
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 from sqlalchemy import make_url
 
 from spinlet.domain import DEFAULT_PROJECT
@@ -29,6 +30,39 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: required)")
     pytest.skip(reason)
+
+
+#: Where a blocking call on the event loop is allowed, each with its reason: (the end of a
+#: file's path, functions of it anywhere on the stack).
+LOOP_MAY_BLOCK: list[tuple[str, set[str]]] = [
+    # The first import of a module that is imported where it is needed (so that the CLI
+    # loads only what a command uses) reads its files, once per process.
+    ("<frozen importlib._bootstrap>", {"_find_and_load"}),
+    # Making an engine: SQLAlchemy makes a SQLite file's path absolute (a getcwd), once.
+    ("sqlalchemy/dialects/sqlite/pysqlite.py", {"create_connect_args"}),
+    # asyncpg looks for a password file and client certificates under ~/.postgresql on each
+    # new connection (a few stats); the pool keeps its connections, so this is rare.
+    ("asyncpg/connect_utils.py", {"_parse_connect_dsn_and_args"}),
+    # Migrations run once as a node starts, before it serves: alembic reads its scripts inside
+    # SQLAlchemy's `run_sync`, in the loop's thread.
+    ("spinlet/store/database.py", {"upgrade"}),
+]
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """Fail a test in which Spinlet's code makes a blocking call on the event loop (file or
+    socket I/O, a sleep, a lock wait, a SQLite statement): only calls with a frame of the
+    `spinlet` package on the stack count, so a test's own setup may block. The acceptance tier
+    drives nodes in other processes, where this cannot see."""
+    if "acceptance" in request.node.path.parts:
+        yield None
+        return
+    with blockbuster_ctx("spinlet") as buster:
+        for function in buster.functions.values():
+            for filename, names in LOOP_MAY_BLOCK:
+                function.can_block_in(filename, names)
+        yield buster
 
 
 @pytest.fixture(scope="session")

@@ -153,3 +153,27 @@ class InvalidSetting(SpinletError):
     """A setting (a `SPINLET_*` variable or a flag of `spinlet serve`) has a wrong value."""
 
     code = "invalid_setting"
+
+
+class ExecutionIdTaken(Conflict):
+    """An execution with this id already exists, made by another request: choose another id."""
+
+    def __init__(self, execution_id: str) -> None:
+        # The same answer whether the execution is the caller's or another project's: the
+        # client learns that the id is taken, nothing of the execution that holds it.
+        super().__init__(f"execution {execution_id} already exists with a different request")
+
+
+class RuntimeProtocolMismatch(RuntimeBackendError):
+    """The runtime speaks another version of the runtime protocol than this node."""
+
+    code = "runtime_protocol_mismatch"
+
+    def __init__(self, spoken: object, expected: int) -> None:
+        said = "names no protocol version" if spoken is None else f"speaks protocol {spoken!r}"
+        super().__init__(
+            f"the runtime {said}, this node speaks protocol {expected}: rebuild the runtime "
+            "image (spinlet runtimes build --rebuild) or run a node of the image's release",
+            protocol=spoken,
+            expected=expected,
+        )

@@ -270,7 +270,11 @@ async def test_invoke_returns_the_result_as_the_body(api: Client) -> None:
     await create(api, "fail", "fail")
     response = await api.post("/v1/functions/fail/invoke", json={"message": "nope"})
     assert response.status == 502
-    assert (await response.json())["error"]["message"] == "nope"
+    body = await response.json()
+    assert body["error"]["message"] == body["faultstring"] == "nope"
+    assert body["error"]["code"] == "execution_failed"
+    assert (body["status"], body["status_reason"]) == ("failed", "exception")
+    assert body["error"]["type"] == "ValueError" and "nope" in body["error"]["traceback"]
     assert response.headers["X-Spinlet-Execution-Status"] == "failed"
 
 

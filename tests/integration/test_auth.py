@@ -153,6 +153,28 @@ async def test_every_route_hides_another_projects_objects(api: Client) -> None:
     assert (await owner.ok("GET", f"/v1/tokens/{objects['token']}"))["revoked_at"] is None
 
 
+async def test_an_execution_id_another_project_holds_is_a_conflict_that_tells_nothing(
+    api: Client,
+) -> None:
+    objects = await populate(await caller(api, "alpha", Role.ADMIN))
+    intruder = await caller(api, "beta")
+    await intruder.ok("POST", "/v1/functions", 201, data=form("mine", data=make_package(ECHO)))
+    taken = {"id": objects["execution"], "function_id": "mine", "input": 1}
+    response = await intruder.call("POST", "/v1/executions", json=taken)
+    assert response.status == 409, await response.text()
+    body = await response.json()
+    assert body["error"]["code"] == "conflict"
+    assert "secret-fn" not in await response.text()
+    # The same answer as a retry with another request in one's own project.
+    mine = await intruder.ok("POST", "/v1/executions", 201, json={"function_id": "mine"})
+    again = await intruder.call(
+        "POST", "/v1/executions", json={"id": mine["id"], "function_id": "mine", "input": 2}
+    )
+    assert (await again.json())["error"]["message"] == body["error"]["message"].replace(
+        objects["execution"], mine["id"]
+    )
+
+
 async def test_each_project_has_its_own_names(api: Client) -> None:
     projects = {"alpha": await caller(api, "alpha"), "beta": await caller(api, "beta")}
     for project, who in projects.items():

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import zipfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
 
-from spinlet.errors import InvalidPackage, TooLarge, ValidationFailed
-from spinlet.packages import PackageLimits, PackageStore, check_entry, describe, normalize
+from spinlet import packages
+from spinlet.api.app import create_app
+from spinlet.domain import Package
+from spinlet.errors import ChecksumMismatch, InvalidPackage, TooLarge, ValidationFailed
+from spinlet.packages import (
+    PackageLimits,
+    PackageStore,
+    check_entry,
+    describe,
+    normalize,
+    prepare,
+)
+from spinlet.settings import Settings
 
 LIMITS = PackageLimits(max_size=1024 * 1024, max_unpacked_size=4 * 1024 * 1024, max_files=50)
 
@@ -85,6 +101,58 @@ def test_too_many_files_and_too_large_uploads() -> None:
 def test_zip_without_python_is_refused() -> None:
     with pytest.raises(InvalidPackage, match="no Python"):
         normalize(zip_of({"README.txt": "hi"}), "code.zip", LIMITS)
+
+
+def test_a_zip_is_prepared_with_one_pass_of_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = zip_of({"app.py": "def main(e): return e", "noise.bin": os.urandom(512 << 10)})
+    passes: list[int] = []
+    real = packages.describe
+    monkeypatch.setattr(packages, "describe", lambda d: passes.append(len(d)) or real(d))
+    md5 = hashlib.md5(data).hexdigest()
+    ready = prepare(data, "code.zip", LIMITS, entry="app.main", md5sum=md5.upper())
+    assert passes == [len(data)]
+    assert (ready.data, ready.entry) == (data, "app.main")
+    assert ready.package == Package(hashlib.sha256(data).hexdigest(), md5, len(data))
+
+
+def test_a_single_file_is_checked_as_sent_and_described_as_zipped() -> None:
+    source = b"def main(e):\n    return e\n"
+    ready = prepare(source, "hello.py", LIMITS, md5sum=hashlib.md5(source).hexdigest())
+    assert ready.entry == "hello.main"
+    assert ready.package == describe(ready.data) and ready.data != source
+    with pytest.raises(ChecksumMismatch, match=f"md5sum is {hashlib.md5(source).hexdigest()}"):
+        prepare(source, "hello.py", LIMITS, md5sum="0" * 32)
+    with pytest.raises(InvalidPackage, match="module 'other'"):
+        prepare(source, "hello.py", LIMITS, entry="other.main")
+
+
+def _on_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def test_an_upload_is_read_and_hashed_off_the_event_loop(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, TestClient[Any, Any]]],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    on_loop: list[bool] = []
+    real = zipfile.ZipFile.testzip
+
+    def testzip(archive: zipfile.ZipFile) -> str | None:  # reads every entry: 250 MiB at most
+        on_loop.append(_on_a_loop())
+        return real(archive)
+
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", testzip)
+    api = await aiohttp_client(create_app(settings.evolve(backend="process")))
+    upload = aiohttp.FormData({"name": "echo"})
+    upload.add_field("package", zip_of({"main.py": "def main(e): return e"}), filename="a.zip")
+    response = await api.post("/v1/functions", data=upload)
+    assert response.status == 201, await response.text()
+    assert on_loop == [False]
 
 
 async def test_package_store_is_content_addressed(tmp_path) -> None:  # type: ignore[no-untyped-def]

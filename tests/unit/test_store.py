@@ -15,7 +15,7 @@ from spinlet.domain import (
     Runtime,
     utcnow,
 )
-from spinlet.errors import AlreadyExists, NotFound
+from spinlet.errors import AlreadyExists, ExecutionIdTaken, NotFound
 from spinlet.queries import ExecutionQuery, Filter
 from spinlet.store import Store
 
@@ -177,6 +177,20 @@ async def test_execution_delete_and_scope(store: Store) -> None:
     await store.executions.delete("default", execution.id)
     with pytest.raises(NotFound):
         await store.executions.get("default", execution.id)
+
+
+async def test_a_client_id_taken_in_another_project_is_a_conflict(store: Store) -> None:
+    function = await make_function(store)
+    theirs = await store.executions.create(_execution(function, input={"secret": 1}))
+    await store.projects.ensure("other", "other")
+    mine = _execution(function, project_id="other", input=2).evolve(id=theirs.id)
+    with pytest.raises(ExecutionIdTaken) as raised:
+        await store.executions.create_once(mine)
+    assert raised.value.status == 409
+    assert "secret" not in raised.value.message and raised.value.details == {}
+    assert await store.executions.find("other", theirs.id) is None
+    again, created = await store.executions.create_once(theirs)  # the owner's retry
+    assert (again.input, created) == ({"secret": 1}, False)
 
 
 async def test_executions_survive_their_function(store: Store) -> None:

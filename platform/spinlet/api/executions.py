@@ -19,6 +19,7 @@ from spinlet.api.serialize import (
     Purged,
     Result,
     RunFailed,
+    RunFailedError,
     respond,
 )
 from spinlet.domain import Execution, ExecutionSource, ExecutionStatus
@@ -98,7 +99,30 @@ async def invoke_function(request: web.Request) -> web.Response:
         return web.Response(
             text=json.dumps(execution.result), content_type="application/json", headers=headers
         )
-    return respond(RunFailed.model_validate(execution), status=502, headers=headers)
+    return respond(_run_failed(execution), status=502, headers=headers)
+
+
+def _run_failed(execution: Execution) -> RunFailed:
+    """The 502 body of an `/invoke` that did not succeed: the standard error body (code
+    `execution_<status>`, the execution's error message) whose `error` also carries the rest of
+    the execution's error (`type`, `traceback`), with `status` and `status_reason` beside it."""
+    error = execution.error
+    status, reason = execution.status.value, execution.status_reason
+    message = error.message if error and error.message else ""
+    if not message:
+        message = f"the execution did not succeed: it is {status}"
+        message += f" ({reason})" if reason else ""
+    return RunFailed(
+        error=RunFailedError(
+            code=f"execution_{status}",
+            message=message,
+            type=error.type if error else None,
+            traceback=error.traceback if error else "",
+        ),
+        faultstring=message,
+        status=execution.status,
+        status_reason=reason,
+    )
 
 
 @routes.get("/v1/executions")

@@ -224,7 +224,11 @@ OPERATIONS = (
         errors=(400, 404, 413, 429),
         extra={
             202: ("queued", as_json(ExecutionRecord)),
-            502: ("the execution failed", as_json(RunFailed)),
+            502: (
+                "the execution failed: `error.code` is `execution_<status>`, `error.message` and "
+                "`faultstring` its message, `error.type` and `error.traceback` its error's",
+                as_json(RunFailed),
+            ),
         },
     ),
     Operation(

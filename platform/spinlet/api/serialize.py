@@ -209,17 +209,25 @@ class ExecutionPage(Record):
     next: str | None  # the next page's absolute URL, with the same filters
 
 
-class RunFailed(Record):
-    """`/invoke` of a run that did not succeed (502)."""
-
-    error: ExecutionErrorRecord | None
-    status: ExecutionStatus
-    status_reason: str | None
-
-
 class ErrorDetail(BaseModel):
     code: str
     message: str
+
+
+class RunFailedError(ErrorDetail):
+    """The standard error's fields, then the execution's error's (none for a cancelled one)."""
+
+    type: str | None
+    traceback: str
+
+
+class RunFailed(BaseModel):
+    """`/invoke` of a run that did not succeed (502): an error body, and the execution's end."""
+
+    error: RunFailedError
+    faultstring: str
+    status: ExecutionStatus
+    status_reason: str | None
 
 
 class Error(BaseModel):

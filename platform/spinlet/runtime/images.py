@@ -26,8 +26,10 @@ from docker import DockerClient
 
 from spinlet.errors import RuntimeBackendError
 from spinlet.paths import deploy_dir, runtimes_dir
+from spinlet.runtime.protocol import PROTOCOL_VERSION
 
-RUNTIME_PROTOCOL = 1
+#: The runtime protocol the image must speak: the one this node speaks (checked at `/init`).
+RUNTIME_PROTOCOL = PROTOCOL_VERSION
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 BOOTSTRAP_BASE = "spinlet/base-python:bookworm"
 DEFAULT_RUNTIME_IMAGE = "spinlet/runtime-python3:1"

@@ -4,7 +4,9 @@ One `RuntimeConnection` per container, opened when the container starts and kept
 whole life: the warm path is one HTTP request on an already-connected socket. A failure to talk
 to the server at all (refused, reset, closed mid-reply) is `ContainerGone`, so that the pool can
 ask the driver what happened to the container; a reply that breaks the protocol is a
-`RuntimeBackendError` (a platform fault).
+`RuntimeBackendError` (a platform fault). A runtime that speaks another version of the protocol
+(an image built for another release of Spinlet) is found at `/init`, whose reply carries the
+version: `RuntimeProtocolMismatch`, before any execution runs on it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from spinlet.domain import ExecutionError
-from spinlet.errors import RuntimeBackendError
+from spinlet.errors import RuntimeBackendError, RuntimeProtocolMismatch
 
+#: The version of the runtime protocol this node speaks (`runtimes/README.md`); the runtime
+#: image carries it in its `spinlet.runtime.protocol` label (`images.PROTOCOL_LABEL`).
 PROTOCOL_VERSION = 1
 
 #: Bodies larger than this are encoded/decoded off the event loop.
@@ -167,6 +171,8 @@ class RuntimeConnection:
             "log_limit": log_limit,
         }
         status, reply = await self._request("POST", "/init", body)
+        if status == 200 or "protocol" in reply:
+            check_protocol(reply)
         if status == 200:
             return InitReply(init_ms=float(reply.get("init_ms") or 0.0), logs=_logs(reply))
         if status == 400:
@@ -192,6 +198,13 @@ class RuntimeConnection:
         if writer is not None:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def check_protocol(reply: Mapping[str, Any]) -> None:
+    """A reply that does not say it speaks `PROTOCOL_VERSION` is `RuntimeProtocolMismatch`."""
+    spoken = reply.get("protocol")
+    if spoken != PROTOCOL_VERSION or isinstance(spoken, bool):
+        raise RuntimeProtocolMismatch(spoken, PROTOCOL_VERSION)
 
 
 def error_of(reply: Mapping[str, Any]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from spinlet.domain import NOT_STARTED, Execution, ExecutionSource, ExecutionStatus, utcnow
-from spinlet.errors import Conflict, TooLarge, TooManyRequests, ValidationFailed
+from spinlet.errors import Conflict, ExecutionIdTaken, TooLarge, TooManyRequests, ValidationFailed
 from spinlet.queries import ExecutionQuery
 from spinlet.services.concurrency import ExecutionGates
 from spinlet.services.events import ExecutionEvents
@@ -148,14 +148,14 @@ class ExecutionService:
 
     async def _record(self, execution: Execution, client_id: bool) -> tuple[Execution, bool]:
         """Commit a new execution and return it (True). With a client-chosen id, an existing
-        execution of the same request is returned instead (False); another request is a
-        `Conflict`."""
+        execution of the same request is returned instead (False); another request, or an
+        id another project holds, is `ExecutionIdTaken`."""
         if not client_id:
             await self.store.executions.create(execution)
             return execution, True
         existing, created = await self.store.executions.create_once(execution)
         if not created and existing.request_hash != execution.request_hash:
-            raise Conflict(f"execution {execution.id} already exists with a different request")
+            raise ExecutionIdTaken(execution.id)
         return existing, created
 
     async def get(self, project_id: str, execution_id: str, wait: float = 0.0) -> Execution:

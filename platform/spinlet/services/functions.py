@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass
 
 from spinlet import packages
 from spinlet.domain import Function, FunctionStatus, Package
-from spinlet.errors import ChecksumMismatch, ValidationFailed
+from spinlet.errors import ValidationFailed
 from spinlet.packages import PackageLimits, PackageStore
 from spinlet.runtime.backend import RuntimeBackend
 from spinlet.services.packages import forget_package
@@ -122,15 +123,17 @@ class FunctionService:
     async def _store_package(
         self, upload: Upload, entry: str | None, md5sum: str | None
     ) -> tuple[Package, str]:
-        """Validate and keep a package; returns it with the entry to use."""
-        if md5sum and packages.describe(upload.data).md5sum != md5sum.lower():
-            raise ChecksumMismatch(
-                f"the package's md5sum is {packages.describe(upload.data).md5sum}, not {md5sum}"
-            )
-        data, module = packages.normalize(upload.data, upload.filename, self.limits)
-        entry = entry or f"{module}.main"
-        packages.check_entry(data, entry)
-        return await self.package_store.put(data), entry
+        """Validate and keep a package; returns it with the entry to use. The checks and the
+        hashing read up to `max_unpacked_size` bytes: they run in a thread, in one step."""
+        ready = await asyncio.to_thread(
+            packages.prepare,
+            upload.data,
+            upload.filename,
+            self.limits,
+            entry=entry,
+            md5sum=md5sum,
+        )
+        return await self.package_store.put(ready.data, ready.package), ready.entry
 
     async def create(self, project_id: str, fields: FunctionFields, upload: Upload) -> Function:
         if not fields.name:
@@ -198,7 +201,8 @@ class FunctionService:
             )
             changes.update(package=package, entry=entry)
         elif fields.entry is not None:
-            packages.check_entry(await self.package_store.get(old_sha), fields.entry)
+            code = await self.package_store.get(old_sha)
+            await asyncio.to_thread(packages.check_entry, code, fields.entry)
             changes["entry"] = fields.entry
         updated = await self.store.functions.update(function.evolve(**changes))
         if updated.package.sha256 != old_sha:

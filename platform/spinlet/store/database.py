@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from spinlet.errors import SpinletError, StoreUnavailable
+from spinlet.store.errors import lock_translated, locked_unavailable, sqlite_locked
 from spinlet.store.sqlite_thread import SQLiteThread
 
 # The SQLite driver logs every statement with its parameters at DEBUG, environment variable
@@ -43,6 +44,9 @@ DRIVERS = {"sqlite+aiosqlite": "aiosqlite", "postgresql+asyncpg": "asyncpg"}
 #: Connections of a node to PostgreSQL (its LISTEN and NOTIFY ones aside).
 DEFAULT_POOL_SIZE = 20
 MIGRATION_LOCK = 0x5E1E7  # the advisory lock that serialises migrations on PostgreSQL
+#: How long a SQLite connection waits for a file another process holds before the request is
+#: `StoreUnavailable` ("database is locked").
+SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 _T = TypeVar("_T")
 
@@ -52,7 +56,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -75,9 +79,11 @@ class Database:
         self.url = url
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        #: Made by `migrate`, the first to open the file (off the event loop).
+        self._directory: Path | None = None
         if self.dialect == "sqlite":
-            if parsed.database:
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if parsed.database and parsed.database != ":memory:":
+                self._directory = Path(parsed.database).parent
             kwargs["connect_args"] = {"timeout": 30}
         else:
             # A fixed number of connections: opening one per burst beyond it (an overflow)
@@ -94,7 +100,9 @@ class Database:
                 self._thread = SQLiteThread(parsed, _sqlite_pragmas, self._write_lock)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration (a SQLite file's folder made first)."""
+        if self._directory is not None:
+            await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
 
         def upgrade(connection: Connection) -> None:
             config = alembic_config()
@@ -131,13 +139,16 @@ class Database:
     async def _pooled(self, *, begin: bool) -> AsyncIterator[AsyncConnection]:
         """A connection of the pool (in a transaction with `begin`). A database that cannot
         be reached, or a connection that drops on the way, is `StoreUnavailable`: the server
-        is down or restarting, and the same request will work again once it is back."""
+        is down or restarting, and the same request will work again once it is back. So is
+        a SQLite file another process keeps locked."""
         connected = False
         try:
             async with self.engine.begin() if begin else self.engine.connect() as conn:
                 connected = True
                 yield conn
         except Exception as exc:
+            if sqlite_locked(exc):
+                raise locked_unavailable(exc) from exc
             dropped = isinstance(exc, DBAPIError) and exc.connection_invalidated
             if connected and not dropped:
                 raise
@@ -147,7 +158,8 @@ class Database:
     async def read(self, fn: Callable[[Connection], _T]) -> _T:
         """`fn(conn)` in a read transaction (see the module's docstring)."""
         if self._thread is not None:
-            return await self._thread.read(fn)
+            async with lock_translated():
+                return await self._thread.read(fn)
         async with self.connect() as conn:
             return await conn.run_sync(fn)
 
@@ -156,7 +168,8 @@ class Database:
         returns, rolled back when it raises. `fn` must touch nothing but the database: it may
         be run twice (see `sqlite_thread.py`)."""
         if self._thread is not None:
-            return await self._thread.write(fn)
+            async with lock_translated():
+                return await self._thread.write(fn)
         async with self.transaction() as conn:
             return await conn.run_sync(fn)
 

@@ -33,7 +33,7 @@ from spinlet.domain import (
     transition,
     utcnow,
 )
-from spinlet.errors import IllegalTransition, NotFound
+from spinlet.errors import ExecutionIdTaken, IllegalTransition, NotFound
 from spinlet.queries import ExecutionQuery
 from spinlet.store import queries
 from spinlet.store.database import Database
@@ -135,13 +135,14 @@ class ExecutionRepository:
         return execution
 
     async def create_once(self, execution: Execution) -> tuple[Execution, bool]:
-        """Insert, or return the execution that already has this id (and False)."""
+        """Insert, or return the execution that already has this id (and False). An id taken
+        in another project is `ExecutionIdTaken`, which tells nothing of that execution."""
         try:
             return await self.create(execution), True
-        except IntegrityError:
+        except IntegrityError as exc:
             existing = await self.find(execution.project_id, execution.id)
             if existing is None:  # the id belongs to another project
-                raise
+                raise ExecutionIdTaken(execution.id) from exc
             return existing, False
 
     async def finish(self, execution: Execution, *, logs: str) -> bool:

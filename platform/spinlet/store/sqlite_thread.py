@@ -6,7 +6,8 @@ thread holding one connection of the standard `sqlite3` driver: one hop per tran
 Writes that arrive while the thread is busy are committed together (group commit): each still
 answers only once its commit is done. Should one of a group fail, the group is rolled back and
 each write is run again in a transaction of its own, so that only the failing one fails; write
-functions therefore touch nothing but the database.
+functions therefore touch nothing but the database. A group that finds the file locked by another
+process fails whole: that is no write's fault, and each would wait out the busy timeout again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
+
+from spinlet.store.errors import sqlite_locked
 
 _T = TypeVar("_T")
 Work = Callable[[Connection], Any]
@@ -53,6 +56,9 @@ class SQLiteThread:
         if self._flusher is not None:
             await self._flusher
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        await asyncio.to_thread(self._shutdown)  # joins the thread: not on the event loop
+
+    def _shutdown(self) -> None:
         self._executor.shutdown(wait=True)
         self._engine.dispose()
 
@@ -92,8 +98,10 @@ class SQLiteThread:
             try:
                 with conn.begin():
                     return [(True, fn(conn)) for fn in fns]
-            except Exception:
-                pass  # one failed and all were rolled back: run each on its own
+            except Exception as exc:
+                if sqlite_locked(exc):  # another process holds the file: no write's fault
+                    return [(False, exc)] * len(fns)
+                # one failed and all were rolled back: run each on its own
         outcomes: list[tuple[bool, Any]] = []
         for fn in fns:
             try:

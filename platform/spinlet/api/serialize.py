@@ -218,8 +218,16 @@ class RunFailed(Record):
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong; some errors add fields (named here when they are known)."""
+
+    model_config = ConfigDict(extra="allow")
+
     code: str
     message: str
+    # The fields a body named that the route does not know (400 validation_error).
+    unknown_fields: list[str] | None = None
+    # Seconds to wait before trying again, as in the Retry-After header (429, 503).
+    retry_after: int | None = None
 
 
 class Error(BaseModel):
@@ -227,6 +235,12 @@ class Error(BaseModel):
 
     error: ErrorDetail
     faultstring: str
+
+    @classmethod
+    def of(cls, code: str, message: str, **extra: Any) -> dict[str, Any]:
+        """The body as JSON values: the fields an error adds are kept, the others left out."""
+        body = cls(error=ErrorDetail(code=code, message=message, **extra), faultstring=message)
+        return body.model_dump(mode="json", exclude_unset=True)
 
 
 class Service(Record):

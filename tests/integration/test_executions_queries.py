@@ -334,9 +334,16 @@ async def test_an_execution_in_a_status_this_node_does_not_know_reads_as_unknown
     assert (seen["status"], seen["status_reason"]) == ("unknown", "preempted")
     assert [e["status"] for e in await listed(api)] == ["unknown"]
     assert await ids(api, include_completed="false") == [record["id"]]  # not known to be done
+    known = await run(api, "echo", "from today")
+    assert await ids(api, status="unknown") == [record["id"]]
+    assert await ids(api, status="in:success,unknown") == [known["id"], record["id"]]
+    assert await ids(api, status="neq:unknown") == [known["id"]]
+    assert await ids(api, status="nin:unknown,running") == [known["id"]]
+    # A status this node does not know is not one it can name: `unknown` stands for them all.
+    await expect_error(await api.get("/v1/executions?status=paused"), 400, "validation_error")
     await expect_error(await api.post(f"/v1/executions/{record['id']}/cancel"), 409, "conflict")
     purged = await api.delete("/v1/executions", params={"keep_last": "0"})
-    assert (await purged.json()) == {"deleted": 0}
+    assert (await purged.json()) == {"deleted": 1}  # the one this node knows is done
     assert await ids(api) == [record["id"]]
 
 

@@ -347,6 +347,34 @@ async def test_an_execution_in_a_status_this_node_does_not_know_reads_as_unknown
     assert await ids(api) == [record["id"]]
 
 
+async def test_a_function_or_runtime_in_a_status_this_node_does_not_know_reads_as_unknown(
+    api: Client,
+) -> None:
+    """A newer node wrote a function's and a runtime's status this node does not know: both
+    read and list as `unknown`, and a change made here keeps the status as it was written."""
+    store = api.server.app[SERVICES].store
+    async with store.db.transaction() as conn:
+        await conn.execute(text("UPDATE functions SET status = 'frozen' WHERE name = 'echo'"))
+        await conn.execute(text("UPDATE runtimes SET status = 'draining' WHERE name = 'python3'"))
+    for path, field in (("/v1/functions", "functions"), ("/v1/runtimes", "runtimes")):
+        response = await api.get(path)
+        assert response.status == 200, await response.text()
+        statuses = {r["name"]: r["status"] for r in (await response.json())[field]}
+        assert statuses["echo" if field == "functions" else "python3"] == "unknown"
+    changed = await api.put("/v1/functions/echo", data={"description": "changed here"})
+    assert (await changed.json())["status"] == "unknown"
+    changed = await api.put("/v1/runtimes/python3", json={"description": "changed here"})
+    assert (await changed.json())["status"] == "unknown"
+    async with store.db.connect() as conn:
+        stored = await conn.execute(
+            text(
+                "SELECT f.status, r.status FROM functions f JOIN runtimes r "
+                "ON r.id = f.runtime_id WHERE f.name = 'echo'"
+            )
+        )
+        assert tuple(stored.one()) == ("frozen", "draining")
+
+
 async def test_an_id_prefix_lists_the_executions_whose_id_starts_so(api: Client) -> None:
     """A range over the primary key, right on both databases whatever their collation."""
     chosen = [

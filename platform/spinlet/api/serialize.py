@@ -21,6 +21,8 @@ from spinlet.domain import (
     FunctionStatus,
     Role,
     RuntimeStatus,
+    StartKind,
+    StatusReason,
 )
 
 #: Times as `datetime.isoformat()` writes them (`+00:00`, as the API always answered; pydantic's
@@ -31,6 +33,17 @@ Time = Annotated[
     datetime,
     PlainSerializer(datetime.isoformat, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+#: Why an execution ended as it did: a string, since a newer node may write a reason this one
+#: does not know; the document names the known ones.
+Reason = Annotated[
+    str | None,
+    Field(
+        description="why it ended as it did; known reasons: "
+        + ", ".join(f"{r.value} ({r.status.value})" for r in StatusReason)
+        + ". A newer node may write others.",
+        examples=[r.value for r in StatusReason],
+    ),
 ]
 #: A mapping shown by its sorted keys only (a function's environment: the values are secret).
 Keys = Annotated[list[str], BeforeValidator(sorted)]
@@ -147,13 +160,13 @@ class ExecutionRecord(Record):
     function_version: int
     function_alias: str | None
     status: ExecutionStatus
-    status_reason: str | None
+    status_reason: Reason
     sync: bool
     input: Any
     result: Any = None  # left out of listings without `include_output=true`
     error: ExecutionErrorRecord | None
     duration_ms: float | None
-    start_kind: str | None
+    start_kind: StartKind | None
     init_ms: float | None
     image_id: str | None
     source: ExecutionSource
@@ -214,7 +227,7 @@ class RunFailed(Record):
 
     error: ExecutionErrorRecord | None
     status: ExecutionStatus
-    status_reason: str | None
+    status_reason: Reason
 
 
 class ErrorDetail(BaseModel):

@@ -252,7 +252,8 @@ class Error(BaseModel):
     @classmethod
     def of(cls, code: str, message: str, **extra: Any) -> dict[str, Any]:
         """The body as JSON values: the fields an error adds are kept, the others left out."""
-        body = cls(error=ErrorDetail(code=code, message=message, **extra), faultstring=message)
+        detail = ErrorDetail.model_validate({**extra, "code": code, "message": message})
+        body = cls(error=detail, faultstring=message)
         return body.model_dump(mode="json", exclude_unset=True)
 
 

@@ -28,17 +28,29 @@ def _known(kind: type[_E], stored: str) -> _E | None:
         return None
 
 
-class RuntimeStatus(enum.StrEnum):
+class _Readable(enum.StrEnum):
+    """A status of a record that a newer node of the fleet may write in a value this node does
+    not know: read as `unknown`, a member never written (the store keeps the stored value)."""
+
+    @classmethod
+    def read(cls, stored: str) -> Self:
+        """The status of a stored row; `unknown` for one this node does not know."""
+        return _known(cls, stored) or cls("unknown")
+
+
+class RuntimeStatus(_Readable):
     CREATING = "creating"
     AVAILABLE = "available"
     ERROR = "error"
     NOT_BUILT = "not_built"  # a built-in runtime whose image this node has not built yet
+    UNKNOWN = "unknown"  # a newer node's status (never written)
 
 
-class FunctionStatus(enum.StrEnum):
+class FunctionStatus(_Readable):
     BUILDING = "building"  # its dependency layer is being resolved
     AVAILABLE = "available"
     ERROR = "error"
+    UNKNOWN = "unknown"  # a newer node's status (never written)
 
 
 class JobStatus(enum.StrEnum):
@@ -61,7 +73,7 @@ class StartKind(enum.StrEnum):
         return _known(cls, stored) if stored else None
 
 
-class ExecutionStatus(enum.StrEnum):
+class ExecutionStatus(_Readable):
     """An execution's status; execution groups speak the same statuses.
 
     `UNKNOWN` is never written: it stands for a status this node does not know, written by a
@@ -80,11 +92,6 @@ class ExecutionStatus(enum.StrEnum):
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
-
-    @classmethod
-    def read(cls, stored: str) -> ExecutionStatus:
-        """The status of a stored row; `UNKNOWN` for one this node does not know."""
-        return _known(cls, stored) or cls.UNKNOWN
 
 
 FINAL_STATUSES = frozenset(

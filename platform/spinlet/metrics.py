@@ -87,6 +87,10 @@ class Metrics:
         if execution.init_ms is not None:
             self.init.labels(kind).observe(execution.init_ms / 1000)
 
+    def refused(self) -> None:
+        """An execution refused for a concurrency limit (429)."""
+        self.rejected.inc()
+
     def snapshot(self, *, containers: Mapping[str, int], queue_depth: int, running: int) -> bytes:
         for state, count in containers.items():
             self.containers.labels(state).set(count)

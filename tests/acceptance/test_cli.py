@@ -108,6 +108,18 @@ def test_a_function_is_found_by_the_start_of_its_id(server: Server) -> None:
     assert spinlet(server, "invoke", function["id"][:8], "--input", "7").stdout == "7\n"
 
 
+def test_every_function_option_takes_the_start_of_an_id(server: Server) -> None:
+    echo, fail = (as_json(server, "functions", "get", name) for name in ("echo", "fail"))
+    alias = as_json(server, "aliases", "create", "pointer", echo["id"][:8])
+    assert alias["function_id"] == echo["id"]
+    moved = as_json(server, "aliases", "update", "pointer", "--function", fail["id"][:8])
+    assert moved["function_id"] == fail["id"]
+    listed = as_json(server, "aliases", "list", "--function", fail["id"][:8])
+    assert [a["name"] for a in listed] == ["pointer"]
+    assert as_json(server, "aliases", "list", "--function", echo["id"][:8]) == []
+    spinlet(server, "aliases", "delete", "pointer")
+
+
 def test_inputs_json_raw_file_and_stdin(server: Server, tmp_path: Path) -> None:
     refused = spinlet(server, "invoke", "echo", "--input", '{"a": 1,}', ok=False)
     assert refused.returncode == 2

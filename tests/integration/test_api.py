@@ -275,6 +275,7 @@ async def test_invoke_returns_the_result_as_the_body(api: Client) -> None:
     assert body["error"]["code"] == "execution_failed"
     assert (body["status"], body["status_reason"]) == ("failed", "exception")
     assert body["error"]["type"] == "ValueError" and "nope" in body["error"]["traceback"]
+    assert set(body["error"]) == {"code", "message", "type", "traceback"}
     assert response.headers["X-Spinlet-Execution-Status"] == "failed"
 
 

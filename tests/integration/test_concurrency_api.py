@@ -15,6 +15,7 @@ from tests.integration.conftest import ApiFactory
 from tests.integration.test_api import create, expect_error
 from tests.integration.test_async_api import fire, wait
 from tests.integration.test_executions_queries import kill
+from tests.integration.test_metrics import scrape
 
 Client = TestClient[Any, Any]
 
@@ -48,6 +49,8 @@ async def test_beyond_the_limit_one_waits_in_line_and_the_next_gets_429(api: Cli
     message = await expect_error(refused, 429, "concurrency_limit")
     assert "limit of 1" in message
     assert refused.headers["Retry-After"] == "1"
+    assert (await refused.json())["error"]["retry_after"] == 1
+    assert (await scrape(api))[("spinlet_executions_rejected_total", ())] == 1
     responses = await asyncio.gather(first, second)
     assert [r.status for r in responses] == [201, 201]
     records = [await r.json() for r in responses]

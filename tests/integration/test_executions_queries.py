@@ -334,10 +334,45 @@ async def test_an_execution_in_a_status_this_node_does_not_know_reads_as_unknown
     assert (seen["status"], seen["status_reason"]) == ("unknown", "preempted")
     assert [e["status"] for e in await listed(api)] == ["unknown"]
     assert await ids(api, include_completed="false") == [record["id"]]  # not known to be done
+    known = await run(api, "echo", "from today")
+    assert await ids(api, status="unknown") == [record["id"]]
+    assert await ids(api, status="in:success,unknown") == [known["id"], record["id"]]
+    assert await ids(api, status="neq:unknown") == [known["id"]]
+    assert await ids(api, status="nin:unknown,running") == [known["id"]]
+    # A status this node does not know is not one it can name: `unknown` stands for them all.
+    await expect_error(await api.get("/v1/executions?status=paused"), 400, "validation_error")
     await expect_error(await api.post(f"/v1/executions/{record['id']}/cancel"), 409, "conflict")
     purged = await api.delete("/v1/executions", params={"keep_last": "0"})
-    assert (await purged.json()) == {"deleted": 0}
+    assert (await purged.json()) == {"deleted": 1}  # the one this node knows is done
     assert await ids(api) == [record["id"]]
+
+
+async def test_a_function_or_runtime_in_a_status_this_node_does_not_know_reads_as_unknown(
+    api: Client,
+) -> None:
+    """A newer node wrote a function's and a runtime's status this node does not know: both
+    read and list as `unknown`, and a change made here keeps the status as it was written."""
+    store = api.server.app[SERVICES].store
+    async with store.db.transaction() as conn:
+        await conn.execute(text("UPDATE functions SET status = 'frozen' WHERE name = 'echo'"))
+        await conn.execute(text("UPDATE runtimes SET status = 'draining' WHERE name = 'python3'"))
+    for path, field in (("/v1/functions", "functions"), ("/v1/runtimes", "runtimes")):
+        response = await api.get(path)
+        assert response.status == 200, await response.text()
+        statuses = {r["name"]: r["status"] for r in (await response.json())[field]}
+        assert statuses["echo" if field == "functions" else "python3"] == "unknown"
+    changed = await api.put("/v1/functions/echo", data={"description": "changed here"})
+    assert (await changed.json())["status"] == "unknown"
+    changed = await api.put("/v1/runtimes/python3", json={"description": "changed here"})
+    assert (await changed.json())["status"] == "unknown"
+    async with store.db.connect() as conn:
+        stored = await conn.execute(
+            text(
+                "SELECT f.status, r.status FROM functions f JOIN runtimes r "
+                "ON r.id = f.runtime_id WHERE f.name = 'echo'"
+            )
+        )
+        assert tuple(stored.one()) == ("frozen", "draining")
 
 
 async def test_an_id_prefix_lists_the_executions_whose_id_starts_so(api: Client) -> None:

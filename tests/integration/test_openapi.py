@@ -49,6 +49,14 @@ async def test_the_document_and_the_router_agree(process_api: Client) -> None:
     assert set(record["properties"]) - set(record["required"]) == {"result"}
     assert {"id", "status", "input", "error", "created_at"} <= set(record["required"])
     assert set(schemas["Error"]["required"]) == {"error", "faultstring"}
+    assert "unknown_fields" in schemas["ErrorDetail"]["properties"]
+    # The values an execution's fields take are listed; a reason is a string (a newer node may
+    # write one this node does not know) whose known values are described.
+    start_kind = record["properties"]["start_kind"]["anyOf"][0]["$ref"]
+    assert schemas[start_kind.rsplit("/", 1)[1]]["enum"] == ["warm", "stem", "cold"]
+    reason = record["properties"]["status_reason"]
+    assert {"type": "string"} in reason["anyOf"]
+    assert "timeout (failed)" in reason["description"] and "lost" in reason["examples"]
 
 
 def references(node: Any) -> Iterator[str]:

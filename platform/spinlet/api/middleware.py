@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from spinlet.api.keys import SETTINGS
+from spinlet.api.serialize import Error
 from spinlet.errors import SpinletError
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ _HTTP_CODES = {
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}, "faultstring": message}
+    return Error.of(code, message, **extra)
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:

@@ -43,14 +43,15 @@ from spinlet.api.serialize import (
 )
 from spinlet.queries import FILTER_FIELDS, OPS, SORT_FIELDS
 
-#: The media types of a response, each with its schema: a JSON schema (`{}`: any JSON), or the
+#: The media types of an answer, each with its schema: a JSON schema (`{}`: any JSON), or the
 #: model that writes the answer (`api/serialize.py`), whose schema the document then holds.
 Content = dict[str, Any]
+#: An answer: a model (as JSON), its media types, or None for none.
+Answer = type[BaseModel] | Content | None
 
 STRING: dict[str, Any] = {"type": "string"}
 BOOLEAN: dict[str, Any] = {"type": "boolean"}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
-ANY: dict[str, Any] = {}
 REF = "#/components/schemas/{model}"
 
 
@@ -73,7 +74,7 @@ FUNCTION_FORM = {
 ALL_PROJECTS = ("all_projects", "true for every project's (admins only: 403 otherwise)", BOOLEAN)
 FILTER_HELP = f"a value, or op:value with op one of {' '.join(OPS)}"
 #: Query parameters of the execution list: filters, then paging and sorting.
-LIST_PARAMS = [
+LIST_PARAMS = (
     *((name, FILTER_HELP, STRING) for name in FILTER_FIELDS),
     (
         "limit",
@@ -87,12 +88,27 @@ LIST_PARAMS = [
     ("include_output", "true to include results", BOOLEAN),
     ("include_completed", "false for queued and running ones only", BOOLEAN),
     ALL_PROJECTS,
-]
+)
 DOWNLOAD = (("download", "true for the package itself", BOOLEAN),)
 WHOLE: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": schemas.MAX_WHOLE}
-VERSION_NUMBER = WHOLE
 #: Path parameters that are not strings.
-PATH_TYPES = {"number": VERSION_NUMBER}
+PATH_TYPES = {"number": WHOLE}
+
+#: The errors an operation may answer, each with the `Error` body. Any may answer 400 (a NUL
+#: in its URL, say) and 403 (a page of another origin, or a Host the node does not serve:
+#: `api/browsers.py`); those that need a token 401 and 503; those with a path parameter 404;
+#: those with a body 415. The others are listed by each operation.
+ERRORS = {
+    400: "the request is not valid",
+    401: "no valid token",
+    403: "refused: admins only, a page of another origin, or a Host the node does not serve",
+    404: "not found",
+    409: "it conflicts with the current state",
+    413: "the body is too large",
+    415: "a body of a type it does not read",
+    429: "too many executions at once (Retry-After)",
+    503: "unavailable now: the database or the container engine does not answer (Retry-After)",
+}
 
 
 @dataclass(frozen=True)
@@ -101,98 +117,88 @@ class Operation:
     path: str
     summary: str
     ok: int = 200  # the success status
-    answer: Content | None = None  # the success body's media types (None: no body)
+    answer: Answer = None  # the success body
     body: type[BaseModel] | dict[str, Any] | None = None  # a model, or a multipart schema
     body_required: bool = True
     query: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # name, description, schema
-    errors: tuple[int, ...] = (400, 404)
+    errors: tuple[int, ...] = ()  # those not every such operation may answer (`ERRORS`)
     public: bool = False  # answered without a token (it describes the server, no project)
     # other statuses it answers: their description and body
-    extra: dict[int, tuple[str, Content | None]] = field(default_factory=dict)
+    extra: dict[int, tuple[str, Answer]] = field(default_factory=dict)
+
+    @property
+    def answers(self) -> dict[int, tuple[str, Content | None]]:
+        """Each status but the errors': its description, and its body's media types."""
+        shown = {self.ok: ("done", self.answer), **self.extra}
+        return {code: (text, _media(answer)) for code, (text, answer) in shown.items()}
+
+    @property
+    def refusals(self) -> list[int]:
+        """The errors it may answer."""
+        codes = {400, 403, *self.errors}
+        if not self.public:
+            codes |= {401, 503}
+        if "{" in self.path:
+            codes.add(404)
+        if self.body is not None:
+            codes.add(415)
+        return sorted(codes)
+
+
+def _media(answer: Answer) -> Content | None:
+    return as_json(answer) if isinstance(answer, type) else answer
 
 
 OPERATIONS = (
-    Operation(
-        "get", "/", "Service name and version", answer=as_json(Service), errors=(), public=True
-    ),
-    Operation(
-        "get", "/v1", "Service name and version", answer=as_json(Service), errors=(), public=True
-    ),
-    Operation("get", "/health", "Liveness", answer=as_json(Health), errors=(), public=True),
+    Operation("get", "/", "Service name and version", answer=Service, public=True),
+    Operation("get", "/v1", "Service name and version", answer=Service, public=True),
+    Operation("get", "/health", "Liveness", answer=Health, public=True),
     Operation(
         "get",
         "/ready",
         "Readiness: the database and the container engine answer, the runtime image is there",
-        answer=as_json(Health),
+        answer=Health,
         errors=(503,),
         public=True,
     ),
-    Operation(
-        "get", "/metrics", "Prometheus metrics (text; admins)", answer=TEXT_PLAIN, errors=(403,)
-    ),
+    Operation("get", "/metrics", "Prometheus metrics (text; admins)", answer=TEXT_PLAIN),
     Operation(
         "get",
         "/v1/openapi.json",
         "This document",
         answer=as_json({"type": "object"}),
-        errors=(),
         public=True,
     ),
-    Operation(
-        "get",
-        "/v1/runtimes",
-        "List runtimes",
-        answer=as_json(RuntimeList),
-        errors=(),
-    ),
+    Operation("get", "/v1/runtimes", "List runtimes", answer=RuntimeList),
     Operation(
         "post",
         "/v1/runtimes",
         "Register a runtime image (admins)",
         201,
-        as_json(RuntimeRecord),
+        RuntimeRecord,
         schemas.RuntimeCreate,
-        errors=(400, 403, 409),
+        errors=(409,),
     ),
-    Operation(
-        "get",
-        "/v1/runtimes/{id}",
-        "A runtime, by id or name",
-        answer=as_json(RuntimeRecord),
-    ),
+    Operation("get", "/v1/runtimes/{id}", "A runtime, by id or name", answer=RuntimeRecord),
     Operation(
         "put",
         "/v1/runtimes/{id}",
         "Change a runtime (admins)",
-        answer=as_json(RuntimeRecord),
+        answer=RuntimeRecord,
         body=schemas.RuntimeUpdate,
-        errors=(400, 403, 404, 409),
+        errors=(409,),
     ),
-    Operation(
-        "delete", "/v1/runtimes/{id}", "Delete an unused runtime (admins)", 204, errors=(403, 404)
-    ),
-    Operation(
-        "get",
-        "/v1/runtimes/{id}/pool",
-        "The runtime's containers",
-        answer=as_json(Pool),
-    ),
-    Operation(
-        "get",
-        "/v1/functions",
-        "List functions",
-        answer=as_json(FunctionList),
-        query=(ALL_PROJECTS,),
-        errors=(400, 403),
-    ),
+    Operation("delete", "/v1/runtimes/{id}", "Delete an unused runtime (admins)", 204),
+    Operation("get", "/v1/runtimes/{id}/pool", "The runtime's containers", answer=Pool),
+    Operation("get", "/v1/functions", "List functions", answer=FunctionList, query=(ALL_PROJECTS,)),
     Operation(
         "post",
         "/v1/functions",
         "Upload a function (multipart, JSON with a base64 package, or a form)",
         201,
-        as_json(FunctionRecord),
+        FunctionRecord,
         FUNCTION_FORM,
-        errors=(400, 404, 409, 413),
+        errors=(404, 409, 413),
     ),
     Operation(
         "get",
@@ -205,48 +211,45 @@ OPERATIONS = (
         "put",
         "/v1/functions/{id}",
         "Change a function (null fields stay as they are)",
-        answer=as_json(FunctionRecord),
+        answer=FunctionRecord,
         body=FUNCTION_FORM,
         body_required=False,
-        errors=(400, 404, 409, 413),
+        errors=(409, 413),
     ),
-    Operation("delete", "/v1/functions/{id}", "Delete a function", 204, errors=(403, 404)),
+    Operation("delete", "/v1/functions/{id}", "Delete a function", 204),
     Operation(
         "post",
         "/v1/functions/{id}/invoke",
         "Run a function: the body is its input, the result the answer",
-        answer=as_json(ANY),
+        answer=as_json({}),
         query=(
-            ("version", "a version number (0: the current code)", VERSION_NUMBER),
+            ("version", "a version number (0: the current code)", WHOLE),
             ("alias", "run through this alias", STRING),
             ("async", "true to queue it (202)", BOOLEAN),
         ),
-        errors=(400, 404, 413, 429),
+        errors=(413, 429),
         extra={
-            202: ("queued", as_json(ExecutionRecord)),
+            202: ("queued", ExecutionRecord),
             502: (
                 "the execution failed: `error.code` is `execution_<status>`, `error.message` and "
                 "`faultstring` its message, `error.type` and `error.traceback` its error's",
-                as_json(RunFailed),
+                RunFailed,
             ),
         },
     ),
     Operation(
-        "get",
-        "/v1/functions/{id}/versions",
-        "List a function's versions",
-        answer=as_json(VersionList),
+        "get", "/v1/functions/{id}/versions", "List a function's versions", answer=VersionList
     ),
     Operation(
         "post",
         "/v1/functions/{id}/versions",
         "Publish the current code as a version (200: unchanged, the latest)",
         201,
-        as_json(VersionRecord),
+        VersionRecord,
         schemas.VersionCreate,
         body_required=False,
-        errors=(400, 404, 409),
-        extra={200: ("nothing changed: the latest version", as_json(VersionRecord))},
+        errors=(409,),
+        extra={200: ("nothing changed: the latest version", VersionRecord)},
     ),
     Operation(
         "get",
@@ -256,35 +259,31 @@ OPERATIONS = (
         query=DOWNLOAD,
     ),
     Operation(
-        "delete",
-        "/v1/functions/{id}/versions/{number}",
-        "Delete a version no alias uses",
-        204,
-        errors=(400, 403, 404),
+        "delete", "/v1/functions/{id}/versions/{number}", "Delete a version no alias uses", 204
     ),
     Operation(
         "get",
         "/v1/aliases",
         "List aliases",
-        answer=as_json(AliasList),
+        answer=AliasList,
         query=(("function_id", "only this function's", STRING), ALL_PROJECTS),
-        errors=(400, 403, 404),
+        errors=(404,),
     ),
     Operation(
         "post",
         "/v1/aliases",
         "Create an alias",
         201,
-        as_json(AliasRecord),
+        AliasRecord,
         schemas.AliasBody,
-        errors=(400, 404, 409),
+        errors=(404, 409),
     ),
-    Operation("get", "/v1/aliases/{name}", "An alias", answer=as_json(AliasRecord)),
+    Operation("get", "/v1/aliases/{name}", "An alias", answer=AliasRecord),
     Operation(
         "put",
         "/v1/aliases/{name}",
         "Change an alias",
-        answer=as_json(AliasRecord),
+        answer=AliasRecord,
         body=schemas.AliasBody,
         body_required=False,
     ),
@@ -293,99 +292,87 @@ OPERATIONS = (
         "get",
         "/v1/tokens",
         "List the project's API tokens (admins; never their secrets)",
-        answer=as_json(TokenList),
+        answer=TokenList,
         query=(ALL_PROJECTS,),
-        errors=(400, 403),
     ),
     Operation(
         "post",
         "/v1/tokens",
         "Make an API token of the project (admins); its secret is in this answer only",
         201,
-        as_json(NewToken),
+        NewToken,
         schemas.TokenCreate,
         body_required=False,
-        errors=(400, 403),
     ),
-    Operation(
-        "get",
-        "/v1/tokens/{id}",
-        "An API token (admins)",
-        answer=as_json(TokenRecord),
-        errors=(403, 404),
-    ),
+    Operation("get", "/v1/tokens/{id}", "An API token (admins)", answer=TokenRecord),
     Operation(
         "delete",
         "/v1/tokens/{id}",
         "Revoke an API token (admins): at once here, within a second on other nodes",
-        answer=as_json(TokenRecord),
-        errors=(403, 404),
+        answer=TokenRecord,
     ),
     Operation(
         "get",
         "/v1/executions",
         "List executions",
-        answer=as_json(ExecutionPage),
-        query=tuple(LIST_PARAMS),
-        errors=(400, 403, 404),
+        answer=ExecutionPage,
+        query=LIST_PARAMS,
+        errors=(404,),
     ),
     Operation(
         "post",
         "/v1/executions",
         "Run a function: sync (201, finished) or async (202, queued)",
         201,
-        as_json(ExecutionRecord),
+        ExecutionRecord,
         schemas.ExecutionCreate,
-        errors=(400, 404, 409, 413, 429),
+        errors=(404, 409, 413, 429),
         extra={
-            200: ("a retry with the same id", as_json(ExecutionRecord)),
-            202: ("queued", as_json(ExecutionRecord)),
+            200: ("a retry with the same id", ExecutionRecord),
+            202: ("queued", ExecutionRecord),
         },
     ),
     Operation(
         "delete",
         "/v1/executions",
         "Purge finished executions",
-        answer=as_json(Purged),
+        answer=Purged,
         query=(
             ("keep_last", "keep this many newest", WHOLE),
             ("to_datetime", "purge older ones", TIME),
         ),
-        errors=(400,),
     ),
     Operation(
         "get",
         "/v1/executions/{id}",
         "An execution (`?wait=S`: once it is final or S seconds passed)",
-        answer=as_json(ExecutionRecord),
+        answer=ExecutionRecord,
         query=(("wait", "seconds to wait for the end", {"type": "number", "minimum": 0}),),
     ),
-    Operation(
-        "delete", "/v1/executions/{id}", "Delete a finished execution", 204, errors=(404, 409)
-    ),
+    Operation("delete", "/v1/executions/{id}", "Delete a finished execution", 204, errors=(409,)),
     Operation("get", "/v1/executions/{id}/log", "What it printed (text)", answer=TEXT_PLAIN),
     Operation(
         "get",
         "/v1/executions/{id}/poll",
         "200 while pending, then 303 to its result",
-        answer=as_json(Pending),
+        answer=Pending,
         extra={303: ("finished: see /result", None)},
     ),
     Operation(
         "get",
         "/v1/executions/{id}/result",
         "Its result (400 if it failed, 409 while it runs)",
-        answer=as_json(Result),
-        errors=(400, 404, 409),
+        answer=Result,
+        errors=(409,),
     ),
     Operation(
         "post",
         "/v1/executions/{id}/cancel",
         "Cancel a queued or running execution",
-        answer=as_json(ExecutionRecord),
+        answer=ExecutionRecord,
         body=schemas.ExecutionCancel,
         body_required=False,
-        errors=(400, 404, 409),
+        errors=(409,),
     ),
 )
 
@@ -415,19 +402,11 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
     for op in OPERATIONS:
         if isinstance(op.body, type):
             found[(op.body, "validation")] = None
-        for content in (op.answer, *(content for _, content in op.extra.values())):
+        for _, content in op.answers.values():
             for media in (content or {}).values():
                 if isinstance(media["schema"], type):
                     found[(media["schema"], "serialization")] = None
     return list(found)
-
-
-def _content(content: Content, refs: Models) -> Content:
-    """The content with its models replaced by references to their schemas."""
-    return {
-        media: {"schema": refs[(schema, "serialization")] if isinstance(schema, type) else schema}
-        for media, schema in ((media, value["schema"]) for media, value in content.items())
-    }
 
 
 def _body(op: Operation, refs: Models) -> dict[str, Any] | None:
@@ -445,39 +424,40 @@ def _body(op: Operation, refs: Models) -> dict[str, Any] | None:
 
 
 def _response(description: str, content: Content | None, refs: Models) -> dict[str, Any]:
+    """A response, its models replaced by references to their schemas."""
     response: dict[str, Any] = {"description": description}
     if content is not None:
-        response["content"] = _content(content, refs)
+        response["content"] = {
+            media: {"schema": refs[(s, "serialization")] if isinstance(s, type) else s}
+            for media, s in ((media, value["schema"]) for media, value in content.items())
+        }
     return response
+
+
+def _operation(op: Operation, refs: Models) -> dict[str, Any]:
+    responses = {str(code): _response(text, c, refs) for code, (text, c) in op.answers.items()}
+    for code in op.refusals:
+        responses[str(code)] = _response(ERRORS[code], as_json(Error), refs)
+    operation: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{op.method}_{op.path}",
+        "parameters": _parameters(op),
+        "responses": responses,
+    }
+    if not op.public:
+        # Needed unless the server listens on loopback only (then every request acts as an
+        # admin of the default project).
+        operation["security"] = [{"token": []}]
+    if (body := _body(op, refs)) is not None:
+        operation["requestBody"] = body
+    return operation
 
 
 def document() -> dict[str, Any]:
     refs, models = models_json_schema(_models(), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
-    refused = as_json(Error)
     for op in OPERATIONS:
-        responses = {str(op.ok): _response("done", op.answer, refs)}
-        for code, (text, content) in op.extra.items():
-            responses[str(code)] = _response(text, content, refs)
-        responses.update({str(code): _response("refused", refused, refs) for code in op.errors})
-        operation: dict[str, Any] = {
-            "summary": op.summary,
-            "operationId": f"{op.method}_{op.path}",
-            "parameters": _parameters(op),
-            "responses": responses,
-        }
-        if not op.public:
-            # Needed unless the server listens on loopback only (then every request acts as
-            # an admin of the default project).
-            operation["security"] = [{"token": []}]
-            responses["401"] = _response("no valid token", refused, refs)
-            responses["503"] = _response("the database is unreachable (Retry-After)", refused, refs)
-        # A page of another origin, or a Host the node does not serve (`api/browsers.py`).
-        responses.setdefault("403", _response("refused", refused, refs))
-        if (body := _body(op, refs)) is not None:
-            operation["requestBody"] = body
-            responses["415"] = _response("a body of a type it does not read", refused, refs)
-        paths.setdefault(op.path, {})[op.method] = operation
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
     # A copy: the parts shared between operations are not the caller's to change.
     return copy.deepcopy(
         {

@@ -21,6 +21,8 @@ from spinlet.domain import (
     FunctionStatus,
     Role,
     RuntimeStatus,
+    StartKind,
+    StatusReason,
 )
 
 #: Times as `datetime.isoformat()` writes them (`+00:00`, as the API always answered; pydantic's
@@ -31,6 +33,17 @@ Time = Annotated[
     datetime,
     PlainSerializer(datetime.isoformat, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+#: Why an execution ended as it did: a string, since a newer node may write a reason this one
+#: does not know; the document names the known ones.
+Reason = Annotated[
+    str | None,
+    Field(
+        description="why it ended as it did; known reasons: "
+        + ", ".join(f"{r.value} ({r.status.value})" for r in StatusReason)
+        + ". A newer node may write others.",
+        examples=[r.value for r in StatusReason],
+    ),
 ]
 #: A mapping shown by its sorted keys only (a function's environment: the values are secret).
 Keys = Annotated[list[str], BeforeValidator(sorted)]
@@ -147,13 +160,13 @@ class ExecutionRecord(Record):
     function_version: int
     function_alias: str | None
     status: ExecutionStatus
-    status_reason: str | None
+    status_reason: Reason
     sync: bool
     input: Any
     result: Any = None  # left out of listings without `include_output=true`
     error: ExecutionErrorRecord | None
     duration_ms: float | None
-    start_kind: str | None
+    start_kind: StartKind | None
     init_ms: float | None
     image_id: str | None
     source: ExecutionSource
@@ -209,12 +222,25 @@ class ExecutionPage(Record):
     next: str | None  # the next page's absolute URL, with the same filters
 
 
-class ErrorDetail(BaseModel):
+class ErrorCore(BaseModel):
+    """What every error body says: a stable machine code and a human message."""
+
     code: str
     message: str
 
 
-class RunFailedError(ErrorDetail):
+class ErrorDetail(ErrorCore):
+    """What went wrong; some errors add fields (named here when they are known)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # The fields a body named that the route does not know (400 validation_error).
+    unknown_fields: list[str] | None = None
+    # Seconds to wait before trying again, as in the Retry-After header (429, 503).
+    retry_after: int | None = None
+
+
+class RunFailedError(ErrorCore):
     """The standard error's fields, then the execution's error's (none for a cancelled one)."""
 
     type: str | None
@@ -227,7 +253,7 @@ class RunFailed(BaseModel):
     error: RunFailedError
     faultstring: str
     status: ExecutionStatus
-    status_reason: str | None
+    status_reason: Reason
 
 
 class Error(BaseModel):
@@ -235,6 +261,13 @@ class Error(BaseModel):
 
     error: ErrorDetail
     faultstring: str
+
+    @classmethod
+    def of(cls, code: str, message: str, **extra: Any) -> dict[str, Any]:
+        """The body as JSON values: the fields an error adds are kept, the others left out."""
+        detail = ErrorDetail.model_validate({**extra, "code": code, "message": message})
+        body = cls(error=detail, faultstring=message)
+        return body.model_dump(mode="json", exclude_unset=True)
 
 
 class Service(Record):

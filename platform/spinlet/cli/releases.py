@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from spinlet.cli.ids import with_function
+from spinlet.cli.ids import complete_functions, with_function
 from spinlet.cli.output import emit, print_record, print_table
 from spinlet.cli.resources import client, function_argument
 
@@ -144,7 +144,11 @@ def aliases_create(
 
 @aliases.command("update")
 @click.argument("name")
-@click.option("--function", help="Point at another function (id or name).")
+@click.option(
+    "--function",
+    shell_complete=complete_functions,
+    help="Point at another function (name, id or the start of its id).",
+)
 @click.option("--version", type=int, help="Point at this version (0: the current code).")
 @click.option("--description")
 @click.option("--canary-version", type=int, help="Send a share of executions to this version.")
@@ -177,18 +181,31 @@ def aliases_update(
             current.get("version") if canary_version is None else canary_version,
             current.get("weight") if canary_weight is None else canary_weight,
         )
-    record = api.aliases.update(
-        name, function=function, version=version, description=description, routing=routing
-    )
+
+    def update(function: str | None) -> dict[str, Any]:
+        return api.aliases.update(
+            name, function=function, version=version, description=description, routing=routing
+        )
+
+    record = update(None) if function is None else with_function(api, function, update)
     emit(ctx, record, lambda: print_record(_canary(record), ALIAS_COLUMNS))
 
 
 @aliases.command("list")
-@click.option("--function", help="Only this function's aliases.")
+@click.option(
+    "--function",
+    shell_complete=complete_functions,
+    help="Only this function's aliases (name, id or the start of its id).",
+)
 @click.pass_context
 def aliases_list(ctx: click.Context, function: str | None) -> None:
     """List aliases."""
-    rows = client(ctx).aliases.list(function)
+    api = client(ctx)
+    rows = (
+        api.aliases.list(None)
+        if function is None
+        else with_function(api, function, api.aliases.list)
+    )
     emit(ctx, rows, lambda: print_table([_canary(r) for r in rows], ALIAS_COLUMNS, "aliases"))
 
 

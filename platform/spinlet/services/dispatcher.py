@@ -95,11 +95,7 @@ class Dispatcher:
                 # Functions at their concurrency limit, and projects at their quota, are passed
                 # over until a slot frees; functions with a warm container here go first
                 # (other nodes may have none).
-                warm = {
-                    c.function_id
-                    for c in await self.runner.backend.containers()
-                    if c.state == "idle" and c.function_id is not None
-                }
+                warm = await self.runner.warm_functions()
                 functions, projects = self.gate.saturated()
                 execution = await self.store.executions.claim_next(
                     self.node_id, skip=functions, skip_projects=projects, prefer=warm

@@ -132,8 +132,7 @@ class ExecutionService:
         try:
             await self.gate.acquire(target.project_id, target.function_id, target.concurrency)
         except TooManyRequests:
-            if self.runner.metrics is not None:
-                self.runner.metrics.rejected.inc()
+            self.runner.refused()
             raise
         try:
             execution = execution.evolve(started_at=utcnow())

@@ -169,6 +169,19 @@ class ExecutionRunner:
     def running(self) -> int:
         return len(self._tasks)
 
+    def refused(self) -> None:
+        """Count an execution refused for a concurrency limit (429)."""
+        if self.metrics is not None:
+            self.metrics.refused()
+
+    async def warm_functions(self) -> set[str]:
+        """The functions with an idle container on this node (they start fastest here)."""
+        return {
+            c.function_id
+            for c in await self.backend.containers()
+            if c.state == "idle" and c.function_id is not None
+        }
+
     async def _outcome(self, execution: Execution, target: Target | None) -> RunOutcome:
         if target is None:
             try:

@@ -49,7 +49,7 @@ def _function(row: Row[Any]) -> Function:
         concurrency=row.concurrency,
         environment=dict(row.environment or {}),
         network=row.network,
-        status=FunctionStatus(row.status),
+        status=FunctionStatus.read(row.status),
         latest_version=row.latest_version,
         project_id=row.project_id,
         created_at=row.created_at,
@@ -58,6 +58,8 @@ def _function(row: Row[Any]) -> Function:
 
 
 def _values(function: Function) -> dict[str, Any]:
+    """The columns of a function; a status this node does not know stays as stored."""
+    known = function.status is not FunctionStatus.UNKNOWN
     return {
         "name": function.name,
         "description": function.description,
@@ -71,7 +73,7 @@ def _values(function: Function) -> dict[str, Any]:
         "concurrency": function.concurrency,
         "environment": function.environment,
         "network": function.network,
-        "status": function.status.value,
+        **({"status": function.status.value} if known else {}),
         "updated_at": function.updated_at,
     }
 

@@ -6,13 +6,27 @@ from typing import Any
 
 from sqlalchemy import Select, and_, false, not_, or_, true
 
-from spinlet.domain import FINAL_STATUSES
+from spinlet.domain import FINAL_STATUSES, ExecutionStatus
 from spinlet.queries import ExecutionQuery, Filter
 from spinlet.store.tables import executions
+
+#: The statuses this node knows; `unknown` stands for any other (a newer node's).
+_KNOWN = [s.value for s in ExecutionStatus if s is not ExecutionStatus.UNKNOWN]
+
+
+def _status_in(values: Any) -> Any:
+    """Rows in one of these statuses, `unknown` matching the statuses this node does not know."""
+    clause: Any = executions.c.status.in_([v for v in values if v != ExecutionStatus.UNKNOWN])
+    if ExecutionStatus.UNKNOWN in values:
+        clause = or_(clause, executions.c.status.not_in(_KNOWN))
+    return clause
 
 
 def _clause(item: Filter) -> Any:
     column, value = executions.c[item.field], item.value
+    if item.field == "status" and item.op in ("eq", "neq", "in", "nin") and value is not None:
+        matched = _status_in(value if isinstance(value, list) else [value])
+        return matched if item.op in ("eq", "in") else not_(matched)
     match item.op:
         case "eq":
             return column.is_(None) if value is None else column == value
@@ -45,7 +59,7 @@ def where(query: ExecutionQuery, stmt: Select[Any]) -> Select[Any]:
     if query.function_id:
         stmt = stmt.where(executions.c.function_id == query.function_id)
     if query.statuses:
-        stmt = stmt.where(executions.c.status.in_([s.value for s in query.statuses]))
+        stmt = stmt.where(_status_in([s.value for s in query.statuses]))
     if not query.include_completed:
         stmt = stmt.where(executions.c.status.not_in([s.value for s in FINAL_STATUSES]))
     for item in query.filters:

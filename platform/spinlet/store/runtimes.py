@@ -30,7 +30,7 @@ def _runtime(row: Row[Any]) -> Runtime:
         name=row.name,
         image=row.image,
         description=row.description,
-        status=RuntimeStatus(row.status),
+        status=RuntimeStatus.read(row.status),
         is_public=row.is_public,
         trusted=row.trusted,
         project_id=row.project_id,
@@ -84,6 +84,7 @@ class RuntimeRepository:
 
     async def update(self, runtime: Runtime) -> Runtime:
         runtime = runtime.evolve(updated_at=utcnow())
+        known = runtime.status is not RuntimeStatus.UNKNOWN
         async with unique("runtime", runtime.name), self.db.transaction() as conn:
             await conn.execute(
                 update(runtimes)
@@ -92,8 +93,9 @@ class RuntimeRepository:
                     name=runtime.name,
                     image=runtime.image,
                     description=runtime.description,
-                    status=runtime.status.value,
                     updated_at=runtime.updated_at,
+                    # A status this node does not know (a newer node's) stays as stored.
+                    **({"status": runtime.status.value} if known else {}),
                 )
             )
         return runtime

@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -602,3 +603,23 @@ async def test_a_body_is_measured_before_it_is_read(make_api: MakeApi) -> None:
     pretty = json.dumps({"data": "x" * 980}, indent=8)
     record = await run(api, "echo", pretty)
     assert record["result"] == {"data": "x" * 980}
+
+
+async def test_a_large_package_is_read_and_parsed_off_the_event_loop(api: Client) -> None:
+    """A package of megabytes, as a multipart file (aiohttp keeps it on disk) and as base64 in
+    JSON: reading and parsing it would hold up every other request (the blockbuster fixture
+    fails this test on a blocking call)."""
+    data = big_source(8 * 1024 * 1024)
+    upload = aiohttp.FormData({"name": "bigform"})
+    upload.add_field("package", io.BytesIO(data), filename="big.py")
+    response = await api.post("/v1/functions", data=upload)
+    assert response.status == 201, await response.text()
+    body = {"name": "bigjson", "package": b64(data), "filename": "big.py"}
+    response = await api.post(
+        "/v1/functions",
+        data=io.BytesIO(json.dumps(body).encode()),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 201, await response.text()
+    for name in ("bigform", "bigjson"):
+        assert (await run(api, name))["result"] == "big"

@@ -3,7 +3,8 @@
 The only module that touches the Docker SDK. The SDK blocks, so every call runs in a small thread
 pool of its own, never on the event loop, and its errors become `RuntimeBackendError` here.
 
-A container runs the runtime image as user 10001 with a read-only root, a 64 MiB `/tmp` tmpfs, all
+A container runs the runtime image as user 10001 with a read-only root, a `/tmp` tmpfs (as large
+as a package may unpack to, `packages.MAX_UNPACKED_SIZE`: the package is extracted there), all
 capabilities dropped, `no-new-privileges`, a pids limit, a memory limit without swap, a CPU quota,
 no network (or, for a function that asks, the isolated one of `docker_network.py`) and the
 `none` log driver. It is reached through a Unix socket in a host directory
@@ -31,6 +32,7 @@ import docker.errors
 from docker.types import LogConfig
 
 from spinlet.errors import ImageMissing, RuntimeBackendError
+from spinlet.packages import MAX_UNPACKED_SIZE
 from spinlet.runtime.backend import FunctionSpec
 from spinlet.runtime.docker_events import DockerEventWatch
 from spinlet.runtime.docker_network import ensure_function_network
@@ -51,7 +53,7 @@ from spinlet.runtime.pool import PoolBackend, PoolOptions
 _T = TypeVar("_T")
 
 RUNTIME_USER = "10001:10001"
-TMPFS_OPTIONS = "rw,size=64m,mode=1777"
+TMPFS_OPTIONS = f"rw,size={MAX_UNPACKED_SIZE},mode=1777"
 PIDS_LIMIT = 256
 NODE_LABEL = "spinlet.node"
 

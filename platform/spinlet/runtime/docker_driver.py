@@ -33,7 +33,7 @@ from docker.types import LogConfig
 
 from spinlet.errors import ImageMissing, RuntimeBackendError
 from spinlet.packages import MAX_UNPACKED_SIZE
-from spinlet.runtime.backend import FunctionSpec
+from spinlet.runtime.backend import Capacity, FunctionSpec
 from spinlet.runtime.docker_events import DockerEventWatch
 from spinlet.runtime.docker_network import ensure_function_network
 from spinlet.runtime.driver import (
@@ -84,6 +84,7 @@ class DockerDriver:
         self._held: dict[str, str] = {}  # id -> name of the containers this driver created
         self._events: DockerEventWatch | None = None
         self._network: str | None = None  # the functions' network, once made or found
+        self._capacity: Capacity | None = None  # the engine's, once asked
 
     # -- the executor boundary ---------------------------------------------------------------
 
@@ -118,6 +119,13 @@ class DockerDriver:
 
     async def keep_image(self, image_id: str, keep: bool) -> None:
         await self._call(self._keep_image_sync, image_id, keep)
+
+    async def capacity(self) -> Capacity:
+        """The engine's CPUs and memory (`docker info`: NCPU, MemTotal): Docker refuses a CPU
+        quota above NCPU. Asked once: an engine does not change size while it runs."""
+        if self._capacity is None:
+            self._capacity = await self._call(self._capacity_sync)
+        return self._capacity
 
     async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
         return await self._call(self._create_sync, shape, spec)
@@ -172,6 +180,13 @@ class DockerDriver:
             return str(self._client.images.get(image).id)
         except docker.errors.ImageNotFound:
             return None
+
+    def _capacity_sync(self) -> Capacity:
+        info = self._client.info()
+        try:
+            return Capacity(cpu=int(info["NCPU"]) * 1000, memory_size=int(info["MemTotal"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RuntimeBackendError(f"Docker engine: no NCPU or MemTotal: {exc}") from exc
 
     def _keep_image_sync(self, image_id: str, keep: bool) -> None:
         # A tag of its own holds the image: a rebuilt runtime tag leaves it tagged, not

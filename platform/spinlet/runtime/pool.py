@@ -32,6 +32,7 @@ from typing import Any, TypedDict
 from spinlet.domain import ExecutionError, StatusReason
 from spinlet.errors import ImageMissing, RuntimeBackendError
 from spinlet.runtime.backend import (
+    Capacity,
     CodeLoader,
     ContainerInfo,
     FunctionSpec,
@@ -187,6 +188,9 @@ class PoolBackend:
 
     async def keep_image(self, image_id: str, keep: bool) -> None:
         await self.driver.keep_image(image_id, keep)
+
+    async def capacity(self) -> Capacity:
+        return await self.driver.capacity()
 
     async def containers(self) -> list[ContainerInfo]:
         return [

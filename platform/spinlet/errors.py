@@ -42,6 +42,13 @@ class InvalidPackage(BadRequest):
     code = "invalid_package"
 
 
+class InvalidEntry(BadRequest):
+    """The entry (`module.function`) is not in the package: no such module, or the module
+    does not define the function."""
+
+    code = "invalid_entry"
+
+
 class ChecksumMismatch(BadRequest):
     """The package's md5sum does not match the one given."""
 

@@ -2,11 +2,18 @@
 
 An upload is made ready in one step, `prepare`, that the service runs off the event loop: it
 checks the md5sum the client gave, validates the package (reading every entry of a zip, up to
-`max_unpacked_size`), zips a single file and hashes the result once (sha256 and md5 together).
+`max_unpacked_size`), checks that the entry module defines the entry function, zips a single
+file and hashes the result once (sha256 and md5 together).
+
+The unpacked size is judged from the sizes the zip declares, before anything is decompressed,
+so a zip bomb costs nothing; the one read of every entry (`testzip`, a CRC check) then cannot
+produce more than those declared sizes either (`zipfile` stops each entry at its declared size
+and reports a bad CRC).
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
 import io
@@ -19,9 +26,22 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from spinlet.domain import Package
-from spinlet.errors import ChecksumMismatch, InvalidPackage, TooLarge, ValidationFailed
+from spinlet.entrypoints import defines
+from spinlet.errors import (
+    ChecksumMismatch,
+    InvalidEntry,
+    InvalidPackage,
+    TooLarge,
+    ValidationFailed,
+)
 
 MiB = 1024 * 1024
+#: What a package may unpack to. A container extracts its package into its `/tmp`, a tmpfs of
+#: exactly this size (`docker_driver` sizes it from here), shared with what the function writes
+#: there: this is the one place to change both.
+MAX_UNPACKED_SIZE = 64 * MiB
+#: A tmpfs gives each file whole pages: a file's size is counted rounded up to one.
+PAGE_SIZE = 4096
 #: Hashes are fed this much at a time: both stay in the CPU's cache between the two updates.
 HASH_CHUNK = 1 * MiB
 ENTRY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -30,7 +50,7 @@ ENTRY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 @dataclass(frozen=True)
 class PackageLimits:
     max_size: int = 50 * MiB  # as uploaded
-    max_unpacked_size: int = 250 * MiB
+    max_unpacked_size: int = MAX_UNPACKED_SIZE  # as extracted, each file in whole pages
     max_files: int = 10_000
 
 
@@ -59,10 +79,12 @@ def _check_zip(archive: zipfile.ZipFile, limits: PackageLimits) -> None:
         path = PurePosixPath(info.filename.replace("\\", "/"))
         if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", info.filename):
             raise InvalidPackage(f"the package entry {info.filename!r} leaves the package")
-        unpacked += info.file_size
+        unpacked += -(-info.file_size // PAGE_SIZE) * PAGE_SIZE
     if unpacked > limits.max_unpacked_size:
         raise TooLarge(
-            f"the package unpacks to {unpacked} bytes; the limit is {limits.max_unpacked_size}"
+            f"the package unpacks to {unpacked} bytes (each file in whole {PAGE_SIZE}-byte "
+            f"pages); the limit is {limits.max_unpacked_size} bytes "
+            f"({limits.max_unpacked_size / MiB:g} MiB)"
         )
     if not any(name.endswith(".py") for name in archive.namelist()):
         raise InvalidPackage("the package contains no Python (.py) file")
@@ -105,17 +127,27 @@ def normalize(data: bytes, filename: str | None, limits: PackageLimits) -> tuple
 
 
 def check_entry(data: bytes, entry: str) -> None:
-    """The entry's module must exist in the package (the function itself is checked at init)."""
+    """The entry's module must be in the package and define the entry's function (see
+    `entrypoints` for what counts, and what is left to the first call); a module that is not
+    valid Python is an invalid package."""
     if not ENTRY_RE.match(entry):
         raise ValidationFailed(f"entry {entry!r} must look like module.function")
-    module = entry.rsplit(".", 1)[0].replace(".", "/")
+    module, function = entry.rsplit(".", 1)
+    path = module.replace(".", "/")
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = set(archive.namelist())
-    if f"{module}.py" not in names and f"{module}/__init__.py" not in names:
-        raise InvalidPackage(
-            f"entry {entry!r}: module {module.replace('/', '.')!r} is not in the package "
-            f"(expected {module}.py)"
-        )
+        found = next((n for n in (f"{path}.py", f"{path}/__init__.py") if n in names), None)
+        if found is None:
+            raise InvalidEntry(
+                f"entry {entry!r}: module {module!r} is not in the package (expected {path}.py)"
+            )
+        source = archive.read(found)
+    try:
+        tree = ast.parse(source, found)
+    except (SyntaxError, ValueError) as exc:
+        raise InvalidPackage(f"{found} is not valid Python: {exc}") from exc
+    if not defines(tree, function):
+        raise InvalidEntry(f"entry {entry!r}: {found} does not define {function!r}")
 
 
 def describe(data: bytes) -> Package:

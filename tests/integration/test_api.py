@@ -143,7 +143,7 @@ async def test_md5_mismatch_and_bad_packages_are_clear_400s(api: Client) -> None
     response = await api.post(
         "/v1/functions", data=form("x", FUNCTIONS / "hello.py", entry="nothere.main")
     )
-    assert "nothere" in await expect_error(response, 400, "invalid_package")
+    assert "nothere" in await expect_error(response, 400, "invalid_entry")
     response = await api.post(
         "/v1/functions", data=form("x", FUNCTIONS / "hello.py", runtime_id="nope")
     )
@@ -155,8 +155,18 @@ async def test_md5_mismatch_and_bad_packages_are_clear_400s(api: Client) -> None
     assert (await (await api.get("/v1/functions")).json())["functions"] == []
 
 
-async def test_a_missing_handler_function_is_a_clear_failed_execution(api: Client) -> None:
-    await create(api, "typo", "hello", entry="hello.mian")
+async def test_a_missing_handler_function_is_refused_or_a_clear_failed_execution(
+    api: Client,
+) -> None:
+    response = await api.post(
+        "/v1/functions", data=form("typo", FUNCTIONS / "hello.py", entry="hello.mian")
+    )
+    assert "'mian'" in await expect_error(response, 400, "invalid_entry")
+    # What only running the module would tell (an `import *` might bind it) is accepted, and
+    # the first call says what is missing.
+    package = make_package("from json import *\n\ndef main(event):\n    return event\n")
+    response = await api.post("/v1/functions", data=form("typo", data=package, entry="main.mian"))
+    assert response.status == 201, await response.text()
     execution = await run(api, "typo")
     assert execution["status"] == "failed"
     assert "mian" in execution["error"]["message"]

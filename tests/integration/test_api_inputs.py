@@ -442,7 +442,7 @@ async def test_a_zip_bomb_and_entries_leaving_the_package_are_refused(api: Clien
 
     main = b"def main(event):\n    return event\n"
     # 300 MiB of zeros deflate to about 300 KiB: far below the upload limit, far above the
-    # unpacked one (250 MiB).
+    # unpacked one (64 MiB).
     bomb = zipped({"main.py": main, "zeros.bin": b"\0" * (300 * 1024 * 1024)})
     assert len(bomb) < 1024 * 1024
     message = await expect_error(

@@ -18,8 +18,16 @@ from aiohttp.test_utils import TestClient
 from spinlet import packages
 from spinlet.api.app import create_app
 from spinlet.domain import Package
-from spinlet.errors import ChecksumMismatch, InvalidPackage, TooLarge, ValidationFailed
+from spinlet.errors import (
+    ChecksumMismatch,
+    InvalidEntry,
+    InvalidPackage,
+    TooLarge,
+    ValidationFailed,
+)
 from spinlet.packages import (
+    MAX_UNPACKED_SIZE,
+    PAGE_SIZE,
     PackageLimits,
     PackageStore,
     check_entry,
@@ -65,8 +73,10 @@ def test_zip_with_module_is_accepted_and_entry_checked() -> None:
     stored, module = normalize(data, "code.zip", LIMITS)
     assert stored == data and module == "main"
     check_entry(stored, "main.main")
-    with pytest.raises(InvalidPackage, match="module 'handler' is not in the package"):
+    with pytest.raises(InvalidEntry, match="module 'handler' is not in the package"):
         check_entry(stored, "handler.main")
+    with pytest.raises(InvalidEntry, match=r"main\.py does not define 'handler'"):
+        check_entry(stored, "main.handler")
     with pytest.raises(ValidationFailed, match=r"module\.function"):
         check_entry(stored, "main")
 
@@ -74,6 +84,38 @@ def test_zip_with_module_is_accepted_and_entry_checked() -> None:
 def test_package_module_entry() -> None:
     data = zip_of({"app/__init__.py": "", "app/handlers.py": "def main(e): return e"})
     check_entry(data, "app.handlers.main")
+    with pytest.raises(InvalidEntry, match=r"app/__init__\.py does not define 'main'"):
+        check_entry(data, "app.main")
+    with pytest.raises(InvalidEntry, match=r"module 'app\.other'"):
+        check_entry(data, "app.other.main")
+
+
+def test_an_entry_module_that_is_not_python_is_an_invalid_package() -> None:
+    data = zip_of({"main.py": "def main(e):\n  return (e\n"})
+    with pytest.raises(InvalidPackage, match=r"main\.py is not valid Python"):
+        check_entry(data, "main.main")
+
+
+def test_the_unpacked_limit_counts_whole_pages_and_is_the_sandbox_tmp() -> None:
+    limits = PackageLimits(max_unpacked_size=4 * PAGE_SIZE)
+    files: dict[str, bytes | str] = {"main.py": "def main(e): return e"}
+    files.update({f"f{i}.txt": b"x" for i in range(3)})  # 4 files of a page each: fits
+    normalize(zip_of(files), "code.zip", limits)
+    files["f3.txt"] = b"x"
+    with pytest.raises(TooLarge, match="unpacks to 20480 bytes"):
+        normalize(zip_of(files), "code.zip", limits)
+    assert PackageLimits().max_unpacked_size == MAX_UNPACKED_SIZE == 64 * 1024 * 1024
+
+
+def test_a_zip_that_understates_its_sizes_is_refused_without_unpacking_more() -> None:
+    """Sizes are judged from the zip's directory; the one read of every entry stops at the
+    declared size, so a zip that lies about it is corrupt, not a bomb."""
+    data = bytearray(zip_of({"main.py": "def main(e): return e", "z.bin": b"\0" * (8 << 20)}))
+    declared = (8 << 20).to_bytes(4, "little")
+    assert data.count(declared) == 2  # the local header and the central directory
+    data = bytes(data).replace(declared, (1024).to_bytes(4, "little"))
+    with pytest.raises(InvalidPackage, match=r"'z\.bin' is corrupt"):
+        normalize(data, "code.zip", LIMITS)
 
 
 @pytest.mark.parametrize("name", ["../evil.py", "/etc/evil.py", "a/../../evil.py"])
@@ -122,8 +164,10 @@ def test_a_single_file_is_checked_as_sent_and_described_as_zipped() -> None:
     assert ready.package == describe(ready.data) and ready.data != source
     with pytest.raises(ChecksumMismatch, match=f"md5sum is {hashlib.md5(source).hexdigest()}"):
         prepare(source, "hello.py", LIMITS, md5sum="0" * 32)
-    with pytest.raises(InvalidPackage, match="module 'other'"):
+    with pytest.raises(InvalidEntry, match="module 'other'"):
         prepare(source, "hello.py", LIMITS, entry="other.main")
+    with pytest.raises(InvalidEntry, match=r"hello\.py does not define 'handler'"):
+        prepare(source, "hello.py", LIMITS, entry="hello.handler")
 
 
 def _on_a_loop() -> bool:
@@ -142,7 +186,7 @@ async def test_an_upload_is_read_and_hashed_off_the_event_loop(
     on_loop: list[bool] = []
     real = zipfile.ZipFile.testzip
 
-    def testzip(archive: zipfile.ZipFile) -> str | None:  # reads every entry: 250 MiB at most
+    def testzip(archive: zipfile.ZipFile) -> str | None:  # reads every entry: 64 MiB at most
         on_loop.append(_on_a_loop())
         return real(archive)
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from spinlet.domain import ExecutionError, StartKind, StatusReason
 
 __all__ = [
+    "Capacity",
     "CodeLoader",
     "ContainerInfo",
     "FunctionSpec",
@@ -79,6 +80,14 @@ class RunOutcome:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """The most one container of this node can be given: what its engine (or machine) has."""
+
+    cpu: int  # millicores
+    memory_size: int  # bytes
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """A container a backend holds, as shown by `GET /v1/runtimes/{id}/pool`."""
 
@@ -104,6 +113,10 @@ class RuntimeBackend(Protocol):
     async def keep_image(self, image_id: str, keep: bool) -> None:
         """Keep the image present whatever becomes of its tags (published versions run on it),
         or stop keeping it (`keep=False`: it may then go once nothing else holds it)."""
+
+    async def capacity(self) -> Capacity:
+        """The largest `cpu` and `memory_size` a container of this node can have (asked of
+        the engine once, then kept)."""
 
     async def execute(
         self, spec: FunctionSpec, load_code: CodeLoader, request: RunRequest

@@ -3,7 +3,8 @@
 The only module that touches the Docker SDK. The SDK blocks, so every call runs in a small thread
 pool of its own, never on the event loop, and its errors become `RuntimeBackendError` here.
 
-A container runs the runtime image as user 10001 with a read-only root, a 64 MiB `/tmp` tmpfs, all
+A container runs the runtime image as user 10001 with a read-only root, a `/tmp` tmpfs (as large
+as a package may unpack to, `packages.MAX_UNPACKED_SIZE`: the package is extracted there), all
 capabilities dropped, `no-new-privileges`, a pids limit, a memory limit without swap, a CPU quota,
 no network (or, for a function that asks, the isolated one of `docker_network.py`) and the
 `none` log driver. It is reached through a Unix socket in a host directory
@@ -31,7 +32,8 @@ import docker.errors
 from docker.types import LogConfig
 
 from spinlet.errors import ImageMissing, RuntimeBackendError
-from spinlet.runtime.backend import FunctionSpec
+from spinlet.packages import MAX_UNPACKED_SIZE
+from spinlet.runtime.backend import Capacity, FunctionSpec
 from spinlet.runtime.docker_events import DockerEventWatch
 from spinlet.runtime.docker_network import ensure_function_network
 from spinlet.runtime.driver import (
@@ -51,7 +53,7 @@ from spinlet.runtime.pool import PoolBackend, PoolOptions
 _T = TypeVar("_T")
 
 RUNTIME_USER = "10001:10001"
-TMPFS_OPTIONS = "rw,size=64m,mode=1777"
+TMPFS_OPTIONS = f"rw,size={MAX_UNPACKED_SIZE},mode=1777"
 PIDS_LIMIT = 256
 NODE_LABEL = "spinlet.node"
 
@@ -82,6 +84,7 @@ class DockerDriver:
         self._held: dict[str, str] = {}  # id -> name of the containers this driver created
         self._events: DockerEventWatch | None = None
         self._network: str | None = None  # the functions' network, once made or found
+        self._capacity: Capacity | None = None  # the engine's, once asked
 
     # -- the executor boundary ---------------------------------------------------------------
 
@@ -116,6 +119,13 @@ class DockerDriver:
 
     async def keep_image(self, image_id: str, keep: bool) -> None:
         await self._call(self._keep_image_sync, image_id, keep)
+
+    async def capacity(self) -> Capacity:
+        """The engine's CPUs and memory (`docker info`: NCPU, MemTotal): Docker refuses a CPU
+        quota above NCPU. Asked once: an engine does not change size while it runs."""
+        if self._capacity is None:
+            self._capacity = await self._call(self._capacity_sync)
+        return self._capacity
 
     async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
         return await self._call(self._create_sync, shape, spec)
@@ -170,6 +180,13 @@ class DockerDriver:
             return str(self._client.images.get(image).id)
         except docker.errors.ImageNotFound:
             return None
+
+    def _capacity_sync(self) -> Capacity:
+        info = self._client.info()
+        try:
+            return Capacity(cpu=int(info["NCPU"]) * 1000, memory_size=int(info["MemTotal"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RuntimeBackendError(f"Docker engine: no NCPU or MemTotal: {exc}") from exc
 
     def _keep_image_sync(self, image_id: str, keep: bool) -> None:
         # A tag of its own holds the image: a rebuilt runtime tag leaves it tagged, not

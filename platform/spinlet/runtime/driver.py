@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from spinlet.errors import RuntimeBackendError
-from spinlet.runtime.backend import FunctionSpec
+from spinlet.runtime.backend import Capacity, FunctionSpec
 
 #: Why a sandbox stopped answering: killed for memory, or any other exit.
 ExitReason = Literal["oom", "crashed"]
@@ -93,6 +93,9 @@ class Driver(Protocol):
 
     async def keep_image(self, image_id: str, keep: bool) -> None:
         """See `RuntimeBackend.keep_image`."""
+
+    async def capacity(self) -> Capacity:
+        """See `RuntimeBackend.capacity`."""
 
     async def list_leftovers(self) -> list[str]:
         """Sandboxes of this node that this driver does not hold (an earlier run's)."""

@@ -32,6 +32,7 @@ from typing import Any, TypedDict
 from spinlet.domain import ExecutionError, StatusReason
 from spinlet.errors import ImageMissing, RuntimeBackendError
 from spinlet.runtime.backend import (
+    Capacity,
     CodeLoader,
     ContainerInfo,
     FunctionSpec,
@@ -188,6 +189,9 @@ class PoolBackend:
     async def keep_image(self, image_id: str, keep: bool) -> None:
         await self.driver.keep_image(image_id, keep)
 
+    async def capacity(self) -> Capacity:
+        return await self.driver.capacity()
+
     async def containers(self) -> list[ContainerInfo]:
         return [
             ContainerInfo(
@@ -243,6 +247,7 @@ class PoolBackend:
                 "build it with `spinlet runtimes build`",
                 image=spec.image,
             )
+        await self._check_capacity(spec)
         shape = SandboxShape.of(spec, image_id)
         if self._stems is not None:
             self._stems.used(shape, spec.image)
@@ -260,6 +265,18 @@ class PoolBackend:
         finally:
             if self._stems is not None:
                 self._stems.wake()  # refill what was taken, keep stem cells of this shape
+
+    async def _check_capacity(self, spec: FunctionSpec) -> None:
+        """Limits this node cannot give (a function made on a larger node of a fleet) are
+        refused before a sandbox is made, naming this node's maximum, not in the engine's
+        words."""
+        capacity = await self.driver.capacity()
+        if spec.cpu > capacity.cpu or spec.memory_size > capacity.memory_size:
+            raise RuntimeBackendError(
+                f"function {spec.function_name!r} asks for cpu {spec.cpu} millicores and "
+                f"memory_size {spec.memory_size} bytes; this node can give at most "
+                f"{capacity.cpu} millicores and {capacity.memory_size} bytes"
+            )
 
     async def _start_stem(
         self, slot: Slot, spec: FunctionSpec, key: PoolKey, load_code: CodeLoader

@@ -20,7 +20,7 @@ from typing import Unpack
 
 from spinlet.errors import RuntimeBackendError
 from spinlet.paths import runtimes_dir
-from spinlet.runtime.backend import FunctionSpec
+from spinlet.runtime.backend import Capacity, FunctionSpec
 from spinlet.runtime.driver import (
     SOCKET_NAME,
     ExitListener,
@@ -54,6 +54,11 @@ class ProcessDriver:
 
     async def keep_image(self, image_id: str, keep: bool) -> None:
         """Processes run the host's Python: there is no image to keep."""
+
+    async def capacity(self) -> Capacity:
+        """The machine's: the CPUs this process may run on and the physical memory."""
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return Capacity(cpu=len(os.sched_getaffinity(0)) * 1000, memory_size=memory)
 
     async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
         name = self._prefix + secrets.token_hex(4)

@@ -19,6 +19,9 @@ from spinlet.settings import Settings
 from spinlet.store import Store
 
 MiB = 1024 * 1024
+#: Bounds on every node; the node's engine may allow less (`RuntimeBackend.capacity`).
+MIN_MEMORY, MAX_MEMORY = 16 * MiB, 16384 * MiB
+MIN_CPU, MAX_CPU = 10, 64000
 
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -111,14 +114,34 @@ class FunctionService:
         self.settings = settings
         self.limits = PackageLimits(max_size=settings.max_package_size)
 
-    def _check_limits(self, fields: FunctionFields) -> None:
+    async def _check_limits(self, fields: FunctionFields) -> None:
+        """Bounds of every node, then what this node's engine can give (asked of the backend
+        only when `cpu` or `memory_size` is set). In a fleet each node checks against its own
+        engine: nodes of one size agree."""
         s = self.settings
         if fields.timeout is not None and not 0 < fields.timeout <= s.max_timeout:
             raise ValidationFailed(f"timeout must be between 0 and {s.max_timeout:g} seconds")
-        if fields.memory_size is not None and not 16 * MiB <= fields.memory_size <= 16384 * MiB:
-            raise ValidationFailed("memory_size must be between 16 MiB and 16 GiB (in bytes)")
-        if fields.cpu is not None and not 10 <= fields.cpu <= 64000:
-            raise ValidationFailed("cpu must be between 10 and 64000 millicores")
+        if fields.memory_size is not None and fields.memory_size < MIN_MEMORY:
+            raise ValidationFailed(
+                f"memory_size must be at least {MIN_MEMORY // MiB} MiB (it is in bytes)"
+            )
+        if fields.cpu is not None and fields.cpu < MIN_CPU:
+            raise ValidationFailed(f"cpu must be at least {MIN_CPU} millicores")
+        if fields.memory_size is None and fields.cpu is None:
+            return
+        capacity = await self.backend.capacity()
+        top_memory = min(MAX_MEMORY, capacity.memory_size)
+        if fields.memory_size is not None and fields.memory_size > top_memory:
+            raise ValidationFailed(
+                f"memory_size {fields.memory_size} is more than this node can give: at most "
+                f"{top_memory} bytes ({top_memory / MiB:g} MiB)"
+            )
+        top_cpu = min(MAX_CPU, capacity.cpu)
+        if fields.cpu is not None and fields.cpu > top_cpu:
+            raise ValidationFailed(
+                f"cpu {fields.cpu} is more than this node can give: at most {top_cpu} "
+                f"millicores ({top_cpu / 1000:g} CPUs)"
+            )
 
     async def _store_package(
         self, upload: Upload, entry: str | None, md5sum: str | None
@@ -139,7 +162,7 @@ class FunctionService:
         if not fields.name:
             raise ValidationFailed("name is required")
         check_function_name(fields.name)
-        self._check_limits(fields)
+        await self._check_limits(fields)
         runtime = await self.store.runtimes.get(project_id, fields.runtime or BUILTIN_RUNTIME)
         package, entry = await self._store_package(upload, fields.entry, fields.md5sum)
         s = self.settings
@@ -172,7 +195,7 @@ class FunctionService:
         self, project_id: str, ref: str, fields: FunctionFields, upload: Upload | None
     ) -> Function:
         function = await self.store.functions.get(project_id, ref)
-        self._check_limits(fields)
+        await self._check_limits(fields)
         changes: dict[str, object] = {}
         if fields.name is not None:
             changes["name"] = check_function_name(fields.name)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from spinlet.errors import RuntimeBackendError
 from spinlet.runtime.backend import OutcomeStatus, StartKind
 from spinlet.runtime.factory import make_backend
 from spinlet.runtime.pool import PoolBackend
@@ -72,6 +73,18 @@ async def test_a_missing_entry_function_fails_clearly(target: Target, backend: P
     assert outcome.error is not None
     assert "nope" in outcome.error.message
     assert await backend.containers() == []  # a container that could not init is destroyed
+
+
+async def test_limits_above_the_nodes_are_refused_naming_its_maximum(
+    target: Target, backend: PoolBackend
+) -> None:
+    capacity = await backend.capacity()
+    assert capacity.cpu >= 1000 and capacity.memory_size >= 128 * 1024 * 1024
+    spec, package = target.spec(HELLO)
+    spec = replace(spec, cpu=capacity.cpu + 1000)
+    with pytest.raises(RuntimeBackendError, match=f"at most {capacity.cpu} millicores"):
+        await execute(backend, spec, package, {"name": "big"})
+    assert await backend.containers() == []
 
 
 async def test_an_import_error_fails_with_the_import_logs(

@@ -163,6 +163,7 @@ class StatusReason(enum.StrEnum):
     # error: the platform's fault
     LOST = "lost"  # its node died or stopped while it ran
     NO_IMAGE = "no_image"
+    PROTOCOL_MISMATCH = "protocol_mismatch"  # its runtime speaks another protocol version
     NO_PACKAGE = "no_package"
     NOT_FOUND = "not_found"  # what it runs was deleted
     BACKEND = "backend"
@@ -198,6 +199,7 @@ _ERROR_TYPES = {
     StatusReason.RESULT_TOO_LARGE: "ResultTooLarge",
     StatusReason.LOST: "Lost",
     StatusReason.NO_IMAGE: "RuntimeBackendError",
+    StatusReason.PROTOCOL_MISMATCH: "RuntimeProtocolMismatch",
     StatusReason.NO_PACKAGE: "InvalidPackage",
     StatusReason.NOT_FOUND: "NotFound",
     StatusReason.BACKEND: "RuntimeBackendError",

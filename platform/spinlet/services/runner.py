@@ -14,6 +14,7 @@ from spinlet.errors import (
     InvalidPackage,
     NotFound,
     RuntimeBackendError,
+    RuntimeProtocolMismatch,
     StoreUnavailable,
 )
 from spinlet.metrics import Metrics
@@ -201,6 +202,8 @@ class ExecutionRunner:
             return platform_error(StatusReason.NO_PACKAGE, exc.message)
         except ImageMissing as exc:
             return platform_error(StatusReason.NO_IMAGE, exc.message)
+        except RuntimeProtocolMismatch as exc:
+            return platform_error(StatusReason.PROTOCOL_MISMATCH, exc.message)
         except RuntimeBackendError as exc:
             return platform_error(StatusReason.BACKEND, exc.message)
 

@@ -84,4 +84,6 @@ async def test_an_execution_on_it_ends_in_error_saying_why(
     assert response.status == 502
     body = await response.json()
     assert body["status"] == "error"  # the platform's fault, not the function's
+    assert body["status_reason"] == "protocol_mismatch"
+    assert body["error"]["type"] == "RuntimeProtocolMismatch"
     assert f"speaks protocol {PROTOCOL_VERSION + 1}" in body["faultstring"]

@@ -16,8 +16,10 @@ Layout under `root` (`<data dir>/code`), one filesystem, so that hard links work
 Every file is a regular file of mode 0644 (0755 when the zip says executable) and every directory
 0755, whatever the zip claims: `zipfile` writes a symlink's target as a file and never makes device
 nodes, and the modes are the node's, so nothing set-uid, set-gid or a device can appear. The
-read-only bind mount therefore holds what `nosuid,nodev` would forbid by construction. The
-runtime user (10001) reads everything; only the node writes.
+read-only bind mount therefore holds what `nosuid,nodev` would forbid by construction (Docker's
+bind options, `Propagation`, `NonRecursive`, `CreateMountpoint` and the `ReadOnly*` ones, have
+no `nosuid` or `nodev`; the containers' `no-new-privileges` makes set-uid bits inert anyway).
+The runtime user (10001) reads everything; only the node writes.
 """
 
 from __future__ import annotations
@@ -66,12 +68,19 @@ class CodeDirs:
         valid zip is `InvalidPackage`; a failure of the host's disk is `RuntimeBackendError`.
         """
         try:
-            source = self._extracted(package)
-            code = self.root / name / CODE
-            shutil.rmtree(code, ignore_errors=True)
-            shutil.copytree(source, code, copy_function=os.link)
+            return self._link(name, package)
+        except (FileNotFoundError, shutil.Error):
+            pass  # its extracted copy was pruned meanwhile (a node sharing this root): again
+        try:
+            return self._link(name, package)
         except OSError as exc:
             raise RuntimeBackendError(f"cannot prepare the code of sandbox {name}: {exc}") from exc
+
+    def _link(self, name: str, package: bytes) -> Path:
+        source = self._extracted(package)
+        code = self.root / name / CODE
+        shutil.rmtree(code, ignore_errors=True)
+        shutil.copytree(source, code, copy_function=os.link)
         return code
 
     def remove(self, name: str) -> None:

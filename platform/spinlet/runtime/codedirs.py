@@ -13,6 +13,9 @@ Layout under `root` (`<data dir>/code`), one filesystem, so that hard links work
 - `<sandbox name>/code/`: hard links to those files, so every sandbox of a version shares one
   copy in the page cache.
 
+An extracted package stays while the node runs (the next sandbox of its version links it at
+once); those no sandbox links to are removed when the node starts and when it stops.
+
 Every file is a regular file of mode 0644 (0755 when the zip says executable) and every directory
 0755, whatever the zip claims: `zipfile` writes a symlink's target as a file and never makes device
 nodes, and the modes are the node's, so nothing set-uid, set-gid or a device can appear. The

@@ -36,11 +36,11 @@ from spinlet.errors import (
 )
 
 MiB = 1024 * 1024
-#: What a package may unpack to. A container extracts its package into its `/tmp`, a tmpfs of
-#: exactly this size (`docker_driver` sizes it from here), shared with what the function writes
-#: there: this is the one place to change both.
-MAX_UNPACKED_SIZE = 64 * MiB
-#: A tmpfs gives each file whole pages: a file's size is counted rounded up to one.
+#: What a package may unpack to. The node extracts it on its own disk (`runtime/codedirs.py`),
+#: not in the container's memory: it does not count against the function's memory limit.
+MAX_UNPACKED_SIZE = 250 * MiB
+#: A file takes whole pages (of the page cache, blocks of the disk): its size is counted
+#: rounded up to one.
 PAGE_SIZE = 4096
 #: Hashes are fed this much at a time: both stay in the CPU's cache between the two updates.
 HASH_CHUNK = 1 * MiB

@@ -4,8 +4,10 @@ Runs inside a function's container (or as a plain process for local development)
 library only. It listens on the Unix socket `$SPINLET_SOCKET` (default `/run/spinlet/rt.sock`),
 speaks HTTP/1.1 with keep-alive, and handles one request at a time:
 
-- `GET /health`: `{"protocol": 1, "initialized": bool}`.
-- `POST /init`: extract the function's zip, import its entry module, look up the handler.
+- `GET /health`: `{"protocol": 1, "initialized": bool, "features": ["code_dir"]}`.
+- `POST /init`: put the function's code directory (`code_dir`, filled by the node) first on
+  `sys.path` (or extract a base64 zip, `code`, under `$TMPDIR`), import its entry module, look up
+  the handler.
   Allowed once per process; whatever happens, a second `/init` is refused with 409.
 - `POST /run`: call the handler with one execution's input and return its result or error,
   with everything written to file descriptors 1 and 2 during the call as `logs`.
@@ -50,6 +52,9 @@ from types import FrameType, ModuleType
 from typing import Any
 
 PROTOCOL = 1
+#: What this server can do beyond protocol v1's minimum, announced by `/health`: `code_dir` is
+#: an `/init` that takes a directory the node filled instead of a base64 zip.
+FEATURES = ("code_dir",)
 DEFAULT_SOCKET = "/run/spinlet/rt.sock"
 DEFAULT_LOG_LIMIT = 1024 * 1024
 #: Requests larger than this are refused (the control plane caps packages far below it).
@@ -459,7 +464,11 @@ class Runtime:
         self.spared: set[int] | None = None
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        return 200, {"protocol": PROTOCOL, "initialized": self.handler is not None}
+        return 200, {
+            "protocol": PROTOCOL,
+            "initialized": self.handler is not None,
+            "features": list(FEATURES),
+        }
 
     def init(self, body: Any) -> tuple[int, dict[str, Any]]:
         if self.init_attempted:
@@ -489,8 +498,10 @@ class Runtime:
             self.spared = set(other_processes())
         return 200, {"protocol": PROTOCOL, "init_ms": init_ms, "logs": capture.text}
 
-    def _load(self, code: str, entry: str, environment: dict[str, str]) -> Handler:
-        code_dir = extract_package(code)
+    def _load(self, code: str | Path, entry: str, environment: dict[str, str]) -> Handler:
+        code_dir = code if isinstance(code, Path) else extract_package(code)
+        if not code_dir.is_dir():
+            raise LoadError("InvalidPackage", f"the code directory {code_dir} does not exist")
         sys.path.insert(0, str(code_dir))
         os.environ.update(environment)
         return import_entry(entry, code_dir)
@@ -535,15 +546,21 @@ class Runtime:
         return f'{{"result":{result_json},{tail}'.encode()
 
 
-def parse_init(body: Any) -> tuple[str, str, dict[str, str], int]:
+def parse_init(body: Any) -> tuple[str | Path, str, dict[str, str], int]:
+    """`code` is the base64 zip, or the `code_dir` the node filled (a `Path`)."""
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     code = body.get("code")
+    code_dir = body.get("code_dir")
     entry = body.get("entry", "main.main")
     environment = body.get("environment") or {}
     log_limit = body.get("log_limit", DEFAULT_LOG_LIMIT)
-    if not isinstance(code, str):
-        raise bad_request('"code" (a base64 zip) is required')
+    if (code is None) == (code_dir is None):
+        raise bad_request('either "code_dir" (a directory) or "code" (a base64 zip) is required')
+    if code_dir is not None and not (isinstance(code_dir, str) and code_dir.startswith("/")):
+        raise bad_request('"code_dir" must be an absolute path')
+    if code is not None and not isinstance(code, str):
+        raise bad_request('"code" must be a base64 zip')
     if not isinstance(entry, str):
         raise bad_request('"entry" must be a string "module.function"')
     if not isinstance(environment, dict) or not all(
@@ -552,7 +569,7 @@ def parse_init(body: Any) -> tuple[str, str, dict[str, str], int]:
         raise bad_request('"environment" must be an object of strings')
     if not isinstance(log_limit, int) or isinstance(log_limit, bool) or log_limit < 0:
         raise bad_request('"log_limit" must be a non-negative integer')
-    return code, entry, environment, log_limit
+    return Path(code_dir) if code_dir is not None else code, entry, environment, log_limit
 
 
 def parse_run(body: Any) -> tuple[Any, Context]:

@@ -337,7 +337,11 @@ def test_hardened_container_serves_health_over_the_socket(
     docker_client: Any, runtime_image: str
 ) -> None:
     with hardened_container(docker_client, runtime_image) as (_, socket_path):
-        assert wait_healthy(socket_path) == {"protocol": 1, "initialized": False}
+        assert wait_healthy(socket_path) == {
+            "protocol": 1,
+            "initialized": False,
+            "features": ["code_dir"],
+        }
         assert stat.S_ISSOCK(socket_path.stat().st_mode)
         assert socket_path.stat().st_mode & 0o777 == 0o666
 

@@ -146,9 +146,10 @@ def main(event, context):
 
 
 def test_health_before_and_after_init(runtime: Runtime) -> None:
-    assert runtime.health() == (200, {"protocol": 1, "initialized": False})
+    features = ["code_dir"]
+    assert runtime.health() == (200, {"protocol": 1, "initialized": False, "features": features})
     runtime.loaded(HELLO)
-    assert runtime.health() == (200, {"protocol": 1, "initialized": True})
+    assert runtime.health() == (200, {"protocol": 1, "initialized": True, "features": features})
 
 
 def test_socket_is_connectable_by_other_users(runtime: Runtime) -> None:
@@ -483,6 +484,24 @@ def test_code_that_is_not_a_zip(runtime: Runtime) -> None:
     assert reply["error"]["type"] == "InvalidPackage"
 
 
+def test_a_code_dir_is_imported_in_place(runtime: Runtime, tmp_path: Path) -> None:
+    """A runtime that announces `code_dir` imports from the directory the node filled."""
+    code_dir = tmp_path / "filled" / "code"
+    (code_dir / "pkg").mkdir(parents=True)
+    (code_dir / "pkg" / "__init__.py").write_text("")
+    (code_dir / "pkg" / "handler.py").write_text("def main(event):\n    return __file__\n")
+    status, reply = runtime.post("/init", {"code_dir": str(code_dir), "entry": "pkg.handler.main"})
+    assert status == 200, reply
+    assert runtime.run()[1]["result"] == str(code_dir / "pkg" / "handler.py")
+
+
+def test_a_missing_code_dir_is_an_invalid_package(runtime: Runtime, tmp_path: Path) -> None:
+    status, reply = runtime.post("/init", {"code_dir": str(tmp_path / "absent")})
+    assert status == 400
+    assert reply["error"]["type"] == "InvalidPackage"
+    assert "does not exist" in reply["error"]["message"]
+
+
 def test_code_is_extracted_under_tmpdir(runtime: Runtime) -> None:
     runtime.loaded("import os\ndef main(event):\n    return os.path.dirname(__file__)\n")
     code_dir = Path(runtime.run()[1]["result"])
@@ -542,7 +561,19 @@ def test_each_response_is_one_write(request_bytes: bytes, status: bytes) -> None
     assert isinstance(json.loads(body), dict)
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"code": 5}', b"\xff\xfe", b""])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"code": 5}',
+        b"\xff\xfe",
+        b"",
+        b"{}",
+        b'{"code_dir": "relative/dir"}',
+        b'{"code_dir": "/d", "code": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}',
+    ],
+)
 def test_bad_init_body(runtime: Runtime, body: bytes) -> None:
     status, reply = runtime.request("POST", "/init", body)
     assert status == 400
@@ -589,7 +620,7 @@ def test_stale_socket_is_replaced(start_runtime: Callable[[], Runtime], tmp_path
         time.sleep(0.3)
         assert proc.poll() is None
         fresh = Runtime(first.socket_path)
-        assert fresh.health() == (200, {"protocol": 1, "initialized": False})
+        assert fresh.health()[1]["initialized"] is False
         fresh.conn.close()
     finally:
         proc.kill()

@@ -3,8 +3,9 @@
 The only module that touches the Docker SDK. The SDK blocks, so every call runs in a small thread
 pool of its own, never on the event loop, and its errors become `RuntimeBackendError` here.
 
-A container runs the runtime image as user 10001 with a read-only root, a `/tmp` tmpfs (as large
-as a package may unpack to, `packages.MAX_UNPACKED_SIZE`: the package is extracted there), all
+A container runs the runtime image as user 10001 with a read-only root, a `/tmp` tmpfs of
+`TMP_SIZE` (the function's scratch space, counted against its memory), its own code directory
+(`codedirs.py`) bind-mounted read-only at `/var/spinlet` and filled by the node at `/init`, all
 capabilities dropped, `no-new-privileges`, a pids limit, a memory limit without swap, a CPU quota,
 no network (or, for a function that asks, the isolated one of `docker_network.py`) and the
 `none` log driver. It is reached through a Unix socket in a host directory
@@ -32,8 +33,8 @@ import docker.errors
 from docker.types import LogConfig
 
 from spinlet.errors import ImageMissing, RuntimeBackendError
-from spinlet.packages import MAX_UNPACKED_SIZE
 from spinlet.runtime.backend import Capacity, FunctionSpec
+from spinlet.runtime.codedirs import CODE, MOUNT_POINT, CodeDirs
 from spinlet.runtime.docker_events import DockerEventWatch
 from spinlet.runtime.docker_network import ensure_function_network
 from spinlet.runtime.driver import (
@@ -53,7 +54,10 @@ from spinlet.runtime.pool import PoolBackend, PoolOptions
 _T = TypeVar("_T")
 
 RUNTIME_USER = "10001:10001"
-TMPFS_OPTIONS = f"rw,size={MAX_UNPACKED_SIZE},mode=1777"
+#: The container's `/tmp`: scratch space for the function (its code is not there), a tmpfs and
+#: so part of the function's memory.
+TMP_SIZE = 64 * 1024 * 1024
+TMPFS_OPTIONS = f"rw,size={TMP_SIZE},mode=1777"
 PIDS_LIMIT = 256
 NODE_LABEL = "spinlet.node"
 
@@ -71,6 +75,7 @@ class DockerDriver:
         *,
         client: Any = None,  # a docker.DockerClient; made from the environment when omitted
         max_workers: int = 8,
+        code_root: Path | None = None,  # default: `socket_root/code`
     ) -> None:
         self.node_id = node_id
         self.socket_root = Path(socket_root)
@@ -80,6 +85,7 @@ class DockerDriver:
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="spinlet-docker")
         self._prefix = name_prefix(node_id)  # the label keeps the node id as it is
         self._name_re = name_pattern(node_id)
+        self._code = CodeDirs(code_root or self.socket_root / CODE, self._name_re)
         self._closed = False
         self._held: dict[str, str] = {}  # id -> name of the containers this driver created
         self._events: DockerEventWatch | None = None
@@ -133,6 +139,10 @@ class DockerDriver:
     async def seal(self, sandbox: Sandbox) -> None:
         # Writable by the runtime user only until it made its socket: from now on, root's.
         os.chmod(sandbox.socket_path.parent, 0o755)
+
+    async def fill_code(self, sandbox: Sandbox, package: bytes) -> str:
+        await asyncio.to_thread(self._code.fill, sandbox.name, package)
+        return f"{MOUNT_POINT}/{CODE}"
 
     async def destroy(self, sandbox: Sandbox) -> None:
         await self._call(self._remove_sync, sandbox.id, sandbox.name)
@@ -214,9 +224,17 @@ class DockerDriver:
         check_socket_path(directory / SOCKET_NAME)
         directory.mkdir(parents=True)
         os.chmod(directory, 0o777)  # the runtime user (10001) creates its socket here
+        try:
+            code_dir = self._code.make(name)
+        except BaseException:
+            self._remove_sync(None, name)
+            raise
         api = self._client.api
         host_config = api.create_host_config(
-            binds={str(directory): {"bind": SOCKET_DIR, "mode": "rw"}},
+            binds={
+                str(directory): {"bind": SOCKET_DIR, "mode": "rw"},
+                str(code_dir): {"bind": MOUNT_POINT, "mode": "ro"},
+            },
             read_only=True,
             tmpfs={"/tmp": TMPFS_OPTIONS},
             cap_drop=["ALL"],
@@ -277,6 +295,7 @@ class DockerDriver:
             self._held.pop(container_id, None)
         if self._name_re.fullmatch(name):
             shutil.rmtree(self.socket_root / name, ignore_errors=True)
+            self._code.remove(name)
 
     def _inspect_exit_sync(self, container_id: str) -> ExitReason | None:
         try:
@@ -301,20 +320,28 @@ class DockerDriver:
         ]
 
     def _remove_stale_dirs_sync(self) -> None:
+        held_names = set(self._held.values())
+        self._code.remove_stale(held_names)
         if not self.socket_root.is_dir():
             return
-        held_names = set(self._held.values())
         for directory in self.socket_root.iterdir():
             if self._name_re.fullmatch(directory.name) and directory.name not in held_names:
                 shutil.rmtree(directory, ignore_errors=True)
 
 
 def docker_backend(
-    node_id: str, socket_root: Path, *, client: Any = None, **options: Unpack[PoolOptions]
+    node_id: str,
+    socket_root: Path,
+    *,
+    client: Any = None,
+    code_root: Path | None = None,
+    **options: Unpack[PoolOptions],
 ) -> PoolBackend:
     """A warm pool of Docker containers labelled `spinlet.node=<node_id>`.
 
     `client` is a `docker.DockerClient` to use (and not close); by default one is made from the
     environment (`DOCKER_HOST`, …) on first use and closed with the backend.
     """
-    return PoolBackend(DockerDriver(node_id, socket_root, client=client), **options)
+    return PoolBackend(
+        DockerDriver(node_id, socket_root, client=client, code_root=code_root), **options
+    )

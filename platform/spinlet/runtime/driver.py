@@ -77,6 +77,11 @@ class Driver(Protocol):
         """Create and start a sandbox of `shape`, labelled for `spec` (a cold start) or for no
         function (a stem cell); raise `RuntimeBackendError` on failure."""
 
+    async def fill_code(self, sandbox: Sandbox, package: bytes) -> str:
+        """Put the zip `package`'s files in the sandbox's own code directory (`codedirs.py`);
+        return that directory as the sandbox sees it. Raises `InvalidPackage` for a zip that
+        cannot be extracted, `RuntimeBackendError` when the host cannot store it."""
+
     async def seal(self, sandbox: Sandbox) -> None:
         """The sandbox's runtime listens: close its socket directory to the code it will run
         (no file can be made there any more, so none can fill the host's disk)."""

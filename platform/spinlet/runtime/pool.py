@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any, TypedDict
 
 from spinlet.domain import ExecutionError, StatusReason
-from spinlet.errors import ImageMissing, RuntimeBackendError
+from spinlet.errors import ImageMissing, InvalidPackage, RuntimeBackendError
 from spinlet.runtime.backend import (
     Capacity,
     CodeLoader,
@@ -43,6 +43,7 @@ from spinlet.runtime.backend import (
 )
 from spinlet.runtime.driver import Driver, ExitReason, PoolKey, Sandbox, SandboxShape, pool_key
 from spinlet.runtime.protocol import (
+    CODE_DIR_FEATURE,
     ContainerGone,
     ContainerUnreachable,
     RuntimeConnection,
@@ -354,7 +355,14 @@ class PoolBackend:
         """/init a ready sandbox for its function; None on success, else the failed outcome."""
         spec = slot.spec
         assert spec is not None
-        code = await load_code()
+        package = await load_code()
+        code: bytes | str = package
+        try:
+            if CODE_DIR_FEATURE in slot.conn.features:
+                code = await self.driver.fill_code(slot.sandbox, package)
+        except InvalidPackage as exc:
+            error = ExecutionError(type="InvalidPackage", message=str(exc))
+            return self._unloadable(slot, kind, started, error, "")
         try:
             async with asyncio.timeout(spec.timeout):
                 reply = await slot.conn.init(code, spec.entry, spec.environment, self.log_limit)
@@ -366,16 +374,23 @@ class PoolBackend:
             reason = await self._exit_reason(slot)
             return self._failed(slot, reason, kind, None, _ms_since(started))
         if reply.error is not None:
-            return RunOutcome(
-                status=OutcomeStatus.FAILED,
-                status_reason=StatusReason.EXCEPTION,
-                error=ExecutionError.parse(reply.error),
-                logs=reply.logs,
-                duration_ms=_ms_since(started),
-                start_kind=kind,
-                image_id=slot.sandbox.image_id,
-            )
+            error = ExecutionError.parse(reply.error)
+            return self._unloadable(slot, kind, started, error, reply.logs)
         return None
+
+    def _unloadable(
+        self, slot: Slot, kind: StartKind, started: float, error: ExecutionError, logs: str
+    ) -> RunOutcome:
+        """The outcome of code that could not be loaded: the function's fault."""
+        return RunOutcome(
+            status=OutcomeStatus.FAILED,
+            status_reason=StatusReason.EXCEPTION,
+            error=error,
+            logs=logs,
+            duration_ms=_ms_since(started),
+            start_kind=kind,
+            image_id=slot.sandbox.image_id,
+        )
 
     async def _run(
         self, slot: Slot, request: RunRequest, kind: StartKind, init_ms: float | None

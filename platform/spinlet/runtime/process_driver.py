@@ -2,7 +2,9 @@
 
 For fast tests and for development without Docker. Each sandbox is `python server.py` in its own
 session (so killing its process group kills whatever the function started), with its socket and
-its `TMPDIR` in a directory of its own. The image, memory and CPU of a shape are ignored; there is
+its `TMPDIR` in a directory of its own, and its code in a code directory of its own filled at
+`/init` (`codedirs.py`, as for containers; not read-only: the process runs as the node's user).
+The image, memory and CPU of a shape are ignored; there is
 no OOM case. A process that exits unless destroyed is reported to the `watch` listener.
 """
 
@@ -21,6 +23,7 @@ from typing import Unpack
 from spinlet.errors import RuntimeBackendError
 from spinlet.paths import runtimes_dir
 from spinlet.runtime.backend import Capacity, FunctionSpec
+from spinlet.runtime.codedirs import CODE, CodeDirs
 from spinlet.runtime.driver import (
     SOCKET_NAME,
     ExitListener,
@@ -39,13 +42,16 @@ PROCESS_IMAGE_ID = "process:python3"
 class ProcessDriver:
     name = "process"
 
-    def __init__(self, socket_root: Path, *, node_id: str = "local") -> None:
+    def __init__(
+        self, socket_root: Path, *, node_id: str = "local", code_root: Path | None = None
+    ) -> None:
         self.socket_root = Path(socket_root)
         self.node_id = node_id
         self.server = runtimes_dir() / "python" / "server.py"
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._prefix = name_prefix(node_id)
         self._name_re = name_pattern(node_id)
+        self._code = CodeDirs(code_root or self.socket_root / CODE, self._name_re)
         self._listener: ExitListener | None = None
         self._waits: set[asyncio.Task[None]] = set()
 
@@ -65,7 +71,7 @@ class ProcessDriver:
         directory = self.socket_root / name
         socket_path = directory / SOCKET_NAME
         check_socket_path(socket_path)
-        await asyncio.to_thread(_make_dirs, directory)
+        await asyncio.to_thread(self._make_dirs, name)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
@@ -86,13 +92,16 @@ class ProcessDriver:
                 start_new_session=True,
             )
         except OSError as exc:
-            await asyncio.to_thread(shutil.rmtree, directory, True)
+            await asyncio.to_thread(self._remove_dir, name)
             raise RuntimeBackendError(f"could not start the runtime process: {exc}") from exc
         self._procs[name] = proc
         task = asyncio.create_task(self._wait_exit(name, proc), name=f"spinlet-wait-{name}")
         self._waits.add(task)
         task.add_done_callback(self._waits.discard)
         return Sandbox(id=name, name=name, socket_path=socket_path, image_id=PROCESS_IMAGE_ID)
+
+    async def fill_code(self, sandbox: Sandbox, package: bytes) -> str:
+        return str(await asyncio.to_thread(self._code.fill, sandbox.name, package))
 
     async def seal(self, sandbox: Sandbox) -> None:
         """Processes run as the node's own user: there is nothing to close to them."""
@@ -102,7 +111,7 @@ class ProcessDriver:
         if proc is not None:
             _kill_group(proc.pid)
             await proc.wait()
-        await asyncio.to_thread(shutil.rmtree, self.socket_root / sandbox.name, True)
+        await asyncio.to_thread(self._remove_dir, sandbox.name)
 
     async def inspect_exit(self, sandbox: Sandbox) -> ExitReason | None:
         proc = self._procs.get(sandbox.id)
@@ -168,16 +177,21 @@ class ProcessDriver:
                         found.setdefault(name, []).append(int(entry.name))
         return found
 
+    def _make_dirs(self, name: str) -> None:
+        (self.socket_root / name / "tmp").mkdir(parents=True, mode=0o700)
+        self._code.make(name)
+
+    def _remove_dir(self, name: str) -> None:
+        shutil.rmtree(self.socket_root / name, ignore_errors=True)
+        self._code.remove(name)
+
     def _remove_dirs(self) -> None:
+        self._code.remove_stale(self._procs)
         if not self.socket_root.is_dir():
             return
         for directory in self.socket_root.iterdir():
             if self._name_re.fullmatch(directory.name) and directory.name not in self._procs:
                 shutil.rmtree(directory, ignore_errors=True)
-
-
-def _make_dirs(directory: Path) -> None:
-    (directory / "tmp").mkdir(parents=True, mode=0o700)
 
 
 def _kill_group(pgid: int) -> None:
@@ -195,7 +209,11 @@ def _kill_leftover(pid: int) -> None:
 
 
 def process_backend(
-    socket_root: Path, *, node_id: str = "local", **options: Unpack[PoolOptions]
+    socket_root: Path,
+    *,
+    node_id: str = "local",
+    code_root: Path | None = None,
+    **options: Unpack[PoolOptions],
 ) -> PoolBackend:
     """A warm pool of local runtime processes whose sockets live under `socket_root`."""
-    return PoolBackend(ProcessDriver(socket_root, node_id=node_id), **options)
+    return PoolBackend(ProcessDriver(socket_root, node_id=node_id, code_root=code_root), **options)

@@ -28,6 +28,9 @@ from spinlet.errors import RuntimeBackendError, RuntimeProtocolMismatch
 #: image carries it in its `spinlet.runtime.protocol` label (`images.PROTOCOL_LABEL`).
 PROTOCOL_VERSION = 1
 
+#: The `/health` feature of a runtime whose `/init` takes a directory filled by the node.
+CODE_DIR_FEATURE = "code_dir"
+
 #: Bodies larger than this are encoded/decoded off the event loop.
 INLINE_CODEC_LIMIT = 256 * 1024
 
@@ -70,6 +73,8 @@ class RuntimeConnection:
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._closed = False  # for good: a request after close() would leak a new socket
+        #: What the runtime announced in its `/health` reply (`features`), once ready.
+        self.features: frozenset[str] = frozenset()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._closed:
@@ -147,9 +152,14 @@ class RuntimeConnection:
         next_check = start + check_every
         while True:
             try:
-                return await self.health()
+                reply = await self.health()
             except ContainerGone as exc:
                 last_error = exc
+            else:
+                features = reply.get("features")
+                if isinstance(features, list):
+                    self.features = frozenset(f for f in features if isinstance(f, str))
+                return reply
             now = time.monotonic()
             if now >= deadline:
                 raise ContainerGone(
@@ -162,14 +172,19 @@ class RuntimeConnection:
             await asyncio.sleep(interval)
 
     async def init(
-        self, code: bytes, entry: str, environment: Mapping[str, str], log_limit: int
+        self, code: bytes | str, entry: str, environment: Mapping[str, str], log_limit: int
     ) -> InitReply:
-        body = {
-            "code": await _off_loop_if_big(_b64, code, len(code)),
+        """`code` is the zip itself (sent base64), or the directory the node filled with it
+        (`str`: only to a runtime whose `features` has `CODE_DIR_FEATURE`)."""
+        body: dict[str, Any] = {
             "entry": entry,
             "environment": dict(environment),
             "log_limit": log_limit,
         }
+        if isinstance(code, str):
+            body["code_dir"] = code
+        else:
+            body["code"] = await _off_loop_if_big(_b64, code, len(code))
         status, reply = await self._request("POST", "/init", body)
         if status == 200 or "protocol" in reply:
             check_protocol(reply)

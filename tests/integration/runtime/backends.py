@@ -99,6 +99,7 @@ class Target:
         finally:
             await backend.close()
         assert await self.leftovers() == []
+        assert self.code_dirs() == []
 
     def spec(self, source: str, **changes: Any) -> tuple[FunctionSpec, bytes]:
         package = make_package(source)
@@ -124,6 +125,13 @@ class Target:
             return [container.name for container in found]
         driver = ProcessDriver(self.socket_root, node_id=self.node_id)  # holds nothing
         return await driver.list_leftovers()
+
+    def code_dirs(self) -> list[str]:
+        """The sandboxes' code directories on the host (under the default code root)."""
+        root = self.socket_root / "code"
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.name.startswith("spinlet-"))
 
     async def kill(self, sandbox_id: str) -> None:
         """Kill a sandbox from outside, as a crash or an operator would."""

@@ -49,3 +49,4 @@ async def backend(target: Target) -> AsyncIterator[PoolBackend]:
     yield backend
     await backend.close()
     assert await target.leftovers() == []
+    assert target.code_dirs() == []

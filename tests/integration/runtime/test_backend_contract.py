@@ -163,6 +163,7 @@ async def test_a_busy_loop_is_stopped_at_its_timeout(target: Target, backend: Po
     }
     assert 2.0 <= elapsed < 20.0
     assert await backend.containers() == []
+    assert target.code_dirs() == []
     assert await target.leftovers() == []
     # The pool is still usable afterwards.
     spec, package = target.spec(COUNTER)
@@ -177,7 +178,8 @@ async def test_idle_containers_are_reaped_after_keep_alive(target: Target) -> No
         assert (await execute(backend, spec, package)).result == 1
 
         async def all_reaped() -> bool:
-            return await backend.containers() == [] and await target.leftovers() == []
+            gone = await backend.containers() == [] and await target.leftovers() == []
+            return gone and target.code_dirs() == []
 
         await eventually(all_reaped, within=5.0)
     finally:
@@ -227,10 +229,12 @@ async def test_open_removes_what_an_earlier_run_left(target: Target) -> None:
     spec, package = target.spec(COUNTER)
     await execute(first, spec, package)
     assert len(await target.leftovers()) == 1  # "crash": first is never closed
+    assert len(target.code_dirs()) == 1
     second = target.make()
     await second.open()
     try:
         assert await target.leftovers() == []
+        assert target.code_dirs() == []
     finally:
         await second.close()
         await first.close()
@@ -251,6 +255,7 @@ async def test_a_cancelled_execution_destroys_its_container(
         await running
     assert await backend.containers() == []
     assert await target.leftovers() == []
+    assert target.code_dirs() == []
 
 
 async def test_a_container_that_died_while_idle_is_replaced(
@@ -264,7 +269,11 @@ async def test_a_container_that_died_while_idle_is_replaced(
     async def gone() -> bool:
         return await target.leftovers() == [] or target.kind == "docker"
 
+    async def removed() -> bool:  # the pool destroys what the driver reports stopped
+        return target.code_dirs() == []
+
     await eventually(gone)
+    await eventually(removed)
     await asyncio.sleep(0.1)  # the kept-open connection sees its end
     outcome = await execute(backend, spec, package)
     assert (outcome.status, outcome.result, outcome.start_kind) == (

@@ -25,8 +25,9 @@ from tests.helpers import make_package
 from tests.integration.runtime.backends import COUNTER, Target, execute
 
 
-def fake_runtime(directory: Path, protocol: object) -> Path:
-    """The real runtime server, answering with `protocol` as its version."""
+def fake_runtime(directory: Path, protocol: object, features: tuple[str, ...] = ()) -> Path:
+    """The real runtime server, answering with `protocol` as its version and announcing
+    `features` (none: a server of before code directories)."""
     directory.mkdir(exist_ok=True)
     script = directory / "fake_server.py"
     script.write_text(
@@ -36,6 +37,7 @@ def fake_runtime(directory: Path, protocol: object) -> Path:
             sys.path.insert(0, {str(runtimes_dir() / "python")!r})
             import server
             server.PROTOCOL = {protocol!r}
+            server.FEATURES = {features!r}
             server.main()
             """
         )
@@ -66,6 +68,29 @@ async def test_a_runtime_of_another_protocol_version_is_refused_at_init(
         f"the runtime {said}, this node speaks protocol {PROTOCOL_VERSION}: rebuild"
     )
     assert await target.leftovers() == []  # the sandbox that answered so is gone
+
+
+async def test_a_runtime_without_code_directories_is_sent_the_zip(
+    socket_root: Path, tmp_path: Path
+) -> None:
+    """An image of protocol v1 that does not announce `code_dir` (an admin's own) still runs
+    functions: it gets the package itself and extracts it under its own `$TMPDIR`."""
+    target = Target(
+        "process", f"test-{uuid.uuid4().hex[:8]}", socket_root, "spinlet/runtime-python3:1"
+    )
+    driver = ProcessDriver(socket_root, node_id=target.node_id)
+    driver.server = fake_runtime(tmp_path, PROTOCOL_VERSION)
+    source = "import os\ndef main(event):\n    return os.path.dirname(__file__)\n"
+    backend = PoolBackend(driver, stem_cells=0)
+    await backend.open()
+    try:
+        outcome = await execute(backend, *target.spec(source))
+        [name] = target.code_dirs()
+        assert list((socket_root / "code" / name).iterdir()) == []  # not filled
+    finally:
+        await backend.close()
+    assert outcome.result.startswith(str(socket_root / name / "tmp" / "spinlet-code-"))
+    assert await target.leftovers() == [] and target.code_dirs() == []
 
 
 async def test_an_execution_on_it_ends_in_error_saying_why(

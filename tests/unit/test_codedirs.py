@@ -1,0 +1,120 @@
+"""Code directories (`runtime/codedirs.py`): packages extracted once on the host, then linked
+into each sandbox's own directory with the node's modes only."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from spinlet.errors import InvalidPackage
+from spinlet.runtime.codedirs import EXTRACTED, CodeDirs
+from spinlet.runtime.driver import name_pattern, name_prefix
+
+PREFIX = name_prefix("node-a")
+
+
+def zip_of(*entries: tuple[str, bytes, int]) -> bytes:
+    """A zip of `(name, content, unix mode)` entries."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content, mode in entries:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            archive.writestr(info, content)
+    return buffer.getvalue()
+
+
+PACKAGE = zip_of(
+    ("main.py", b"def main(e):\n    return e\n", 0o100600),
+    ("bin/tool", b"#!/bin/sh\n", 0o104777),  # set-uid, world-writable, executable
+    ("lib/link", b"/etc/passwd", 0o120777),  # a symlink entry: written as a file
+    ("lib/deep/data.txt", b"data", 0o100666),
+)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> CodeDirs:
+    return CodeDirs(tmp_path / "code", name_pattern("node-a"))
+
+
+def test_a_filled_directory_has_the_nodes_modes_only(dirs: CodeDirs) -> None:
+    dirs.make(PREFIX + "00000001")
+    code = dirs.fill(PREFIX + "00000001", PACKAGE)
+    assert code == dirs.root / (PREFIX + "00000001") / "code"
+    modes = {
+        path.relative_to(code).as_posix(): stat.S_IMODE(path.lstat().st_mode)
+        for path in code.rglob("*")
+    }
+    assert modes == {
+        "main.py": 0o644,
+        "bin": 0o755,
+        "bin/tool": 0o755,
+        "lib": 0o755,
+        "lib/link": 0o755,  # its mode said executable
+        "lib/deep": 0o755,
+        "lib/deep/data.txt": 0o644,
+    }
+    assert all(path.is_dir() or path.lstat().st_mode & stat.S_IFREG for path in code.rglob("*"))
+    assert (code / "lib" / "link").read_bytes() == b"/etc/passwd"  # a file, not a link
+    assert stat.S_IMODE(code.parent.stat().st_mode) == 0o755
+
+
+def test_two_sandboxes_share_one_extracted_copy(dirs: CodeDirs) -> None:
+    first, second = PREFIX + "00000001", PREFIX + "00000002"
+    for name in (first, second):
+        dirs.make(name)
+    one = dirs.fill(first, PACKAGE) / "main.py"
+    two = dirs.fill(second, PACKAGE) / "main.py"
+    assert one.stat().st_ino == two.stat().st_ino
+    assert one.stat().st_nlink == 3  # the cache's and the two sandboxes'
+    assert len(list((dirs.root / EXTRACTED).iterdir())) == 1
+
+
+def test_concurrent_fills_of_one_package_extract_it_once(dirs: CodeDirs) -> None:
+    names = [f"{PREFIX}{i:08x}" for i in range(8)]
+    for name in names:
+        dirs.make(name)
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda name: dirs.fill(name, PACKAGE), names))
+    assert all((code / "lib" / "deep" / "data.txt").read_bytes() == b"data" for code in codes)
+    assert len(list((dirs.root / EXTRACTED).iterdir())) == 1  # one copy, no scratch left
+    assert len({(code / "main.py").stat().st_ino for code in codes}) == 1
+
+
+def test_removal_and_stale_directories(dirs: CodeDirs) -> None:
+    kept, gone = PREFIX + "00000001", PREFIX + "00000002"
+    other = name_prefix("node-b") + "00000003"
+    for name in (kept, gone, other):
+        dirs.make(name)
+    dirs.fill(kept, PACKAGE)
+    dirs.fill(gone, zip_of(("main.py", b"x = 2\n", 0o100644)))
+    dirs.remove_stale({kept})
+    assert sorted(p.name for p in dirs.root.iterdir()) == sorted([EXTRACTED, kept, other])
+    # Only the package a held sandbox links to stays extracted.
+    assert len(list((dirs.root / EXTRACTED).iterdir())) == 1
+    dirs.remove(kept)
+    dirs.remove_stale(set())
+    assert sorted(p.name for p in dirs.root.iterdir()) == sorted([EXTRACTED, other])
+    assert list((dirs.root / EXTRACTED).iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("package", "message"),
+    [
+        (b"not a zip", "not a valid zip archive"),
+        (zip_of(("../evil.py", b"", 0o100644)), "points outside the package"),
+        (zip_of(("/abs.py", b"", 0o100644)), "points outside the package"),
+    ],
+)
+def test_a_package_that_cannot_be_extracted_is_invalid(
+    dirs: CodeDirs, package: bytes, message: str
+) -> None:
+    dirs.make(PREFIX + "00000001")
+    with pytest.raises(InvalidPackage, match=message):
+        dirs.fill(PREFIX + "00000001", package)
+    assert list((dirs.root / EXTRACTED).iterdir()) == []  # no scratch left

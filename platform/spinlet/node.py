@@ -86,7 +86,7 @@ async def running_node(
             settings.backend,
             node_id=node_id,
             work_dir=settings.run_dir(node_id),
-            code_root=settings.data_dir / "code",
+            code_root=settings.code_root(node_id),
             keep_alive=settings.keep_alive,
             log_limit=settings.log_limit,
             max_containers=settings.max_containers,

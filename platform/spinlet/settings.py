@@ -187,6 +187,15 @@ class Settings:
         root = os.environ.get("SPINLET_RUN_DIR") or tempfile.gettempdir()
         return Path(root) / f"spinlet-{node_id}"
 
+    def code_root(self, node_id: str) -> Path:
+        """Where the sandboxes' code directories live (`runtime/codedirs.py`), which the engine
+        bind-mounts by their path on its host: in the data dir (on disk) by default; beside the
+        sockets when `SPINLET_RUN_DIR` is set, the directory that a node in a container shares
+        with the engine's host at the same path (`deploy/compose.yaml`)."""
+        if os.environ.get("SPINLET_RUN_DIR"):
+            return self.run_dir(node_id) / "code"
+        return self.data_dir / "code"
+
     def resolve_node_id(self) -> str:
         """`SPINLET_NODE_ID`, else an id kept in the data dir (made on first use)."""
         if self.node_id:

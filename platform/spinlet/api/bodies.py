@@ -12,32 +12,21 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from spinlet.api.keys import SETTINGS
 from spinlet.errors import BadRequest, SpinletError, TooLarge, ValidationFailed
+from spinlet.offloop import off_loop_if_big
 from spinlet.services.functions import Upload
 
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 #: Room in a JSON body beside its input (the other fields, whitespace).
 JSON_OVERHEAD = 64 * 1024
-#: Bodies larger than this are parsed (and a package decoded) off the event loop: parsing
-#: a 60 MiB JSON body takes a few hundred milliseconds that every other request would wait.
-INLINE_PARSE_LIMIT = 256 * 1024
-
-_T = TypeVar("_T")
-
-
-async def _off_loop_if_large(size: int, fn: Callable[..., _T], *args: Any) -> _T:
-    if size > INLINE_PARSE_LIMIT:
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)
 
 
 class MalformedJSON(BadRequest):
@@ -94,7 +83,7 @@ async def read_json(request: web.Request, *, default: Any = None, limit: int = 0
     if not raw.strip():
         return default
     try:
-        return await _off_loop_if_large(len(raw), json.loads, raw)
+        return await off_loop_if_big(json.loads, raw, len(raw))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         hint = " (it was sent as a form: send JSON)" if request.content_type == FORM else ""
         raise MalformedJSON(f"the request body is not valid JSON{hint}: {exc}") from None
@@ -135,8 +124,8 @@ async def read_function_body(request: web.Request) -> tuple[dict[str, Any], Uplo
     if not isinstance(package, str):
         raise ValidationFailed("package must be the package's bytes in base64")
     try:
-        data = await _off_loop_if_large(
-            len(package), partial(base64.b64decode, validate=True), package
+        data = await off_loop_if_big(
+            partial(base64.b64decode, validate=True), package, len(package)
         )
     except (binascii.Error, ValueError):
         raise ValidationFailed("package must be the package's bytes in base64") from None

@@ -19,10 +19,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from spinlet.domain import ExecutionError
 from spinlet.errors import RuntimeBackendError, RuntimeProtocolMismatch
+from spinlet.offloop import off_loop_if_big
 
 #: The version of the runtime protocol this node speaks (`runtimes/README.md`); the runtime
 #: image carries it in its `spinlet.runtime.protocol` label (`images.PROTOCOL_LABEL`).
@@ -30,12 +31,6 @@ PROTOCOL_VERSION = 1
 
 #: The `/health` feature of a runtime whose `/init` takes a directory filled by the node.
 CODE_DIR_FEATURE = "code_dir"
-
-#: Bodies larger than this are encoded/decoded off the event loop.
-INLINE_CODEC_LIMIT = 256 * 1024
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 class ContainerGone(Exception):
@@ -99,7 +94,7 @@ class RuntimeConnection:
     async def _request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
-        data = b"" if body is None else await _off_loop_if_big(_encode, body, _size_hint(body))
+        data = b"" if body is None else await off_loop_if_big(_encode, body, _size_hint(body))
         head = f"{method} {path} HTTP/1.1\r\nHost: runtime\r\nContent-Length: {len(data)}\r\n"
         if body is not None:
             head += "Content-Type: application/json\r\n"
@@ -122,7 +117,7 @@ class RuntimeConnection:
             if close:
                 self._drop()
         try:
-            reply = await _off_loop_if_big(_decode, raw, len(raw))
+            reply = await off_loop_if_big(_decode, raw, len(raw))
         except ValueError as exc:
             raise RuntimeBackendError(
                 f"the runtime answered {method} {path} with invalid JSON (HTTP {status})"
@@ -184,7 +179,7 @@ class RuntimeConnection:
         if isinstance(code, str):
             body["code_dir"] = code
         else:
-            body["code"] = await _off_loop_if_big(_b64, code, len(code))
+            body["code"] = await off_loop_if_big(_b64, code, len(code))
         status, reply = await self._request("POST", "/init", body)
         if status == 200 or "protocol" in reply:
             check_protocol(reply)
@@ -246,12 +241,6 @@ def _parse_head(head: bytes) -> tuple[int, int, bool]:
 def _logs(reply: Mapping[str, Any]) -> str:
     logs = reply.get("logs")
     return logs if isinstance(logs, str) else ""
-
-
-async def _off_loop_if_big(func: Callable[[_T], _R], arg: _T, size: int) -> _R:
-    if size <= INLINE_CODEC_LIMIT:
-        return func(arg)
-    return await asyncio.get_running_loop().run_in_executor(None, func, arg)
 
 
 def _size_hint(body: Mapping[str, Any]) -> int:

@@ -270,6 +270,44 @@ class Package:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A dependency layer: the wheels of one resolved set installed for one Python target,
+    stored once (in chunks of a tar archive) under its content address `id`, a sha256 over the
+    target's key and the sorted pins."""
+
+    id: str
+    target: str  # `PythonTarget.key`: "cp311-cp311-manylinux_2_36_x86_64"
+    dependencies: tuple[str, ...]  # "name==version" of every wheel, sorted by name
+    size: int  # installed, in bytes
+    archive_sha256: str  # of the stored archive, checked by every node that fetches it
+    archive_size: int
+    chunks: int
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class LayerBuild:
+    """Resolving one requirements text for one runtime, shared by every function that asks for
+    the same (`key`, a sha256 over the runtime id and the normalised requirements). One node at a
+    time holds it (`owner`, until `lease_until`); another takes it over when the lease lapses."""
+
+    key: str
+    runtime_id: str
+    requirements: str  # normalised: one requirement a line
+    status: FunctionStatus = FunctionStatus.BUILDING
+    message: str | None = None  # why it failed (pip's words), or None
+    layer_id: str | None = None  # once available
+    owner: str | None = None  # the node building it
+    lease_until: datetime | None = None
+    attempts: int = 0
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+    def evolve(self, **changes: Any) -> Self:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
 class Function:
     id: str
     name: str
@@ -286,6 +324,11 @@ class Function:
     network: bool = False  # its containers get an isolated network; else none at all
     status: FunctionStatus = FunctionStatus.AVAILABLE
     latest_version: int = 0  # the highest version number ever published (numbers are not reused)
+    requirements: str | None = None  # normalised requirements text; None: no dependencies
+    build_key: str | None = None  # its `LayerBuild` (None without requirements)
+    layer_id: str | None = None  # its `Layer`, once built (the last good one while rebuilding)
+    status_message: str | None = None  # why it is in `error` (the build's message)
+    dependencies: tuple[str, ...] = ()  # the pins of `layer_id` (read with the function)
     project_id: str = DEFAULT_PROJECT
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime | None = None
@@ -319,6 +362,8 @@ class FunctionVersion:
     environment: dict[str, str] = field(default_factory=dict)
     network: bool = False
     description: str | None = None
+    layer_id: str | None = None  # the dependency layer it pins (None: no dependencies)
+    dependencies: tuple[str, ...] = ()  # that layer's "name==version" pins
     project_id: str = DEFAULT_PROJECT
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime | None = None

@@ -49,6 +49,13 @@ class InvalidEntry(BadRequest):
     code = "invalid_entry"
 
 
+class InvalidRequirements(BadRequest):
+    """A requirements line is not a named requirement (PEP 508, with `--hash` options only):
+    options, URLs and paths never reach pip."""
+
+    code = "invalid_requirements"
+
+
 class ChecksumMismatch(BadRequest):
     """The package's md5sum does not match the one given."""
 
@@ -93,6 +100,13 @@ class AlreadyExists(Conflict):
     """A resource with that name already exists."""
 
     code = "already_exists"
+
+
+class FunctionNotReady(Conflict):
+    """The function's dependency layer is being built (`building`) or failed to build
+    (`error`): what was asked needs it ready."""
+
+    code = "function_not_ready"
 
 
 class InUse(Conflict):
@@ -184,3 +198,11 @@ class RuntimeProtocolMismatch(RuntimeBackendError):
             protocol=spoken,
             expected=expected,
         )
+
+
+class LayerBuildFailed(SpinletError):
+    """Resolving or storing a dependency layer failed; the message is what a user reads on the
+    function (pip's own words, without credentials). Never an HTTP answer of its own."""
+
+    code = "layer_build_failed"
+    status = 500

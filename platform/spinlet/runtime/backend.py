@@ -58,6 +58,7 @@ class FunctionSpec:
     environment: dict[str, str] = field(default_factory=dict)
     network: bool = False  # an isolated network; without it, none at all
     project_id: str = "default"
+    layer_id: str | None = None  # its dependency layer (`domain.Layer`), if it has one
 
 
 @dataclass(frozen=True)

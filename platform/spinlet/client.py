@@ -89,7 +89,8 @@ def _form(fields: dict[str, Any]) -> dict[str, str]:
 class Functions(_Resource):
     def create(self, name: str, package: str | Path, **fields: Any) -> dict[str, Any]:
         """`fields`: entry, runtime_id, timeout, memory_size, cpu, concurrency, retries,
-        environment (a JSON object as a string), network (bool), description."""
+        environment (a JSON object as a string), network (bool), description, requirements
+        (requirements.txt lines; the function is `building` until they are resolved)."""
         data, filename = package_bytes(package)
         form = {"name": name, **_form(fields)}
         files = {"package": (filename, data, "application/octet-stream")}
@@ -115,6 +116,10 @@ class Functions(_Resource):
 
     def download(self, ref: str) -> bytes:
         return self._client.raw("GET", f"/v1/functions/{ref}", params={"download": "true"}).content
+
+    def rebuild(self, ref: str) -> dict[str, Any]:
+        """Resolve the function's requirements again; it is `building` until they are."""
+        return self._client.obj("POST", f"/v1/functions/{ref}/rebuild")
 
     def delete(self, ref: str) -> None:
         self._client.request("DELETE", f"/v1/functions/{ref}")

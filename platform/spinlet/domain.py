@@ -165,6 +165,7 @@ class StatusReason(enum.StrEnum):
     NO_IMAGE = "no_image"
     PROTOCOL_MISMATCH = "protocol_mismatch"  # its runtime speaks another protocol version
     NO_PACKAGE = "no_package"
+    DEPENDENCIES = "dependencies"  # its dependency layer failed to build, or took too long
     NOT_FOUND = "not_found"  # what it runs was deleted
     BACKEND = "backend"
     INTERNAL = "internal"
@@ -201,6 +202,7 @@ _ERROR_TYPES = {
     StatusReason.NO_IMAGE: "RuntimeBackendError",
     StatusReason.PROTOCOL_MISMATCH: "RuntimeProtocolMismatch",
     StatusReason.NO_PACKAGE: "InvalidPackage",
+    StatusReason.DEPENDENCIES: "LayerBuildFailed",
     StatusReason.NOT_FOUND: "NotFound",
     StatusReason.BACKEND: "RuntimeBackendError",
     StatusReason.INTERNAL: "InternalError",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from spinlet.domain import DEFAULT_PROJECT
 from spinlet.errors import Unavailable
+from spinlet.layers.cache import LayerCache
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import RuntimeBackend
@@ -21,6 +22,7 @@ from spinlet.services.dispatcher import Dispatcher
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.executions import ExecutionService
 from spinlet.services.functions import FunctionService
+from spinlet.services.layers import LayerService
 from spinlet.services.membership import Membership
 from spinlet.services.metrics import MetricsService
 from spinlet.services.retention import Janitor
@@ -48,6 +50,7 @@ class Services:
     janitor: Janitor
     metrics: MetricsService
     runner: ExecutionRunner
+    layers: LayerService
     versions: VersionService
     aliases: AliasService
     tokens: TokenService
@@ -117,8 +120,11 @@ async def running_node(
         )
         targets = TargetResolver(store)
         metrics = Metrics()
+        # Layers live beside the sandboxes' code directories: linked into them at /init.
+        layer_cache = LayerCache(settings.code_root(node_id) / "layers")
+        layers = LayerService(store, runtime_backend, layer_cache, settings, node_id=node_id)
         runner = ExecutionRunner(
-            store, package_store, runtime_backend, targets, events, settings, metrics
+            store, package_store, runtime_backend, targets, events, settings, layers, metrics
         )
         dispatcher = Dispatcher(
             store, runner, events, gate, targets, node_id=node_id, workers=settings.workers
@@ -146,16 +152,19 @@ async def running_node(
         stack.push_async_callback(dispatcher.stop, settings.shutdown_grace)
         janitor.start()
         stack.push_async_callback(janitor.stop)
+        layers.start()
+        stack.push_async_callback(layers.stop)
         log.info("spinlet node %s ready (store %s)", node_id, store.db.dialect)
         yield Services(
             store=store,
             backend=runtime_backend,
             runtimes=runtime_service,
-            functions=FunctionService(store, package_store, runtime_backend, settings),
+            functions=FunctionService(store, package_store, runtime_backend, settings, layers),
             executions=ExecutionService(store, runner, targets, events, gate, settings, node_id),
             janitor=janitor,
             metrics=MetricsService(metrics, store, runtime_backend, runner),
             runner=runner,
+            layers=layers,
             versions=VersionService(store, package_store, runtime_backend),
             aliases=AliasService(store),
             tokens=tokens,

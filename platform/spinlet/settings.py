@@ -37,6 +37,9 @@ NUMBERS: dict[str, type[int] | type[float]] = {
     "shutdown_grace": float,
     "heartbeat_interval": float,
     "node_lease": float,
+    "max_layer_size": int,
+    "layer_build_timeout": float,
+    "layer_lease": float,
 }
 #: Those of them that 0 would break (the others may be 0).
 POSITIVE = frozenset(NUMBERS) - {
@@ -100,6 +103,9 @@ class Settings:
     heartbeat_interval: float = 2.0  # how often a node records that it lives
     node_lease: float = 10.0  # a node silent this long has stopped: others recover its work
     max_wait: float = 300.0  # the longest `?wait=` a request may ask for
+    max_layer_size: int = 500 * MiB  # a dependency layer as installed
+    layer_build_timeout: float = 600.0  # seconds pip may take to resolve and install a layer
+    layer_lease: float = 30.0  # a node building a layer silent this long: another takes over
     # Host names (besides its listening address and loopback) the node answers to: those of
     # its load balancer, or `*` for any (SPINLET_ALLOWED_HOSTS, comma-separated).
     allowed_hosts: tuple[str, ...] = ()
@@ -181,6 +187,11 @@ class Settings:
     @property
     def packages_dir(self) -> Path:
         return self.data_dir / "packages"
+
+    @property
+    def builds_dir(self) -> Path:
+        """Scratch space of dependency layer builds (pip runs there; emptied after each)."""
+        return self.data_dir / "builds"
 
     def run_dir(self, node_id: str) -> Path:
         """Where container sockets live: short, since a Unix socket path has 107 bytes at most."""

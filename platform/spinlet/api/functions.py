@@ -31,6 +31,7 @@ async def _fields(request: web.Request) -> tuple[FunctionFields, Upload | None]:
         environment_add=body.environment_add,
         environment_remove=tuple(body.environment_remove or ()),
         network=body.network,
+        requirements=body.requirements,
         md5sum=body.code_md5sum(),
     )
     return fields, upload
@@ -72,6 +73,14 @@ async def update_function(request: web.Request) -> web.Response:
         project_of(request), request.match_info["id"], fields, upload
     )
     return respond(FunctionRecord.model_validate(function))
+
+
+@routes.post("/v1/functions/{id}/rebuild")
+async def rebuild_function(request: web.Request) -> web.Response:
+    function = await services(request).functions.rebuild(
+        project_of(request), request.match_info["id"]
+    )
+    return respond(FunctionRecord.model_validate(function), status=202)
 
 
 @routes.delete("/v1/functions/{id}")

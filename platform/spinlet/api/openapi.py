@@ -219,6 +219,14 @@ OPERATIONS = (
     Operation("delete", "/v1/functions/{id}", "Delete a function", 204),
     Operation(
         "post",
+        "/v1/functions/{id}/rebuild",
+        "Resolve the function's requirements again (202: `building` until its layer is ready)",
+        202,
+        FunctionRecord,
+        errors=(409,),
+    ),
+    Operation(
+        "post",
         "/v1/functions/{id}/invoke",
         "Run a function: the body is its input, the result the answer",
         answer=as_json({}),
@@ -227,7 +235,7 @@ OPERATIONS = (
             ("alias", "run through this alias", STRING),
             ("async", "true to queue it (202)", BOOLEAN),
         ),
-        errors=(413, 429),
+        errors=(409, 413, 429),
         extra={
             202: ("queued", ExecutionRecord),
             502: (

@@ -118,6 +118,8 @@ class FunctionBody(Body):
     environment_remove: list[str] | None = None
     # An isolated network for its containers (the outside world only); default: no network.
     network: bool | None = None
+    # Its dependencies, as requirements.txt lines ("" for none); see the README.
+    requirements: str | None = None
     code: dict[str, Any] | None = None
     # The Qinling client flattens `code` into the form on update (`swift` only to be refused
     # as an unsupported source).

@@ -92,6 +92,11 @@ class FunctionRecord(Record):
     memory_size: int
     timeout: float
     status: FunctionStatus
+    # Why it is in `error`: its dependencies' build failed, in pip's words.
+    status_message: str | None
+    requirements: str | None
+    # Its layer's exact pins ("name==version"); while it rebuilds, the last good layer's.
+    dependencies: list[str]
     package_size: int = Field(validation_alias=AliasPath("package", "size"))
     latest_version: int
     project_id: str
@@ -115,6 +120,7 @@ class VersionRecord(Record):
     cpu: int
     environment_keys: Keys = Field(validation_alias="environment")
     network: bool
+    dependencies: list[str]  # the exact pins it runs ("name==version")
     config_hash: str
     project_id: str
     created_at: Time

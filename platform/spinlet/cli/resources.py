@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -87,10 +88,63 @@ def function_settings(command: Callable[..., Any]) -> Callable[..., Any]:
             help="An isolated network (the outside world only) for its containers (default: none).",
         ),
         click.option("--description"),
+        click.option(
+            "--requirements",
+            type=click.File("r", encoding="utf-8"),
+            metavar="FILE",
+            help="Its dependencies, a requirements.txt (- for stdin); over the package's own.",
+        ),
+        click.option(
+            "--no-wait",
+            is_flag=True,
+            help="Return while its dependencies are still being built.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+#: How often the CLI asks whether a function's dependencies are built.
+BUILD_POLL = 1.0
+
+
+def _requirements(fields: dict[str, Any]) -> bool:
+    """Turn the `--requirements` file into its text, in place; returns whether to wait."""
+    given = fields.pop("requirements", None)
+    if given is not None:
+        fields["requirements"] = given.read()
+    return not fields.pop("no_wait", False)
+
+
+def built(ctx: click.Context, api: Client, record: dict[str, Any], wait: bool) -> dict[str, Any]:
+    """The function once its dependencies are built (or failed to), with progress on stderr;
+    at once without `wait` or when it has nothing to build."""
+    if not wait or record.get("status") != "building":
+        return record
+    started = time.monotonic()
+    quiet = ctx.obj["json"]
+    if not quiet:
+        click.echo(f"building the dependencies of {record['name']}…", err=True)
+    with busy(ctx, f"resolving the requirements of {record['name']}"):
+        while record.get("status") == "building":
+            time.sleep(BUILD_POLL)
+            record = api.functions.get(record["id"])
+    if not quiet and record.get("status") == "available":
+        took = time.monotonic() - started
+        pins = len(record.get("dependencies") or [])
+        click.echo(f"built {pins} dependencies in {took:.1f} s", err=True)
+    return record
+
+
+def show_function(ctx: click.Context, record: dict[str, Any]) -> None:
+    """The record; a function whose dependencies failed to build is an error (exit 1)."""
+    emit(ctx, record, lambda: print_record(record))
+    if record.get("status") == "error":
+        raise click.ClickException(
+            f"the dependencies of {record['name']} failed to build: "
+            f"{record.get('status_message') or 'no details'}"
+        )
 
 
 @functions.command("create")
@@ -106,11 +160,14 @@ def functions_create(ctx: click.Context, /, name: str, package: str, **fields: A
     Examples:
       spinlet functions create hello functions/hello.py
       spinlet functions create shop ./shop --entry app.handler --memory 512Mi --env MODE=prod
+      spinlet functions create report report.py --requirements requirements.txt
     """
     runtime = fields.pop("runtime")
+    wait = _requirements(fields)
+    api = client(ctx)
     with busy(ctx, f"uploading {package}"):
-        record = client(ctx).functions.create(name, package, runtime_id=runtime, **fields)
-    emit(ctx, record, lambda: print_record(record))
+        record = api.functions.create(name, package, runtime_id=runtime, **fields)
+    show_function(ctx, built(ctx, api, record, wait))
 
 
 @functions.command("list")
@@ -167,12 +224,27 @@ def functions_update(
       spinlet functions update hello --memory 1Gi --timeout 30
       spinlet functions update hello --env-add API_TOKEN=s3cret --env-rm DEBUG
     """
+    wait = _requirements(fields)
     api = client(ctx)
     with busy(ctx, f"updating {function}"):
         record = with_function(
             api, function, lambda ref: api.functions.update(ref, package, **fields)
         )
-    emit(ctx, record, lambda: print_record(record))
+    show_function(ctx, built(ctx, api, record, wait))
+
+
+@functions.command("rebuild")
+@function_argument
+@click.option("--no-wait", is_flag=True, help="Return while they are being built.")
+@click.pass_context
+def functions_rebuild(ctx: click.Context, function: str, no_wait: bool) -> None:
+    """Resolve FUNCTION's requirements again (after an index could not be reached, say).
+
+    Functions with the same requirements and runtime share one build: they are rebuilt too.
+    """
+    api = client(ctx)
+    record = with_function(api, function, api.functions.rebuild)
+    show_function(ctx, built(ctx, api, record, not no_wait))
 
 
 @functions.command("delete")

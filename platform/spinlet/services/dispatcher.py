@@ -12,7 +12,7 @@ import contextlib
 import logging
 
 from spinlet.domain import Execution
-from spinlet.errors import NotFound
+from spinlet.errors import FunctionNotReady, NotFound
 from spinlet.services.concurrency import ExecutionGates
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.runner import ExecutionRunner
@@ -119,7 +119,7 @@ class Dispatcher:
                 target = await self.targets.target(
                     execution.project_id, execution.function_id, execution.function_version
                 )
-            except NotFound:
+            except (NotFound, FunctionNotReady):
                 await self.runner.run(execution)  # ends it as an error that says so
                 return
             # Claimed while a slot was free, but a sync execution may have taken it since.

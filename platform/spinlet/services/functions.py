@@ -7,11 +7,12 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from spinlet import packages
+from spinlet import packages, requirements
 from spinlet.domain import Function, FunctionStatus, Package
 from spinlet.errors import ValidationFailed
 from spinlet.packages import PackageLimits, PackageStore
 from spinlet.runtime.backend import RuntimeBackend
+from spinlet.services.layers import LayerService, build_key
 from spinlet.services.packages import forget_package
 from spinlet.services.runtimes import BUILTIN_RUNTIME, check_name
 from spinlet.services.versions import release_images
@@ -59,6 +60,14 @@ def _new_environment(current: dict[str, str], fields: FunctionFields) -> dict[st
     return environment
 
 
+def _requirements_source(fields: FunctionFields, own: str | None) -> tuple[str | None, str]:
+    """The requirements text asked for and where it came from (for messages): the field wins
+    over the package's `requirements.txt`."""
+    if fields.requirements is not None:
+        return fields.requirements, "requirements"
+    return own, "requirements.txt"
+
+
 def check_function_name(name: str) -> str:
     """A name as runtimes have, that cannot be taken for an id: functions are addressed by
     either, and a name that parses as a UUID would hide (or be hidden by) a function's id."""
@@ -97,6 +106,9 @@ class FunctionFields:
     environment_add: dict[str, str] | None = None  # set these, keep the others
     environment_remove: tuple[str, ...] = ()  # unset these (absent ones: ignored)
     network: bool | None = None  # an isolated network for its containers (default: none)
+    # Its dependencies (requirements.txt lines); "" removes them. Not given: those of the
+    # uploaded package's own requirements.txt when it has one, else unchanged.
+    requirements: str | None = None
     md5sum: str | None = None
 
 
@@ -107,11 +119,13 @@ class FunctionService:
         package_store: PackageStore,
         backend: RuntimeBackend,
         settings: Settings,
+        layers: LayerService,
     ) -> None:
         self.store = store
         self.package_store = package_store
         self.backend = backend
         self.settings = settings
+        self.layers = layers
         self.limits = PackageLimits(max_size=settings.max_package_size)
 
     async def _check_limits(self, fields: FunctionFields) -> None:
@@ -145,9 +159,10 @@ class FunctionService:
 
     async def _store_package(
         self, upload: Upload, entry: str | None, md5sum: str | None
-    ) -> tuple[Package, str]:
-        """Validate and keep a package; returns it with the entry to use. The checks and the
-        hashing read up to `max_unpacked_size` bytes: they run in a thread, in one step."""
+    ) -> tuple[Package, str, str | None]:
+        """Validate and keep a package; returns it with the entry to use and the text of its
+        own `requirements.txt`. The checks and the hashing read up to `max_unpacked_size`
+        bytes: they run in a thread, in one step."""
         ready = await asyncio.to_thread(
             packages.prepare,
             upload.data,
@@ -156,7 +171,41 @@ class FunctionService:
             entry=entry,
             md5sum=md5sum,
         )
-        return await self.package_store.put(ready.data, ready.package), ready.entry
+        own = await asyncio.to_thread(requirements.from_package, ready.data)
+        return await self.package_store.put(ready.data, ready.package), ready.entry, own
+
+    async def _dependencies(
+        self, function: Function, text: str | None, *, source: str
+    ) -> dict[str, object]:
+        """The fields that give `function` (as it will be saved) the dependencies of `text`
+        (None: unchanged): its build asked for, and `building` until its layer is ready (at once
+        `available` when another function's identical build is). Refused lines are a 400."""
+        if text is None:
+            wanted_text, key = function.requirements, function.build_key
+            if key is None or key == build_key(
+                function.runtime_id, requirements.parse(wanted_text or "")
+            ):
+                return {}  # unchanged, and still for the same runtime
+        else:
+            wanted_text = text
+        wanted = requirements.parse(wanted_text or "", source=source)
+        if not wanted.lines:
+            return {
+                "requirements": None,
+                "build_key": None,
+                "layer_id": None,
+                "status": FunctionStatus.AVAILABLE,
+                "status_message": None,
+            }
+        build = await self.layers.request(function.runtime_id, wanted)
+        ready = build.status is FunctionStatus.AVAILABLE
+        return {
+            "requirements": wanted.text,
+            "build_key": build.key,
+            "layer_id": build.layer_id if ready else function.layer_id,
+            "status": FunctionStatus.AVAILABLE if ready else FunctionStatus.BUILDING,
+            "status_message": None,
+        }
 
     async def create(self, project_id: str, fields: FunctionFields, upload: Upload) -> Function:
         if not fields.name:
@@ -164,7 +213,7 @@ class FunctionService:
         check_function_name(fields.name)
         await self._check_limits(fields)
         runtime = await self.store.runtimes.get(project_id, fields.runtime or BUILTIN_RUNTIME)
-        package, entry = await self._store_package(upload, fields.entry, fields.md5sum)
+        package, entry, own = await self._store_package(upload, fields.entry, fields.md5sum)
         s = self.settings
         function = Function(
             id=str(uuid.uuid4()),
@@ -183,6 +232,8 @@ class FunctionService:
             status=FunctionStatus.AVAILABLE,
             project_id=project_id,
         )
+        text, source = _requirements_source(fields, own)
+        function = function.evolve(**await self._dependencies(function, text or "", source=source))
         return await self.store.functions.create(function)
 
     async def get(self, project_id: str, ref: str) -> Function:
@@ -218,8 +269,9 @@ class FunctionService:
                 _new_environment(function.environment, fields)
             )
         old_sha = function.package.sha256
+        own: str | None = None
         if upload is not None:
-            package, entry = await self._store_package(
+            package, entry, own = await self._store_package(
                 upload, fields.entry or function.entry, fields.md5sum
             )
             changes.update(package=package, entry=entry)
@@ -227,10 +279,19 @@ class FunctionService:
             code = await self.package_store.get(old_sha)
             await asyncio.to_thread(packages.check_entry, code, fields.entry)
             changes["entry"] = fields.entry
+        text, source = _requirements_source(fields, own if upload is not None else None)
+        changed = function.evolve(**changes)
+        changes.update(await self._dependencies(changed, text, source=source))
         updated = await self.store.functions.update(function.evolve(**changes))
         if updated.package.sha256 != old_sha:
             await self._forget_package(old_sha)
         return updated
+
+    async def rebuild(self, project_id: str, ref: str) -> Function:
+        """Resolve the function's requirements again (its status is `building` meanwhile)."""
+        function = await self.store.functions.get(project_id, ref)
+        await self.layers.rebuild(function)
+        return await self.store.functions.get(project_id, function.id)
 
     async def delete(self, project_id: str, ref: str) -> None:
         """Delete a function and its versions (refused while aliases point at it); its

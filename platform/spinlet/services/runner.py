@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Literal
 
-from spinlet.domain import Execution, ExecutionError, ExecutionStatus, StatusReason, utcnow
+from spinlet.domain import (
+    Execution,
+    ExecutionError,
+    ExecutionStatus,
+    FunctionStatus,
+    StatusReason,
+    utcnow,
+)
 from spinlet.errors import (
+    FunctionNotReady,
     ImageMissing,
     InvalidPackage,
+    LayerBuildFailed,
     NotFound,
     RuntimeBackendError,
     RuntimeProtocolMismatch,
@@ -21,6 +33,7 @@ from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import OutcomeStatus, RunOutcome, RunRequest, RuntimeBackend
 from spinlet.services.events import ExecutionEvents
+from spinlet.services.layers import LayerService
 from spinlet.services.targets import Target, TargetResolver
 from spinlet.settings import Settings
 from spinlet.store import Store
@@ -81,12 +94,14 @@ class ExecutionRunner:
         targets: TargetResolver,
         events: ExecutionEvents,
         settings: Settings,
+        layers: LayerService,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.package_store = package_store
         self.backend = backend
         self.targets = targets
+        self.layers = layers
         self.events = events
         self.settings = settings
         self.metrics = metrics
@@ -191,13 +206,36 @@ class ExecutionRunner:
                 )
             except NotFound as exc:
                 return platform_error(StatusReason.NOT_FOUND, exc.message)
+            except FunctionNotReady as exc:
+                return platform_error(StatusReason.DEPENDENCIES, exc.message)
+        if target.status is FunctionStatus.BUILDING:
+            try:
+                target = await self._when_built(target)
+            except NotFound as exc:
+                return platform_error(StatusReason.NOT_FOUND, exc.message)
+            except LayerBuildFailed as exc:
+                message = f"its dependencies failed to build: {exc.message}"
+                return platform_error(StatusReason.DEPENDENCIES, message)
+            except TimeoutError:
+                message = (
+                    f"its dependencies were still being built after {target.timeout:g} s "
+                    "(its timeout); it did not start"
+                )
+                return platform_error(StatusReason.DEPENDENCIES, message)
+        package = target.package
 
         async def load_code() -> bytes:
-            return await self.package_store.get(target.package.sha256)
+            return await self.package_store.get(package.sha256)
+
+        load_layer: Callable[[], Awaitable[Path]] | None = None
+        if (layer_id := target.layer_id) is not None:
+
+            async def load_layer() -> Path:
+                return await self.layers.local(layer_id)
 
         request = RunRequest(execution_id=execution.id, input=execution.input)
         try:
-            return await self.backend.execute(target.spec(), load_code, request)
+            return await self.backend.execute(target.spec(), load_code, request, load_layer)
         except InvalidPackage as exc:
             return platform_error(StatusReason.NO_PACKAGE, exc.message)
         except ImageMissing as exc:
@@ -206,6 +244,12 @@ class ExecutionRunner:
             return platform_error(StatusReason.PROTOCOL_MISMATCH, exc.message)
         except RuntimeBackendError as exc:
             return platform_error(StatusReason.BACKEND, exc.message)
+
+    async def _when_built(self, target: Target) -> Target:
+        """The target again once its function's layer is built, within its timeout."""
+        await self.layers.wait_ready(target.project_id, target.function_id, target.timeout)
+        built = await self.targets.target(target.project_id, target.function_id, 0)
+        return dataclasses.replace(built, alias=target.alias)
 
     async def _record_end(self, finished: Execution, logs: str) -> Execution:
         """Commit the end of an execution and return the record as stored. While the database

@@ -6,8 +6,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from spinlet.domain import Alias, Package
-from spinlet.errors import NotFound, ValidationFailed
+from spinlet.domain import Alias, FunctionStatus, Package
+from spinlet.errors import FunctionNotReady, NotFound, ValidationFailed
 from spinlet.runtime.backend import FunctionSpec
 from spinlet.store import Store
 
@@ -30,6 +30,9 @@ class Target:
     environment: dict[str, str] = field(default_factory=dict)
     network: bool = False
     alias: str | None = None
+    layer_id: str | None = None  # its dependency layer
+    # `building`: version 0 of a function whose layer is being built (it waits for it).
+    status: FunctionStatus = FunctionStatus.AVAILABLE
 
     def spec(self) -> FunctionSpec:
         return FunctionSpec(
@@ -45,6 +48,7 @@ class Target:
             project_id=self.project_id,
             environment=self.environment,
             network=self.network,
+            layer_id=self.layer_id,
         )
 
 
@@ -94,12 +98,22 @@ class TargetResolver:
         return alias.function_version
 
     async def target(self, project_id: str, function_ref: str, version: int) -> Target:
-        """A function at a given version: 0 is its code as it is now, others its snapshots."""
+        """A function at a given version: 0 is its code as it is now, others its snapshots.
+
+        Version 0 of a function whose layer failed to build is `FunctionNotReady`; one being
+        built is a target in `building` (a version is never published before its layer)."""
         if version == 0:
             found = await self.store.functions.find_with_image(project_id, function_ref)
             if found is None:
                 raise NotFound(f"function {function_ref!r} not found")
             function, image = found
+            if function.status is FunctionStatus.ERROR:
+                raise FunctionNotReady(
+                    f"function {function.name!r} cannot run: its dependencies failed to build: "
+                    f"{function.status_message or 'no details'} (fix its requirements, or "
+                    "`spinlet functions rebuild` once the cause is gone)",
+                    status=function.status.value,
+                )
             return Target(
                 function_id=function.id,
                 function_name=function.name,
@@ -114,6 +128,8 @@ class TargetResolver:
                 concurrency=function.concurrency,
                 environment=function.environment,
                 network=function.network,
+                layer_id=function.layer_id,
+                status=function.status,
             )
         function = await self.store.functions.get(project_id, function_ref)
         snapshot = await self.store.versions.find(project_id, function.id, version)
@@ -133,4 +149,5 @@ class TargetResolver:
             concurrency=function.concurrency,
             environment=snapshot.environment,
             network=snapshot.network,
+            layer_id=snapshot.layer_id,
         )

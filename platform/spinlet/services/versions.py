@@ -13,8 +13,8 @@ import json
 import uuid
 from typing import Any
 
-from spinlet.domain import Function, FunctionVersion
-from spinlet.errors import Forbidden, ImageNotFound, NotFound
+from spinlet.domain import Function, FunctionStatus, FunctionVersion
+from spinlet.errors import Forbidden, FunctionNotReady, ImageNotFound, NotFound
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import RuntimeBackend
 from spinlet.services.packages import forget_package
@@ -40,6 +40,9 @@ def config_hash(function: Function, image_id: str) -> str:
         material["environment"] = function.environment
     if function.network:
         material["network"] = True
+    if function.layer_id is not None:  # the exact resolved set, not the requirements asked
+        material["layer_id"] = function.layer_id
+        material["dependencies"] = list(function.dependencies)
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -61,6 +64,8 @@ def snapshot(
         cpu=function.cpu,
         environment=dict(function.environment),
         network=function.network,
+        layer_id=function.layer_id,
+        dependencies=function.dependencies,
         config_hash=config_hash(function, image_id),
         description=description,
         project_id=function.project_id,
@@ -90,6 +95,16 @@ class VersionService:
         """Publish the function's current code and config; False when the latest version
         already is exactly that (it is returned instead of a duplicate)."""
         function = await self.store.functions.get(project_id, ref)
+        if function.status is not FunctionStatus.AVAILABLE:
+            why = (
+                "its dependencies are still being built: publish once it is available"
+                if function.status is FunctionStatus.BUILDING
+                else f"its dependencies failed to build: {function.status_message or ''}"
+            )
+            raise FunctionNotReady(
+                f"function {function.name!r} cannot be published: {why}",
+                status=function.status.value,
+            )
         image_id = await self._image_id(function)
         # Kept before it is recorded: a version never names an image that may go.
         await self.backend.keep_image(image_id, True)

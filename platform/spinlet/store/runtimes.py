@@ -71,6 +71,13 @@ class RuntimeRepository:
         row = await self.db.read(lambda conn: conn.execute(_FIND, params).first())
         return _runtime(row) if row else None
 
+    async def find_by_id(self, runtime_id: str) -> Runtime | None:
+        """A runtime by its id, whatever its project (for the node's own work, never a user's
+        lookup: that is `find`, which keeps to what the project sees)."""
+        query = select(runtimes).where(runtimes.c.id == runtime_id)
+        row = await self.db.read(lambda conn: conn.execute(query).first())
+        return _runtime(row) if row else None
+
     async def get(self, project_id: str, ref: str) -> Runtime:
         runtime = await self.find(project_id, ref)
         if runtime is None:

@@ -110,8 +110,9 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def docker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`spinlet serve` on Docker (the runtime image must exist: tests/run.sh builds it)."""
+def docker_server(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Server]:
+    """`spinlet serve` on Docker (the runtime image must exist: tests/run.sh builds it). Its
+    pip resolves dependencies from the session's wheelhouse only, as an air-gapped node's."""
     try:
         import docker
 
@@ -121,7 +122,8 @@ def docker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         client.close()
     except Exception as exc:  # any failure to reach Docker or find the image
         unavailable(f"Docker or the runtime image is not available: {exc}")
-    server = start_server(tmp_path_factory.mktemp("server"), "docker")
+    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}
+    server = start_server(tmp_path_factory.mktemp("server"), "docker", env=offline)
     yield server
     stop_server(server)
     import docker

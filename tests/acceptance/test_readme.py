@@ -63,6 +63,14 @@ def test_readme_examples_run(docker_server: Server) -> None:
     # The canary: 20 executions, each of version 1 or 2 (`uniq -c` lines).
     split = re.findall(r"^\s*(\d+) ([12])$", release, flags=re.MULTILINE)
     assert sum(int(count) for count, _ in split) == 20
+    deps = outputs[next(i for i, b in enumerate(blocks) if "functions/deps" in b)]
+    pins = re.search(r'\{"status":"available","dependencies":(\[[^]]*\])\}', deps)
+    assert pins is not None, deps
+    assert '"orjson==' in pins.group(1) and '"pyyaml==' in pins.group(1)
+    assert '"loader": "CLoader"' in deps and '"json": "{\\"primes\\":[2,3,5]}"' in deps
+    assert deps.count(pins.group(1)) == 2  # the version pins the same set
+    assert "refused: status 1" in deps and "build failed: status 1" in deps
+    assert deps.rstrip().endswith("error")
     cli = outputs[next(i for i, b in enumerate(blocks) if "--raw" in b)]
     assert '{"from": "a file"}' in cli and '{"from": "stdin"}' in cli
     assert '"a plain string"' in cli and "invalid JSON: status 2" in cli

@@ -5,7 +5,10 @@
 (c) Spinlet sync executions through the public API, recorded durably: latency at
     concurrency 1, throughput at higher concurrency;
 (d) the first call of a never-run function, with a stem cell ready and without;
-(e) ratios of (c) and (d) to (a), (b) and a bare container start.
+(e) with `--requirements`: the same with a dependency layer (its build once, warm calls, and
+    first calls of new functions sharing the built layer, with a stem cell made before they
+    existed);
+(f) ratios of (c), (d) and (e) to (a), (b), a bare container start and each other.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class BenchOptions:
     naive_calls: int = 5
     memory_size: int = 128 * MiB
     cpu: int = 1000
+    requirements: str | None = None  # also measure functions with this layer
 
 
 @dataclass
@@ -228,6 +232,61 @@ async def measure_spinlet(options: BenchOptions, report: Report, progress: Progr
                 cold.append(_ms(started))
             report.add("(d) first call, stem cell ready", stem, start_kinds=kinds)
             report.add("(d) first call, no stem cell", cold)
+            if options.requirements is not None:
+                await _measure_layer(http, options, report, progress)
+
+
+async def _built(http: aiohttp.ClientSession, function_id: str, within: float = 900.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        async with http.get(f"/v1/functions/{function_id}") as response:
+            body = await response.json()
+        if body["status"] == "available":
+            return
+        if body["status"] != "building":
+            raise RuntimeError(f"the layer did not build: {body.get('status_message')}")
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the layer was still building after {within:g} s")
+
+
+async def _measure_layer(
+    http: aiohttp.ClientSession, options: BenchOptions, report: Report, progress: Progress
+) -> None:
+    """(e): the same echo code with a dependency layer linked in (it imports none of it: what
+    is measured is the platform's cost of the layer, not the packages' import time)."""
+    assert options.requirements is not None
+    progress("spinlet: building a dependency layer")
+    started = time.perf_counter()
+    function_id = await _create(
+        http,
+        "bench-layer",
+        concurrency=options.function_concurrency,
+        requirements=options.requirements,
+    )
+    await _built(http, function_id)
+    report.add("(e) layer build: resolve, install, store", [_ms(started)])
+    for i in range(20):
+        await _execute(http, function_id, i)
+    progress(f"spinlet: sync executions with a layer, concurrency 1, x{options.samples}")
+    calls = []
+    for i in range(options.samples):
+        started = time.perf_counter()
+        status, body = await _execute(http, function_id, i)
+        calls.append(_ms(started))
+        if status != 201 or body["start_kind"] != "warm":
+            raise RuntimeError(f"unexpected execution: {status} {body}")
+    report.add("(e) spinlet warm sync with a layer, concurrency 1", calls)
+    progress(f"spinlet: first calls with a cached layer x{options.first_calls}")
+    first, kinds = [], {"stem": 0, "cold": 0, "warm": 0}
+    for i in range(options.first_calls):
+        fid = await _create(http, f"bench-layer-first-{i}", requirements=options.requirements)
+        await _built(http, fid)  # the same build: available at once
+        await _settled(http)
+        started = time.perf_counter()
+        _, body = await _execute(http, fid, i)
+        first.append(_ms(started))
+        kinds[body["start_kind"]] += 1
+    report.add("(e) first call with a layer, stem cell ready", first, start_kinds=kinds)
 
 
 async def _settled(http: aiohttp.ClientSession, within: float = 60.0) -> None:
@@ -288,7 +347,7 @@ async def run(options: BenchOptions, progress: Progress) -> Report:
     naive = report.row("(b) naive: docker run per call")["p50_ms"]
     bare = report.row("bare docker create+start+ready")["p50_ms"]
     warm = report.row("(c) spinlet warm sync, concurrency 1")["p50_ms"]
-    report.ratios = {
+    ratios = {
         "warm p50 / floor p50": round(warm / floor, 2),
         "warm p50 / naive p50": round(warm / naive, 4),
         "first call with stem / bare start": round(
@@ -298,4 +357,11 @@ async def run(options: BenchOptions, progress: Progress) -> Report:
             report.row("(d) first call, no stem cell")["p50_ms"] / bare, 2
         ),
     }
+    if options.requirements is not None:
+        stem = report.row("(d) first call, stem cell ready")["p50_ms"]
+        layered = report.row("(e) first call with a layer, stem cell ready")["p50_ms"]
+        layered_warm = report.row("(e) spinlet warm sync with a layer, concurrency 1")["p50_ms"]
+        ratios["first call with a layer / without (stem)"] = round(layered / stem, 2)
+        ratios["warm p50 with a layer / without"] = round(layered_warm / warm, 2)
+    report.ratios = ratios
     return report

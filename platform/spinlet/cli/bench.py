@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -45,6 +45,12 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     help="Containers the benchmarked function may use.",
 )
 @click.option("--first-calls", type=int, default=10, show_default=True)
+@click.option(
+    "--requirements",
+    type=click.File("r", encoding="utf-8"),
+    metavar="FILE",
+    help="Also measure functions with this dependency layer (built by the node's pip).",
+)
 @click.option("--quick", is_flag=True, help="A short smoke run (numbers are not meaningful).")
 @click.option("--listing", type=int, help="Also time the executions list with this many rows.")
 @click.option("--drain", type=int, help="Also fire this many async executions and drain them.")
@@ -60,6 +66,7 @@ def bench(
     concurrency: tuple[int, ...],
     function_concurrency: int,
     first_calls: int,
+    requirements: TextIO | None,
     quick: bool,
     listing: int | None,
     drain: int | None,
@@ -73,6 +80,7 @@ def bench(
       spinlet bench --quick
       spinlet bench --json > bench.json
       spinlet bench --no-suite --listing 1000000
+      spinlet bench --requirements functions/deps/requirements.txt
     """
     import asyncio
 
@@ -85,6 +93,7 @@ def bench(
         function_concurrency=function_concurrency,
         first_calls=2 if quick else first_calls,
         naive_calls=1 if quick else 5,
+        requirements=requirements.read() if requirements is not None else None,
     )
 
     def progress(line: str) -> None:

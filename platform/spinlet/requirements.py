@@ -33,8 +33,11 @@ _HASHES_RE = re.compile(r"(?:\s+--hash(?:=|\s+)\S+)+\s*$")
 _HASH_RE = re.compile(r"--hash(?:=|\s+)(\S+)")
 #: The hashes pip accepts in hash-checking mode, and what their hex digests look like.
 _HASH_VALUE_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
-#: A name ending like this is taken by pip for a file to install.
-_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz")
+#: A name ending like this is taken by pip for a file to install (its `ARCHIVE_EXTENSIONS`).
+_ARCHIVE_SUFFIXES = (
+    *(".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz"),
+    *(".tlz", ".tar.lz", ".tar.lzma"),
+)
 #: How much of a refused line a message quotes.
 _QUOTED = 200
 
@@ -100,7 +103,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     for number, physical in enumerate(text.splitlines(), start=1):
         if not parts:
             start = number
-        if physical.endswith("\\") and not _COMMENT_RE.search(physical):
+        if physical.endswith("\\") and not _COMMENT_RE.match(physical):
             parts.append(physical[:-1])
             continue
         parts.append(physical)

@@ -51,6 +51,13 @@ def test_comments_blank_lines_and_continuations_are_pip_s() -> None:
     assert requirements.hashed
 
 
+def test_a_comment_ends_a_continued_line_as_in_pip() -> None:
+    assert parse("pyyaml  # the C loader \\\n--index-url http://10.0.0.1/\nsix").lines == (
+        "pyyaml",
+        "six",
+    )
+
+
 def test_nothing_is_no_requirements() -> None:
     requirements = parse("\n# nothing yet\n\n")
     assert (requirements.lines, requirements.text, requirements.hashed) == ((), "", False)

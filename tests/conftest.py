@@ -20,6 +20,9 @@ from spinlet.domain import DEFAULT_PROJECT
 from spinlet.settings import Settings
 from spinlet.store import Store
 
+#: The session's wheelhouse (`wheelhouse`, `offline_pip`) for the tests that install wheels.
+pytest_plugins = ["tests.wheels"]
+
 REPO = Path(__file__).resolve().parents[1]
 FUNCTIONS = REPO / "functions"
 IN_CI = os.environ.get("CI", "").lower() == "true"

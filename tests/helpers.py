@@ -41,6 +41,15 @@ def make_package(
     return buffer.getvalue()
 
 
+def zipped(files: dict[str, str] | dict[str, bytes]) -> bytes:
+    """A zip of exactly `files` (name → content), as written, without dedenting."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 def package_hash(package: bytes) -> str:
     return hashlib.sha256(package).hexdigest()
 

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from spinlet.api.app import create_app
 from spinlet.settings import Settings
 from tests.conftest import FUNCTIONS
+from tests.helpers import zipped
 from tests.integration.test_api import create, expect_error, form, run
 
 Client = TestClient[Any, Any]
@@ -48,14 +49,6 @@ async def api(make_api: MakeApi) -> Client:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def zipped(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 async def function_names(api: Client) -> list[str]:

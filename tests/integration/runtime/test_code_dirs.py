@@ -5,8 +5,6 @@ function's memory, and a function sees only its own code."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import textwrap
 import uuid
 import zipfile
@@ -18,6 +16,7 @@ import pytest
 from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, StartKind
 from tests.helpers import eventually, make_package, package_hash
 from tests.integration.runtime.backends import COUNTER, Target, execute
+from tests.wheels import wheel
 
 MiB = 1024 * 1024
 
@@ -74,23 +73,10 @@ PEEKS = """
 """
 
 
-@pytest.fixture(scope="session")
-def yaml_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A compiled wheel of PyYAML for the runtime (CPython 3.11, manylinux x86_64), downloaded
-    once per session from wherever pip's own configuration says."""
-    directory = tmp_path_factory.mktemp("wheels")
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
-            *("--only-binary=:all:", "--platform", "manylinux2014_x86_64"),
-            *("--python-version", "3.11", "--implementation", "cp"),
-            *("--dest", str(directory), "pyyaml"),
-        ],
-        check=True,
-        timeout=120,
-    )
-    [wheel] = directory.glob("*.whl")
-    return wheel
+@pytest.fixture
+def yaml_wheel(wheelhouse: Path) -> Path:
+    """PyYAML's compiled wheel for the runtime (CPython 3.11, manylinux x86_64)."""
+    return wheel(wheelhouse, "pyyaml")
 
 
 def vendored(source: str, wheel: Path) -> bytes:

@@ -2,8 +2,9 @@
 background, compiled wheels imported by the function, shared builds, errors a user can read,
 waiting while it builds, versions that pin the set, and other nodes that fetch, never resolve.
 
-pip resolves against the session's local wheelhouse (`tests/wheels.py`), configured the way the
-README tells an air-gapped fleet to: pip's own `PIP_NO_INDEX` and `PIP_FIND_LINKS`.
+pip resolves against the session's local wheelhouse (`tests/wheels.py`, `offline_pip`),
+configured the way the README tells an air-gapped fleet to: pip's own `PIP_NO_INDEX` and
+`PIP_FIND_LINKS`.
 """
 
 from __future__ import annotations
@@ -39,16 +40,6 @@ def main(event, context):
 REQUIREMENTS = "PyYAML>=6\norjson\n"
 #: Building from the local wheelhouse takes seconds; this leaves room for a loaded machine.
 BUILD_WITHIN = 120.0
-
-
-@pytest.fixture
-def pip_offline(monkeypatch: pytest.MonkeyPatch, wheelhouse: Path) -> Path:
-    """The node's pip finds wheels in the session's wheelhouse only."""
-    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(wheelhouse))
-    return wheelhouse
 
 
 def package(code: str = CODE, requirements: str | None = None) -> bytes:
@@ -92,7 +83,7 @@ async def invoke(api: TestClient[Any, Any], name: str, **body: Any) -> dict[str,
     return record
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_requirements_become_a_layer_whose_compiled_wheels_load(
     api_factory: ApiFactory,
 ) -> None:
@@ -116,7 +107,7 @@ async def test_requirements_become_a_layer_whose_compiled_wheels_load(
         assert result["yaml_file"].startswith("/var/spinlet/layer/")
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_a_packages_own_requirements_txt_is_used_and_can_be_removed(
     process_api: TestClient[Any, Any],
 ) -> None:
@@ -140,7 +131,7 @@ async def test_a_packages_own_requirements_txt_is_used_and_can_be_removed(
     assert execution["error"]["type"] == "ModuleNotFoundError"
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_functions_with_the_same_requirements_share_one_build(
     process_api: TestClient[Any, Any],
 ) -> None:
@@ -192,7 +183,7 @@ async def test_a_line_that_is_not_a_named_requirement_is_refused(
     assert (await api.get("/v1/functions/refused")).status == 404
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_an_unknown_package_is_an_error_in_pips_words(
     process_api: TestClient[Any, Any],
 ) -> None:
@@ -241,7 +232,7 @@ async def test_an_unreachable_index_is_said_so_and_rebuild_resolves_again(
     assert [pin.split("==")[0] for pin in record["dependencies"]] == ["pyyaml"]
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_while_it_builds_sync_calls_wait_async_ones_stay_queued_and_publish_is_409(
     process_api: TestClient[Any, Any],
 ) -> None:
@@ -269,7 +260,7 @@ async def test_while_it_builds_sync_calls_wait_async_ones_stay_queued_and_publis
     assert done["result"]["json"] == '{"x":1}'
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_a_build_whose_node_died_is_taken_over(
     process_api: TestClient[Any, Any],
 ) -> None:
@@ -287,7 +278,7 @@ async def test_a_build_whose_node_died_is_taken_over(
     assert build is not None and build.attempts == 2 and build.owner != "a-node-that-died"
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_a_version_pins_the_exact_set(process_api: TestClient[Any, Any]) -> None:
     api = process_api
     assert (await create(api, "pinned", requirements=REQUIREMENTS))[0] == 201
@@ -311,7 +302,7 @@ async def test_a_version_pins_the_exact_set(process_api: TestClient[Any, Any]) -
     assert (await response.json())["config_hash"] != version["config_hash"]
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_a_layer_over_the_size_limit_is_an_error_naming_it(
     api_factory: ApiFactory,
 ) -> None:
@@ -322,7 +313,7 @@ async def test_a_layer_over_the_size_limit_is_an_error_naming_it(
     assert "SPINLET_MAX_LAYER_SIZE" in record["status_message"]
 
 
-@pytest.mark.usefixtures("pip_offline")
+@pytest.mark.usefixtures("offline_pip")
 async def test_another_node_runs_the_layer_without_resolving_and_so_does_a_restart(
     aiohttp_client: Any, settings: Settings, tmp_path: Path
 ) -> None:

@@ -171,6 +171,10 @@ class LayerService:
         except LayerBuildFailed as exc:
             log.info("layer build %s failed: %s", build.key[:12], exc.message)
             await self.store.layers.fail_build(build.key, self.node_id, exc.message)
+        except OSError as exc:  # the node's disk (full, say): not the requirements' fault
+            log.exception("layer build %s failed on this node", build.key[:12])
+            message = f"the node could not store the layer: {exc.strerror or exc}"
+            await self.store.layers.fail_build(build.key, self.node_id, message)
         else:
             await self.store.layers.finish_build(build.key, self.node_id, layer_id)
         finally:

@@ -319,6 +319,7 @@ async def test_unused_builds_and_layers_are_dropped_pinned_ones_kept(store: Stor
     await store.layers.save_layer(loose, stream([b"archive"]))
 
     assert await store.layers.drop_unused() == []  # all too recent to tell
+    assert await store.layers.find_build(KEY) is not None  # asked for a moment ago
     assert await store.layers.drop_unused(grace=timedelta(0)) == [loose.id]
     assert await store.layers.find_build(KEY) is None
     assert await store.layers.find_layer(pinned.id) is not None  # the version pins it

@@ -107,8 +107,9 @@ def insert_absent(conn: Connection, table: Table, **values: Any) -> bool:
 
 def ensure_build(conn: Connection, key: str, runtime_id: str, requirements: str) -> Row[Any]:
     """The build row of `key`, made `building` when absent, locked until the transaction ends
-    (PostgreSQL; SQLite has one writer): a build that finishes meanwhile waits for this
-    transaction, and then sees what it wrote."""
+    (PostgreSQL; SQLite has one writer) and marked as just asked for (`updated_at`): a build
+    that finishes meanwhile waits for this transaction, and then sees what it wrote; one that
+    nothing used a moment ago is not dropped under it (`drop_unused`)."""
     now = utcnow()
     insert_absent(
         conn,
@@ -121,8 +122,13 @@ def ensure_build(conn: Connection, key: str, runtime_id: str, requirements: str)
         created_at=now,
         updated_at=now,
     )
-    query = select(layer_builds).where(layer_builds.c.key == key).with_for_update()
-    row: Row[Any] = conn.execute(query).one()
+    touch = (
+        update(layer_builds)
+        .where(layer_builds.c.key == key)
+        .values(updated_at=now)
+        .returning(*layer_builds.c)
+    )
+    row: Row[Any] = conn.execute(touch).one()
     return row
 
 
@@ -323,12 +329,16 @@ class LayerRepository:
 
     async def drop_unused(self, *, grace: timedelta = UPLOAD_GRACE) -> list[str]:
         """Drop the builds no function uses, then the layers (with their chunks) no build,
-        function or version uses; returns the ids of the layers dropped. Layers stored less
-        than `grace` ago stay (their build is about to be finished with them)."""
+        function or version uses; returns the ids of the layers dropped. What was asked for or
+        stored less than `grace` ago stays: a build requested for a function about to be saved,
+        a layer about to finish its build."""
         builds, fns, versions = layer_builds.c, functions.c, function_versions.c
-        unused_builds = delete(layer_builds).where(~exists().where(fns.build_key == builds.key))
+        before = utcnow() - grace
+        unused_builds = delete(layer_builds).where(
+            builds.updated_at < before, ~exists().where(fns.build_key == builds.key)
+        )
         unused = select(layers.c.id).where(
-            layers.c.created_at < utcnow() - grace,
+            layers.c.created_at < before,
             ~exists().where(builds.layer_id == layers.c.id),
             ~exists().where(fns.layer_id == layers.c.id),
             ~exists().where(versions.layer_id == layers.c.id),

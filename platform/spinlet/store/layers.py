@@ -253,18 +253,19 @@ class LayerRepository:
         check: Callable[[Connection], None] | None = None,
     ) -> bool:
         """Move the build `build` selects, then the functions waiting on it, by `change`, in one
-        transaction (after `check`); False, and nothing written, when the build is not there
-        in one of the statuses `change` starts from."""
+        transaction, `check` in between; False, and nothing written, when the build is not
+        there in one of the statuses `change` starts from. (Rows are locked in the order
+        `drop_unused` locks them too: the build, then the layer, then the functions.)"""
         now = utcnow()
         moving = _moving(layer_builds, change).where(build).values(**build_values, updated_at=now)
         waiting = _moving(functions, change).values(**function_values, updated_at=now)
 
         def write(conn: Connection) -> bool:
-            if check is not None:
-                check(conn)
             key = conn.execute(moving.returning(layer_builds.c.key)).scalar()
             if key is None:
                 return False
+            if check is not None:  # raising rolls the build's change back
+                check(conn)
             conn.execute(waiting.where(functions.c.build_key == key))
             return True
 

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from spinlet.errors import IllegalTransition
 
@@ -124,29 +124,50 @@ TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
 }
 
 
+#: The only allowed status changes of a function, and of the build of its dependency layer (a
+#: build speaks the same statuses); the store writes no other (`transition`). Requirements that
+#: change may land on a build that has already ended, so a function may skip `building`.
+FUNCTION_TRANSITIONS: dict[FunctionStatus, frozenset[FunctionStatus]] = {
+    # Its layer is stored (or its requirements were dropped), or resolving failed.
+    FunctionStatus.BUILDING: frozenset({FunctionStatus.AVAILABLE, FunctionStatus.ERROR}),
+    # New requirements or a rebuild; new requirements whose build already failed.
+    FunctionStatus.AVAILABLE: frozenset({FunctionStatus.BUILDING, FunctionStatus.ERROR}),
+    # A retry or a rebuild; requirements dropped, or changed to a set already built.
+    FunctionStatus.ERROR: frozenset({FunctionStatus.BUILDING, FunctionStatus.AVAILABLE}),
+    FunctionStatus.UNKNOWN: frozenset(),
+}
+
+_S = TypeVar("_S", ExecutionStatus, FunctionStatus)
+
+#: Each status kind's table, with what a refusal calls the record.
+_TABLES: dict[type[enum.StrEnum], tuple[str, dict[Any, frozenset[Any]]]] = {
+    ExecutionStatus: ("an execution", TRANSITIONS),
+    FunctionStatus: ("a function", FUNCTION_TRANSITIONS),
+}
+
+
 @dataclass(frozen=True)
-class Transition:
+class Transition(Generic[_S]):
     """A status change the table allows: from any of `sources` (as the row still is) to
     `target`. The store turns it into its conditional update (`WHERE status IN sources`)."""
 
-    sources: tuple[ExecutionStatus, ...]
-    target: ExecutionStatus
+    sources: tuple[_S, ...]
+    target: _S
 
     @property
     def source_values(self) -> list[str]:
         return [status.value for status in self.sources]
 
 
-def transition(
-    sources: ExecutionStatus | Iterable[ExecutionStatus], target: ExecutionStatus
-) -> Transition:
-    """The change from `sources` to `target`; `IllegalTransition` unless the table allows it
-    from every one of them."""
-    among = (sources,) if isinstance(sources, ExecutionStatus) else tuple(sources)
-    illegal = [status.value for status in among if target not in TRANSITIONS[status]]
+def transition(sources: _S | Iterable[_S], target: _S) -> Transition[_S]:
+    """The change from `sources` to `target`; `IllegalTransition` unless the table of their
+    kind (`TRANSITIONS`, `FUNCTION_TRANSITIONS`) allows it from every one of them."""
+    among: tuple[_S, ...] = (sources,) if isinstance(sources, enum.Enum) else tuple(sources)
+    record, table = _TABLES[type(target)]
+    illegal = [status.value for status in among if target not in table[status]]
     if illegal or not among:
         raise IllegalTransition(
-            f"an execution cannot go from {'|'.join(illegal) or 'nothing'} to {target.value}"
+            f"{record} cannot go from {'|'.join(illegal) or 'nothing'} to {target.value}"
         )
     return Transition(among, target)
 

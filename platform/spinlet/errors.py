@@ -164,8 +164,9 @@ class ImageMissing(RuntimeBackendError):
 
 
 class IllegalTransition(SpinletError):
-    """The execution cannot change to that status from the one it has (a bug, never a
-    request's fault: the transitions are `domain.TRANSITIONS`)."""
+    """The execution or function cannot change to that status from the one it has (a bug,
+    never a request's fault: the transitions are `domain.TRANSITIONS` and
+    `domain.FUNCTION_TRANSITIONS`)."""
 
     code = "illegal_transition"
 

@@ -126,3 +126,31 @@ def test_the_states_the_next_issues_build_on_are_fixed() -> None:
     ]
     assert [s.value for s in JobStatus] == ["running", "paused", "done", "cancelled"]
     assert [s.value for s in StartKind] == ["warm", "stem", "cold"]
+
+
+#: A function's lifecycle (and its build's): `building -> available | error`; new requirements
+#: or a rebuild go back to `building`, or straight to the end their build already had.
+FUNCTION_ALLOWED = {
+    ("building", "available"),
+    ("building", "error"),
+    ("available", "building"),
+    ("available", "error"),
+    ("error", "building"),
+    ("error", "available"),
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), list(itertools.product(FunctionStatus, FunctionStatus))
+)
+def test_a_function_changes_status_exactly_as_its_lifecycle_has_it(
+    source: FunctionStatus, target: FunctionStatus
+) -> None:
+    if (source.value, target.value) in FUNCTION_ALLOWED:
+        change = transition(source, target)
+        assert (change.sources, change.target) == ((source,), target)
+    else:
+        with pytest.raises(
+            IllegalTransition, match=f"a function cannot go from {source.value} to {target.value}"
+        ):
+            transition(source, target)

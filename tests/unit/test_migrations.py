@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 
 from spinlet.domain import FunctionStatus
 from spinlet.store import Database, Store
@@ -28,16 +28,27 @@ async def test_migrations_match_the_models(database_url: str) -> None:
     await db.close()
 
 
+def step(connection: Connection, revision: str) -> None:
+    """Move the schema up to the newest revision ("head") or down to `revision`."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    if revision == "head":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+def schema(connection: Connection) -> dict[str, set[str]]:
+    """The tables of the database and their columns."""
+    inspector = inspect(connection)
+    return {
+        table: {c["name"] for c in inspector.get_columns(table)}
+        for table in inspector.get_table_names()
+    }
+
+
 async def test_a_function_that_was_creating_is_building_after_the_upgrade(store: Store) -> None:
     function = await make_function(store)
-
-    def step(connection: Connection, revision: str) -> None:
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        if revision == "head":
-            command.upgrade(config, revision)
-        else:
-            command.downgrade(config, revision)
 
     async with store.db.transaction() as conn:
         await conn.run_sync(step, "0008")  # the schema before the function states were fixed
@@ -46,3 +57,32 @@ async def test_a_function_that_was_creating_is_building_after_the_upgrade(store:
         )
         await conn.run_sync(step, "head")
     assert (await store.functions.get("default", function.id)).status is FunctionStatus.BUILDING
+
+
+async def test_dependency_layers_upgrade_a_database_with_functions_and_downgrade(
+    store: Store,
+) -> None:
+    function = await make_function(store)
+    async with store.db.transaction() as conn:
+        await conn.run_sync(step, "0009")  # the schema before dependency layers
+        before = await conn.run_sync(schema)
+        assert "layers" not in before and "build_key" not in before["functions"]
+        await conn.run_sync(step, "head")
+    upgraded = await store.functions.get("default", function.id)
+    assert (upgraded.status, upgraded.requirements, upgraded.build_key) == (
+        FunctionStatus.AVAILABLE,
+        None,
+        None,
+    )
+    assert (upgraded.layer_id, upgraded.status_message, upgraded.dependencies) == (None, None, ())
+
+    layered = await make_function(store, "layered", requirements="pyyaml", build_key="1" * 64)
+    async with store.db.transaction() as conn:
+        await conn.run_sync(step, "0009")
+        after = await conn.run_sync(schema)
+        names = (await conn.execute(text("SELECT name FROM functions ORDER BY name"))).scalars()
+        assert list(names) == ["hello", "layered"]
+        await conn.run_sync(step, "head")
+    assert after.keys() == before.keys() and after["functions"] == before["functions"]
+    assert after["function_versions"] == before["function_versions"]
+    assert (await store.functions.get("default", layered.id)).build_key is None

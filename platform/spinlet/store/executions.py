@@ -17,7 +17,19 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Update, bindparam, delete, func, select, true, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Update,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from spinlet.domain import (
@@ -27,6 +39,7 @@ from spinlet.domain import (
     ExecutionError,
     ExecutionSource,
     ExecutionStatus,
+    FunctionStatus,
     StartKind,
     StatusReason,
     Transition,
@@ -37,7 +50,7 @@ from spinlet.errors import ExecutionIdTaken, IllegalTransition, NotFound
 from spinlet.queries import ExecutionQuery
 from spinlet.store import queries
 from spinlet.store.database import Database
-from spinlet.store.tables import execution_outputs, executions
+from spinlet.store.tables import execution_outputs, executions, functions
 
 _RECORD_FIELDS = (
     "function_id",
@@ -68,9 +81,21 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 #: does not know (a newer node's, during a rolling upgrade) is never in it.
 _CLAIM = transition(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
 
+#: An execution that can run now: of a published version (it pins its own layer), or of the
+#: function's current code while that is not `building` (its layer is not stored yet; the
+#: execution stays queued). Checked row by row as the claim walks the queue in order: one look
+#: at the function's primary key, only for version-0 rows, so no index is needed.
+_RUNNABLE = or_(
+    executions.c.function_version != 0,
+    ~exists().where(
+        functions.c.id == executions.c.function_id,
+        functions.c.status == FunctionStatus.BUILDING.value,
+    ),
+)
+
 
 @functools.cache
-def _moving(change: Transition) -> Update:
+def _moving(change: Transition[ExecutionStatus]) -> Update:
     """The conditional update of a status change, built once per change: it writes only while
     the row is still in one of the statuses the change starts from. Every status change of an
     execution goes through here, so only the changes `domain.TRANSITIONS` allows are written."""
@@ -82,7 +107,7 @@ def _moving(change: Transition) -> Update:
 
 
 @functools.cache
-def _finishing(change: Transition) -> Update:
+def _finishing(change: Transition[ExecutionStatus]) -> Update:
     """Recording an end: only while the execution still runs on the node that records it."""
     return _moving(change).where(
         executions.c.id == bindparam("execution_id"),
@@ -236,8 +261,9 @@ class ExecutionRepository:
         skip_projects: Collection[str] = (),
     ) -> Execution | None:
         """Atomically move the oldest queued execution to `running` on this node, passing over
-        the executions of the functions in `skip` and of the projects in `skip_projects`; the
-        oldest of the functions in `prefer` (warm here) first, when there is one."""
+        the executions of the functions in `skip` and of the projects in `skip_projects`, and
+        those of a `building` function's current code; the oldest of the functions in `prefer`
+        (warm here) first, when there is one."""
         now = utcnow()
         claimed = {
             "node_id": node_id,
@@ -250,6 +276,7 @@ class ExecutionRepository:
             oldest = (
                 select(executions.c.id)
                 .where(executions.c.status.in_(_CLAIM.source_values))
+                .where(_RUNNABLE)
                 .where(executions.c.function_id.not_in(skip) if skip else true())
                 .where(executions.c.project_id.not_in(skip_projects) if skip_projects else true())
                 .where(executions.c.function_id.in_(among) if among else true())

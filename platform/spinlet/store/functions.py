@@ -1,28 +1,69 @@
-"""Functions and the packages (code blobs) they reference."""
+"""Functions and the packages (code blobs) they reference.
+
+A function with requirements names its build (`build_key`); its status, layer and status
+message follow that build's, written from the build's row in the same transaction as the
+function (`_settled`), so a build that finishes meanwhile is never missed. The status changes
+only as `domain.FUNCTION_TRANSITIONS` allows (`_settling`), never from a status this node does
+not know.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import BindParameter, Row, bindparam, delete, exists, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Row,
+    Select,
+    Update,
+    bindparam,
+    delete,
+    exists,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spinlet.domain import Function, FunctionStatus, Package, utcnow
+from spinlet.domain import (
+    FUNCTION_TRANSITIONS,
+    Function,
+    FunctionStatus,
+    Package,
+    transition,
+    utcnow,
+)
 from spinlet.errors import Forbidden, NotFound
 from spinlet.store.database import Database
 from spinlet.store.errors import unique
+from spinlet.store.layers import ensure_build
 from spinlet.store.locks import lock_function
-from spinlet.store.tables import function_versions, functions, packages, runtimes
+from spinlet.store.tables import function_versions, functions, layers, packages, runtimes
 from spinlet.store.versions import alias_names, aliases_phrase
 
-_COLUMNS = [*functions.c, packages.c.md5sum, packages.c.size]
+_COLUMNS = [
+    *functions.c,
+    packages.c.md5sum,
+    packages.c.size,
+    layers.c.dependencies.label("layer_dependencies"),
+]
+
+
+def _select() -> Select[Any]:
+    """Functions with their package and the pins of their layer (when they have one)."""
+    return (
+        select(*_COLUMNS)
+        .join(packages, packages.c.sha256 == functions.c.package_sha256)
+        .outerjoin(layers, layers.c.id == functions.c.layer_id)
+    )
+
 
 # Every execution looks its function up: the statement is built once.
 _REF: BindParameter[str] = bindparam("ref")
 _FIND = (
-    select(*_COLUMNS)
-    .join(packages, packages.c.sha256 == functions.c.package_sha256)
+    _select()
     .where(functions.c.project_id == bindparam("project_id"))
     .where(or_(functions.c.id == _REF, functions.c.name == _REF))
     .order_by((functions.c.id == _REF).desc())
@@ -51,6 +92,11 @@ def _function(row: Row[Any]) -> Function:
         network=row.network,
         status=FunctionStatus.read(row.status),
         latest_version=row.latest_version,
+        requirements=row.requirements,
+        build_key=row.build_key,
+        layer_id=row.layer_id,
+        status_message=row.status_message,
+        dependencies=tuple(row.layer_dependencies or ()),
         project_id=row.project_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -58,8 +104,7 @@ def _function(row: Row[Any]) -> Function:
 
 
 def _values(function: Function) -> dict[str, Any]:
-    """The columns of a function; a status this node does not know stays as stored."""
-    known = function.status is not FunctionStatus.UNKNOWN
+    """The columns of a function but its status, layer and status message (`_settled`)."""
     return {
         "name": function.name,
         "description": function.description,
@@ -73,9 +118,56 @@ def _values(function: Function) -> dict[str, Any]:
         "concurrency": function.concurrency,
         "environment": function.environment,
         "network": function.network,
-        **({"status": function.status.value} if known else {}),
+        "requirements": function.requirements,
+        "build_key": function.build_key,
         "updated_at": function.updated_at,
     }
+
+
+async def _settled(conn: AsyncConnection, function: Function) -> dict[str, Any]:
+    """The status, layer and status message `function` has: its build's, read (and locked,
+    made when missing) in this transaction; with no requirements, `available` with no layer.
+    Empty for a status this node does not know (it stays as stored)."""
+    if function.build_key is None:  # no requirements: nothing to build
+        status, layer_id, message = FunctionStatus.AVAILABLE, None, None
+        if function.status is FunctionStatus.UNKNOWN:
+            return {}
+    else:
+        requirements = function.requirements or ""
+        build = await conn.run_sync(
+            ensure_build, function.build_key, function.runtime_id, requirements
+        )
+        status, layer_id, message = FunctionStatus.read(build.status), function.layer_id, None
+        if status is FunctionStatus.AVAILABLE:
+            layer_id = build.layer_id
+        elif status is FunctionStatus.ERROR:
+            message = build.message
+    if status is FunctionStatus.UNKNOWN:
+        return {}
+    return {"status": status.value, "layer_id": layer_id, "status_message": message}
+
+
+@functools.cache
+def _settling(target: FunctionStatus) -> Update:
+    """Writing the status a function settles on: from every status the table lets move to it,
+    or staying in it; never from a status this node does not know."""
+    change = transition(
+        [status for status, allowed in FUNCTION_TRANSITIONS.items() if target in allowed], target
+    )
+    return (
+        update(functions)
+        .where(functions.c.status.in_([*change.source_values, target.value]))
+        .values(status=target.value)
+    )
+
+
+async def _read(conn: AsyncConnection, function: Function) -> Function:
+    """`function` as just written (NotFound when it is not there)."""
+    params = {"project_id": function.project_id, "ref": function.id}
+    row = (await conn.execute(_FIND, params)).first()
+    if row is None:
+        raise NotFound(f"function {function.name!r} not found")
+    return _function(row)
 
 
 async def _ensure_package(conn: AsyncConnection, package: Package) -> None:
@@ -96,6 +188,7 @@ class FunctionRepository:
         self.db = db
 
     async def create(self, function: Function) -> Function:
+        """Store a new function; its status is its build's (see the module's docstring)."""
         async with unique("function", function.name), self.db.transaction() as conn:
             await _ensure_package(conn, function.package)
             await conn.execute(
@@ -104,9 +197,10 @@ class FunctionRepository:
                     project_id=function.project_id,
                     created_at=function.created_at,
                     **_values(function),
+                    **(await _settled(conn, function) or {"status": function.status.value}),
                 )
             )
-        return function
+            return await _read(conn, function)
 
     async def find(self, project_id: str, ref: str) -> Function | None:
         """A function of the project, by id or by name."""
@@ -128,27 +222,26 @@ class FunctionRepository:
 
     async def list(self, project_id: str | None) -> list[Function]:
         """The project's functions (None: every project's)."""
-        query = (
-            select(*_COLUMNS)
-            .join(packages, packages.c.sha256 == functions.c.package_sha256)
-            .order_by(functions.c.created_at, functions.c.id)
-        )
+        query = _select().order_by(functions.c.created_at, functions.c.id)
         if project_id is not None:
             query = query.where(functions.c.project_id == project_id)
         async with self.db.connect() as conn:
             return [_function(row) for row in await conn.execute(query)]
 
     async def update(self, function: Function) -> Function:
+        """Write a function's code and configuration; its status is its build's (see the
+        module's docstring), whatever `function` says."""
         function = function.evolve(updated_at=utcnow())
         async with unique("function", function.name), self.db.transaction() as conn:
             await _ensure_package(conn, function.package)
-            await conn.execute(
-                update(functions)
-                .where(functions.c.id == function.id)
-                .where(functions.c.project_id == function.project_id)
-                .values(**_values(function))
-            )
-        return function
+            # The build's row first, as finishing a build locks it before its functions.
+            settled = await _settled(conn, function)
+            mine = (functions.c.id == function.id, functions.c.project_id == function.project_id)
+            await conn.execute(update(functions).where(*mine).values(**_values(function)))
+            if settled:
+                target = FunctionStatus(settled.pop("status"))
+                await conn.execute(_settling(target).where(*mine).values(**settled))
+            return await _read(conn, function)
 
     async def delete(self, function: Function) -> tuple[set[str], set[str]]:
         """Delete a function and its versions; returns the package hashes they used and the

@@ -9,6 +9,7 @@ from spinlet.store.blobs import BlobRepository
 from spinlet.store.database import DEFAULT_POOL_SIZE, Database
 from spinlet.store.executions import ExecutionRepository
 from spinlet.store.functions import FunctionRepository
+from spinlet.store.layers import LayerRepository
 from spinlet.store.nodes import NodeRepository
 from spinlet.store.projects import ProjectRepository
 from spinlet.store.runtimes import RuntimeRepository
@@ -22,6 +23,7 @@ class Store:
         self.projects = ProjectRepository(db)
         self.runtimes = RuntimeRepository(db)
         self.functions = FunctionRepository(db)
+        self.layers = LayerRepository(db)
         self.versions = VersionRepository(db)
         self.aliases = AliasRepository(db)
         self.executions = ExecutionRepository(db)

@@ -132,9 +132,16 @@ functions = Table(
     Column("network", Boolean, nullable=False, server_default=false()),
     # The version counter: the last number published, never decremented (numbers not reused).
     Column("latest_version", Integer, nullable=False, server_default="0"),
+    # Its dependencies: the normalised requirements, the build resolving them (shared by every
+    # function asking for the same), the layer it runs with, and why the build failed.
+    Column("requirements", Text),
+    Column("build_key", String(64)),
+    Column("layer_id", String(64)),
+    Column("status_message", Text),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime()),
     Index(None, "project_id", "name", unique=True),
+    Index(None, "build_key"),
 )
 
 #: Immutable snapshots of a function: its package, configuration and runtime image id.
@@ -156,10 +163,57 @@ function_versions = Table(
     Column("environment", JSON, nullable=False, server_default="{}"),
     Column("network", Boolean, nullable=False, server_default=false()),
     Column("config_hash", String(64), nullable=False),
+    # The dependency layer it pins, and that layer's "name==version" list (None: none).
+    Column("layer_id", String(64)),
+    Column("dependencies", JSON(none_as_null=True)),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime()),
     Index(None, "function_id", "version_number", unique=True),
     Index(None, "package_sha256"),
+)
+
+#: Resolving one requirements text for one runtime, shared by the functions that ask for it. A
+#: node holds a `building` one (`owner`) until `lease_until`; after that another may take it.
+layer_builds = Table(
+    "layer_builds",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("runtime_id", ID, nullable=False),
+    Column("requirements", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", Text),
+    Column("layer_id", String(64)),
+    Column("owner", String(64)),
+    Column("lease_until", UTCDateTime()),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime()),
+    Index(None, "status", "created_at"),
+)
+
+#: Dependency layers, content-addressed: the archive is in `layer_chunks`; a layer is usable
+#: once `complete` (an incomplete one is an upload in progress, or one a dead builder left).
+layers = Table(
+    "layers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("target", String(255), nullable=False),
+    Column("dependencies", JSON, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("archive_sha256", String(64), nullable=False),
+    Column("archive_size", BigInteger, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+#: A layer's archive in pieces, numbered from 0: read and written one piece at a time.
+layer_chunks = Table(
+    "layer_chunks",
+    metadata,
+    Column("layer_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 #: Names for a function at a version (0: its current code), with an optional weighted canary.

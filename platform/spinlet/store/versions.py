@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Row, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spinlet.domain import Function, FunctionVersion, Package
-from spinlet.errors import Conflict, Forbidden, NotFound
+from spinlet.domain import Function, FunctionStatus, FunctionVersion, Package
+from spinlet.errors import Conflict, Forbidden, FunctionNotReady, NotFound
 from spinlet.store.database import Database
 from spinlet.store.locks import lock_function
 from spinlet.store.tables import aliases, function_versions, functions, packages
@@ -33,6 +33,8 @@ def _version(row: Row[Any]) -> FunctionVersion:
         network=row.network,
         config_hash=row.config_hash,
         description=row.description,
+        layer_id=row.layer_id,
+        dependencies=tuple(row.dependencies or ()),
         project_id=row.project_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -85,7 +87,8 @@ class VersionRepository:
 
         When the latest version has the same `config_hash`, that version is returned instead
         (False). `snapshot` was taken from the function as read before: if the function's code or
-        configuration changed since, this raises `Conflict` (publish again).
+        configuration changed since, this raises `Conflict` (publish again); while it is not
+        `available` (its dependencies are building, or failed), `FunctionNotReady`.
         """
         try:
             async with self.db.transaction() as conn:
@@ -116,6 +119,8 @@ class VersionRepository:
                         environment=version.environment,
                         network=version.network,
                         config_hash=version.config_hash,
+                        layer_id=version.layer_id,
+                        dependencies=list(version.dependencies) if version.layer_id else None,
                         created_at=version.created_at,
                         updated_at=version.updated_at,
                     )
@@ -139,11 +144,20 @@ class VersionRepository:
             .where(fn.memory_size == snapshot.memory_size)
             .where(fn.cpu == snapshot.cpu)
             .where(fn.network == snapshot.network)
+            .where(fn.layer_id.is_not_distinct_from(snapshot.layer_id))
+            .where(fn.status == FunctionStatus.AVAILABLE.value)
             .values(latest_version=fn.latest_version + 1)
         )
         if not bumped.rowcount:
             if not await lock_function(conn, snapshot.project_id, snapshot.function_id):
                 raise NotFound(f"function {snapshot.function_id!r} not found")
+            query = select(fn.status).where(fn.id == snapshot.function_id)
+            status = FunctionStatus.read((await conn.execute(query)).scalar_one())
+            if status is not FunctionStatus.AVAILABLE:
+                raise FunctionNotReady(
+                    f"the function is {status.value}: publish once its dependencies are built",
+                    status=status.value,
+                )
             raise Conflict("the function changed while a version was being published; try again")
         query = select(fn.latest_version).where(fn.id == snapshot.function_id)
         number: int = (await conn.execute(query)).scalar_one()

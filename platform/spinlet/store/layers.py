@@ -328,6 +328,11 @@ class LayerRepository:
                 raise NotFound(f"layer {layer_id} not found")
             yield bytes(data)
 
+    async def layer_ids(self) -> set[str]:
+        """The ids of the layers stored (a node keeps only these in its cache)."""
+        query = select(layers.c.id)
+        return set(await self.db.read(lambda conn: conn.execute(query).scalars().all()))
+
     async def drop_unused(self, *, grace: timedelta = UPLOAD_GRACE) -> list[str]:
         """Drop the builds no function uses, then the layers (with their chunks) no build,
         function or version uses; returns the ids of the layers dropped. What was asked for or

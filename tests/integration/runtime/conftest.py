@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -50,3 +52,22 @@ async def backend(target: Target) -> AsyncIterator[PoolBackend]:
     await backend.close()
     assert await target.leftovers() == []
     assert target.code_dirs() == []
+
+
+@pytest.fixture(scope="session")
+def yaml_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A compiled wheel of PyYAML for the runtime (CPython 3.11, manylinux x86_64), downloaded
+    once per session from wherever pip's own configuration says."""
+    directory = tmp_path_factory.mktemp("wheels")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
+            *("--only-binary=:all:", "--platform", "manylinux2014_x86_64"),
+            *("--python-version", "3.11", "--implementation", "cp"),
+            *("--dest", str(directory), "pyyaml"),
+        ],
+        check=True,
+        timeout=120,
+    )
+    [wheel] = directory.glob("*.whl")
+    return wheel

@@ -4,10 +4,11 @@ Runs inside a function's container (or as a plain process for local development)
 library only. It listens on the Unix socket `$SPINLET_SOCKET` (default `/run/spinlet/rt.sock`),
 speaks HTTP/1.1 with keep-alive, and handles one request at a time:
 
-- `GET /health`: `{"protocol": 1, "initialized": bool, "features": ["code_dir"]}`.
+- `GET /health`: `{"protocol": 1, "initialized": bool, "features": ["code_dir", "layer_dir"]}`.
 - `POST /init`: put the function's code directory (`code_dir`, filled by the node) first on
-  `sys.path` (or extract a base64 zip, `code`, under `$TMPDIR`), import its entry module, look up
-  the handler.
+  `sys.path` (or extract a base64 zip, `code`, under `$TMPDIR`), and its dependency layer
+  (`layer_dir`, optional) right after it, before the image's own paths; import its entry module,
+  look up the handler.
   Allowed once per process; whatever happens, a second `/init` is refused with 409.
 - `POST /run`: call the handler with one execution's input and return its result or error,
   with everything written to file descriptors 1 and 2 during the call as `logs`.
@@ -49,12 +50,13 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path, PurePosixPath
 from types import FrameType, ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 PROTOCOL = 1
 #: What this server can do beyond protocol v1's minimum, announced by `/health`: `code_dir` is
-#: an `/init` that takes a directory the node filled instead of a base64 zip.
-FEATURES = ("code_dir",)
+#: an `/init` that takes a directory the node filled instead of a base64 zip; `layer_dir` one
+#: that also takes the function's dependency layer, a directory of installed wheels.
+FEATURES = ("code_dir", "layer_dir")
 DEFAULT_SOCKET = "/run/spinlet/rt.sock"
 DEFAULT_LOG_LIMIT = 1024 * 1024
 #: Requests larger than this are refused (the control plane caps packages far below it).
@@ -475,15 +477,15 @@ class Runtime:
             raise RequestError(
                 409, "AlreadyInitialized", "this runtime has already been initialised"
             )
-        code, entry, environment, log_limit = parse_init(body)
+        request = parse_init(body)
         self.init_attempted = True
-        self.log_limit = log_limit
+        self.log_limit = request.log_limit
         handler: Handler | None = None
         error: ErrorInfo | None = None
         started = time.perf_counter()
-        with OutputCapture(log_limit) as capture:
+        with OutputCapture(request.log_limit) as capture:
             try:
-                handler = self._load(code, entry, environment)
+                handler = self._load(request)
             except LoadError as exc:
                 error = exc.as_error()
             except BaseException as exc:  # an import-time exception of the function's code
@@ -498,13 +500,19 @@ class Runtime:
             self.spared = set(other_processes())
         return 200, {"protocol": PROTOCOL, "init_ms": init_ms, "logs": capture.text}
 
-    def _load(self, code: str | Path, entry: str, environment: dict[str, str]) -> Handler:
+    def _load(self, request: InitRequest) -> Handler:
+        code = request.code
         code_dir = code if isinstance(code, Path) else extract_package(code)
         if not code_dir.is_dir():
             raise LoadError("InvalidPackage", f"the code directory {code_dir} does not exist")
-        sys.path.insert(0, str(code_dir))
-        os.environ.update(environment)
-        return import_entry(entry, code_dir)
+        layer_dir = request.layer_dir
+        if layer_dir is not None and not layer_dir.is_dir():
+            raise LoadError("InvalidLayer", f"the layer directory {layer_dir} does not exist")
+        # The function's own modules first, then its dependencies, then the image's: a module
+        # of the package shadows a dependency of that name, and a dependency the image's.
+        sys.path[0:0] = [str(code_dir)] + ([] if layer_dir is None else [str(layer_dir)])
+        os.environ.update(request.environment)
+        return import_entry(request.entry, code_dir)
 
     def _make_room(self) -> Callable[[], None] | None:
         """What frees the container's pids when a run cannot even start its output capture:
@@ -546,19 +554,30 @@ class Runtime:
         return f'{{"result":{result_json},{tail}'.encode()
 
 
-def parse_init(body: Any) -> tuple[str | Path, str, dict[str, str], int]:
-    """`code` is the base64 zip, or the `code_dir` the node filled (a `Path`)."""
+class InitRequest(NamedTuple):
+    """A checked `/init` body."""
+
+    code: str | Path  # the base64 zip, or the `code_dir` the node filled
+    entry: str
+    environment: dict[str, str]
+    log_limit: int
+    layer_dir: Path | None = None  # the function's dependency layer, filled by the node
+
+
+def parse_init(body: Any) -> InitRequest:
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     code = body.get("code")
     code_dir = body.get("code_dir")
+    layer_dir = body.get("layer_dir")
     entry = body.get("entry", "main.main")
     environment = body.get("environment") or {}
     log_limit = body.get("log_limit", DEFAULT_LOG_LIMIT)
     if (code is None) == (code_dir is None):
         raise bad_request('either "code_dir" (a directory) or "code" (a base64 zip) is required')
-    if code_dir is not None and not (isinstance(code_dir, str) and code_dir.startswith("/")):
-        raise bad_request('"code_dir" must be an absolute path')
+    for name, directory in (("code_dir", code_dir), ("layer_dir", layer_dir)):
+        if directory is not None and not (isinstance(directory, str) and directory.startswith("/")):
+            raise bad_request(f'"{name}" must be an absolute path')
     if code is not None and not isinstance(code, str):
         raise bad_request('"code" must be a base64 zip')
     if not isinstance(entry, str):
@@ -569,7 +588,13 @@ def parse_init(body: Any) -> tuple[str | Path, str, dict[str, str], int]:
         raise bad_request('"environment" must be an object of strings')
     if not isinstance(log_limit, int) or isinstance(log_limit, bool) or log_limit < 0:
         raise bad_request('"log_limit" must be a non-negative integer')
-    return Path(code_dir) if code_dir is not None else code, entry, environment, log_limit
+    return InitRequest(
+        code=Path(code_dir) if code_dir is not None else code,
+        entry=entry,
+        environment=environment,
+        log_limit=log_limit,
+        layer_dir=None if layer_dir is None else Path(layer_dir),
+    )
 
 
 def parse_run(body: Any) -> tuple[Any, Context]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from spinlet.errors import InvalidPackage
-from spinlet.runtime.codedirs import EXTRACTED, CodeDirs
+from spinlet.errors import InvalidPackage, RuntimeBackendError
+from spinlet.runtime.codedirs import CODE, EXTRACTED, LAYER, LAYERS, CodeDirs
 from spinlet.runtime.driver import name_pattern, name_prefix
 
 PREFIX = name_prefix("node-a")
@@ -118,3 +118,69 @@ def test_a_package_that_cannot_be_extracted_is_invalid(
     with pytest.raises(InvalidPackage, match=message):
         dirs.fill(PREFIX + "00000001", package)
     assert list((dirs.root / EXTRACTED).iterdir()) == []  # no scratch left
+
+
+def make_layer(directory: Path) -> Path:
+    """An extracted layer as the layer cache keeps it: the node's modes, regular files."""
+    (directory / "yaml").mkdir(parents=True)
+    (directory / "yaml" / "__init__.py").write_text("VERSION = 1\n")
+    (directory / "_yaml.so").write_bytes(b"\x7fELF")
+    (directory / "_yaml.so").chmod(0o755)
+    return directory
+
+
+def test_a_layer_is_linked_beside_the_code(dirs: CodeDirs) -> None:
+    """Every sandbox of every function with that layer shares the cache's files."""
+    layer = make_layer(dirs.root / LAYERS / "abc")
+    first, second = PREFIX + "00000001", PREFIX + "00000002"
+    for name in (first, second):
+        dirs.make(name)
+    code = dirs.fill(first, PACKAGE, layer)
+    dirs.fill(second, zip_of(("main.py", b"x = 2\n", 0o100644)), layer)
+    linked = code.parent / LAYER
+    assert sorted(p.relative_to(linked).as_posix() for p in linked.rglob("*")) == [
+        "_yaml.so",
+        "yaml",
+        "yaml/__init__.py",
+    ]
+    assert (linked / "_yaml.so").stat().st_ino == (layer / "_yaml.so").stat().st_ino
+    assert (layer / "yaml" / "__init__.py").stat().st_nlink == 3  # the cache's and the two
+    assert stat.S_IMODE((linked / "_yaml.so").stat().st_mode) == 0o755
+    assert stat.S_IMODE((linked / "yaml").stat().st_mode) == 0o755
+    assert sorted(p.name for p in code.parent.iterdir()) == [CODE, LAYER]
+
+
+def test_a_fill_replaces_the_layer_that_was_there(dirs: CodeDirs) -> None:
+    name = PREFIX + "00000001"
+    dirs.make(name)
+    old = make_layer(dirs.root / LAYERS / "old")
+    new = dirs.root / LAYERS / "new"
+    new.mkdir()
+    (new / "only_new.py").write_text("")
+    dirs.fill(name, PACKAGE, old)
+    code = dirs.fill(name, PACKAGE, new)
+    assert [p.name for p in (code.parent / LAYER).iterdir()] == ["only_new.py"]
+    dirs.fill(name, PACKAGE)  # now without one
+    assert not (code.parent / LAYER).exists()
+
+
+def test_a_layer_link_never_follows_a_symlink(dirs: CodeDirs, tmp_path: Path) -> None:
+    """A symlink in a layer directory would otherwise hand the sandbox any file of the host."""
+    secret = tmp_path / "secret"
+    secret.write_text("host file")
+    layer = make_layer(dirs.root / LAYERS / "abc")
+    (layer / "yaml" / "escape").symlink_to(secret)
+    (layer / "outside").symlink_to(tmp_path, target_is_directory=True)
+    name = PREFIX + "00000001"
+    dirs.make(name)
+    linked = dirs.fill(name, PACKAGE, layer).parent / LAYER
+    assert not (linked / "yaml" / "escape").exists()
+    assert not (linked / "outside").exists()
+    assert secret.stat().st_nlink == 1
+
+
+def test_a_missing_layer_is_a_backend_error(dirs: CodeDirs) -> None:
+    name = PREFIX + "00000001"
+    dirs.make(name)
+    with pytest.raises(RuntimeBackendError, match=f"cannot prepare the code of sandbox {name}"):
+        dirs.fill(name, PACKAGE, dirs.root / LAYERS / "absent")

@@ -146,7 +146,7 @@ def main(event, context):
 
 
 def test_health_before_and_after_init(runtime: Runtime) -> None:
-    features = ["code_dir"]
+    features = ["code_dir", "layer_dir"]
     assert runtime.health() == (200, {"protocol": 1, "initialized": False, "features": features})
     runtime.loaded(HELLO)
     assert runtime.health() == (200, {"protocol": 1, "initialized": True, "features": features})
@@ -502,6 +502,43 @@ def test_a_missing_code_dir_is_an_invalid_package(runtime: Runtime, tmp_path: Pa
     assert "does not exist" in reply["error"]["message"]
 
 
+def test_a_layer_dir_comes_after_the_code_and_before_the_image(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """The function's dependencies are importable; its own module of the same name wins over
+    a dependency's, and a dependency wins over the image's (the standard library's) own."""
+    code_dir, layer_dir = tmp_path / "filled" / "code", tmp_path / "filled" / "layer"
+    (layer_dir / "dependency").mkdir(parents=True)
+    (layer_dir / "dependency" / "__init__.py").write_text("WHERE = 'layer'\n")
+    (layer_dir / "shared.py").write_text("WHERE = 'layer'\n")
+    (layer_dir / "colorsys.py").write_text("WHERE = 'layer'\n")
+    code_dir.mkdir()
+    (code_dir / "shared.py").write_text("WHERE = 'code'\n")
+    (code_dir / "main.py").write_text(
+        "import sys, colorsys, dependency, shared\n"
+        "def main(event):\n"
+        "    return [dependency.WHERE, shared.WHERE, colorsys.WHERE, sys.path[:2]]\n"
+    )
+    body = {"code_dir": str(code_dir), "layer_dir": str(layer_dir)}
+    status, reply = runtime.post("/init", body)
+    assert status == 200, reply
+    assert runtime.run()[1]["result"] == [
+        "layer",
+        "code",
+        "layer",
+        [str(code_dir), str(layer_dir)],
+    ]
+
+
+def test_a_missing_layer_dir_is_refused_at_init(runtime: Runtime, tmp_path: Path) -> None:
+    (tmp_path / "code").mkdir()
+    body = {"code_dir": str(tmp_path / "code"), "layer_dir": str(tmp_path / "absent")}
+    status, reply = runtime.post("/init", body)
+    assert status == 400
+    assert reply["error"]["type"] == "InvalidLayer"
+    assert "does not exist" in reply["error"]["message"]
+
+
 def test_code_is_extracted_under_tmpdir(runtime: Runtime) -> None:
     runtime.loaded("import os\ndef main(event):\n    return os.path.dirname(__file__)\n")
     code_dir = Path(runtime.run()[1]["result"])
@@ -572,6 +609,8 @@ def test_each_response_is_one_write(request_bytes: bytes, status: bytes) -> None
         b"{}",
         b'{"code_dir": "relative/dir"}',
         b'{"code_dir": "/d", "code": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}',
+        b'{"code_dir": "/d", "layer_dir": "relative/dir"}',
+        b'{"code_dir": "/d", "layer_dir": 5}',
     ],
 )
 def test_bad_init_body(runtime: Runtime, body: bytes) -> None:

@@ -13,15 +13,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from spinlet.domain import ExecutionError, StartKind, StatusReason
+from spinlet.layers.target import PythonTarget
 
 __all__ = [
     "Capacity",
     "CodeLoader",
     "ContainerInfo",
     "FunctionSpec",
+    "LayerLoader",
     "OutcomeStatus",
     "RunOutcome",
     "RunRequest",
@@ -31,6 +34,11 @@ __all__ = [
 
 #: Loads a function package (zip bytes); called only when a container must be initialised.
 CodeLoader = Callable[[], Awaitable[bytes]]
+
+#: Gives the host directory of the function's extracted dependency layer (`LayerCache.path`,
+#: fetched when this node lacks it); called only when a container must be initialised for a
+#: function with a `layer_id`.
+LayerLoader = Callable[[], Awaitable[Path]]
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -119,10 +127,20 @@ class RuntimeBackend(Protocol):
         """The largest `cpu` and `memory_size` a container of this node can have (asked of
         the engine once, then kept)."""
 
+    async def python_target(self, image: str) -> PythonTarget:
+        """The Python of the runtime image `image` as pip's wheel selection sees it (asked of
+        the image itself once per image id, then kept); `ImageMissing` when it is not here."""
+
     async def execute(
-        self, spec: FunctionSpec, load_code: CodeLoader, request: RunRequest
+        self,
+        spec: FunctionSpec,
+        load_code: CodeLoader,
+        request: RunRequest,
+        load_layer: LayerLoader | None = None,
     ) -> RunOutcome:
-        """Run one execution to its end and describe how it ended."""
+        """Run one execution to its end and describe how it ended. `load_layer` is required
+        when `spec.layer_id` is set; the layer is then on the function's `sys.path` right after
+        its code, and a runtime image that cannot take one is a `RuntimeBackendError`."""
 
     async def containers(self) -> list[ContainerInfo]:
         """The containers currently held by this backend."""

@@ -5,7 +5,8 @@ pool of its own, never on the event loop, and its errors become `RuntimeBackendE
 
 A container runs the runtime image as user 10001 with a read-only root, a `/tmp` tmpfs of
 `TMP_SIZE` (the function's scratch space, counted against its memory), its own code directory
-(`codedirs.py`) bind-mounted read-only at `/var/spinlet` and filled by the node at `/init`, all
+(`codedirs.py`: `code/` and its dependency `layer/`) bind-mounted read-only at `/var/spinlet`
+and filled by the node at `/init`, all
 capabilities dropped, `no-new-privileges`, a pids limit, a memory limit without swap, a CPU quota,
 no network (or, for a function that asks, the isolated one of `docker_network.py`) and the
 `none` log driver. It is reached through a Unix socket in a host directory
@@ -14,6 +15,10 @@ no network (or, for a function that asks, the isolated one of `docker_network.py
 `spinlet.function`, `spinlet.version` and `spinlet.pool_key`; a node only ever lists or removes
 containers with its own `spinlet.node` label. Containers that stop are reported from the engine's
 event stream (`docker_events.py`).
+
+`python_target` asks an image's Python what wheels it loads in a throwaway container with the
+same restrictions (and no mount, no network), labelled with the node too, so that one left by a
+crash is removed with the other leftovers.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import docker.errors
 from docker.types import LogConfig
 
 from spinlet.errors import ImageMissing, RuntimeBackendError
+from spinlet.layers.target import PROBE, PythonTarget
 from spinlet.runtime.backend import Capacity, FunctionSpec
-from spinlet.runtime.codedirs import CODE, MOUNT_POINT, CodeDirs
+from spinlet.runtime.codedirs import CODE, LAYER, MOUNT_POINT, CodeDirs
 from spinlet.runtime.docker_events import DockerEventWatch
 from spinlet.runtime.docker_network import ensure_function_network
 from spinlet.runtime.driver import (
@@ -42,6 +48,7 @@ from spinlet.runtime.driver import (
     SOCKET_NAME,
     ExitListener,
     ExitReason,
+    FilledDirs,
     Sandbox,
     SandboxShape,
     check_socket_path,
@@ -60,6 +67,13 @@ TMP_SIZE = 64 * 1024 * 1024
 TMPFS_OPTIONS = f"rw,size={TMP_SIZE},mode=1777"
 PIDS_LIMIT = 256
 NODE_LABEL = "spinlet.node"
+#: Where a container sees its dependency layer.
+LAYER_DIR = f"{MOUNT_POINT}/{LAYER}"
+#: The probe of an image's Python (`python_target`): a throwaway container this small, with the
+#: sandboxes' other restrictions, and this long to answer (a Python start takes ~50 ms).
+PROBE_MEMORY = 64 * 1024 * 1024
+PROBE_CPU = 1000
+PROBE_TIMEOUT = 60.0
 
 #: Tags that keep the images of published versions (`spinlet/kept:<short image id>`).
 KEPT_REPOSITORY = "spinlet/kept"
@@ -91,6 +105,8 @@ class DockerDriver:
         self._events: DockerEventWatch | None = None
         self._network: str | None = None  # the functions' network, once made or found
         self._capacity: Capacity | None = None  # the engine's, once asked
+        self._targets: dict[str, PythonTarget] = {}  # by image id, once probed
+        self._probe_lock = asyncio.Lock()
 
     # -- the executor boundary ---------------------------------------------------------------
 
@@ -140,9 +156,29 @@ class DockerDriver:
         # Writable by the runtime user only until it made its socket: from now on, root's.
         os.chmod(sandbox.socket_path.parent, 0o755)
 
-    async def fill_code(self, sandbox: Sandbox, package: bytes) -> str:
-        await asyncio.to_thread(self._code.fill, sandbox.name, package)
-        return f"{MOUNT_POINT}/{CODE}"
+    async def fill_code(
+        self, sandbox: Sandbox, package: bytes, layer: Path | None = None
+    ) -> FilledDirs:
+        await asyncio.to_thread(self._code.fill, sandbox.name, package, layer)
+        return FilledDirs(f"{MOUNT_POINT}/{CODE}", None if layer is None else LAYER_DIR)
+
+    async def python_target(self, image: str) -> PythonTarget:
+        """Asked of the image's own `python3` (`target.PROBE`) in a throwaway container, once
+        per image id: a rebuilt tag is probed again, a known image costs no Docker call but
+        resolving its tag."""
+        image_id = await self.image_id(image)
+        if image_id is None:
+            raise ImageMissing(
+                f"the runtime image {image!r} is not present on this node; "
+                "build it with `spinlet runtimes build`",
+                image=image,
+            )
+        async with self._probe_lock:  # one probe per image, however many builds ask at once
+            target = self._targets.get(image_id)
+            if target is None:
+                answer = await self._call(self._probe_sync, image_id)
+                target = self._targets[image_id] = PythonTarget.from_probe(answer)
+        return target
 
     async def destroy(self, sandbox: Sandbox) -> None:
         await self._call(self._remove_sync, sandbox.id, sandbox.name)
@@ -230,22 +266,14 @@ class DockerDriver:
             self._remove_sync(None, name)
             raise
         api = self._client.api
-        host_config = api.create_host_config(
+        host_config = self._hardened(
+            memory_size=shape.memory_size,
+            cpu=shape.cpu,
+            network=network,
             binds={
                 str(directory): {"bind": SOCKET_DIR, "mode": "rw"},
                 str(code_dir): {"bind": MOUNT_POINT, "mode": "ro"},
             },
-            read_only=True,
-            tmpfs={"/tmp": TMPFS_OPTIONS},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=PIDS_LIMIT,
-            mem_limit=shape.memory_size,
-            memswap_limit=shape.memory_size,
-            nano_cpus=shape.cpu * 1_000_000,
-            network_mode=network,
-            log_config=LogConfig(type=LogConfig.types.NONE),
-            auto_remove=False,
         )
         labels = {NODE_LABEL: self.node_id, "spinlet.shape": shape.label()}
         if spec is not None:  # a stem cell's labels name no function, even once initialised
@@ -282,6 +310,71 @@ class DockerDriver:
             socket_path=directory / SOCKET_NAME,
             image_id=shape.image_id,
         )
+
+    def _hardened(
+        self,
+        *,
+        memory_size: int,
+        cpu: int,
+        network: str = "none",
+        binds: dict[str, dict[str, str]] | None = None,
+        log_config: LogConfig | None = None,
+    ) -> Any:
+        """The host config of every container this driver makes (see the module's docstring):
+        read-only root, a small `/tmp`, no capabilities, no new privileges, bounded pids,
+        memory without swap and CPU; no logs unless `log_config` says otherwise."""
+        return self._client.api.create_host_config(
+            binds=binds or {},
+            read_only=True,
+            tmpfs={"/tmp": TMPFS_OPTIONS},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=PIDS_LIMIT,
+            mem_limit=memory_size,
+            memswap_limit=memory_size,
+            nano_cpus=cpu * 1_000_000,
+            network_mode=network,
+            log_config=log_config or LogConfig(type=LogConfig.types.NONE),
+            auto_remove=False,
+        )
+
+    def _probe_sync(self, image_id: str) -> str:
+        """What `PROBE` prints in a throwaway container of the image, as the runtime user with
+        the sandboxes' restrictions, no network and no mount; removed whatever happens. Its
+        output is read from the engine's `json-file` log (sandboxes have none at all)."""
+        api = self._client.api
+        host_config = self._hardened(
+            memory_size=PROBE_MEMORY,
+            cpu=PROBE_CPU,
+            log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m"}),
+        )
+        name = self._prefix + "probe-" + secrets.token_hex(4)
+        container_id: str | None = None
+        try:
+            created = api.create_container(
+                image_id,
+                name=name,
+                entrypoint=["python3", "-c", PROBE],
+                command=[],
+                user=RUNTIME_USER,
+                labels={NODE_LABEL: self.node_id},
+                host_config=host_config,
+                use_config_proxy=False,
+            )
+            container_id = str(created["Id"])
+            self._held[container_id] = name
+            api.start(container_id)
+            status = api.wait(container_id, timeout=PROBE_TIMEOUT).get("StatusCode")
+            output: bytes = api.logs(container_id, stdout=True, stderr=status != 0)
+        finally:
+            self._remove_sync(container_id, name)
+        text = output.decode(errors="replace").strip()
+        if status != 0:
+            raise RuntimeBackendError(
+                f"the Python of image {image_id} could not be probed (exit status {status}): "
+                f"{text[-1000:]}"
+            )
+        return text
 
     def _remove_sync(self, container_id: str | None, name: str) -> None:
         if container_id is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from spinlet.errors import RuntimeBackendError
+from spinlet.layers.target import PythonTarget
 from spinlet.runtime.backend import Capacity, FunctionSpec
 
 #: Why a sandbox stopped answering: killed for memory, or any other exit.
@@ -55,6 +56,14 @@ class SandboxShape:
 
 
 @dataclass(frozen=True)
+class FilledDirs:
+    """A sandbox's code and dependency layer directories, as the sandbox sees them."""
+
+    code: str
+    layer: str | None = None  # None when the function has no layer
+
+
+@dataclass(frozen=True)
 class Sandbox:
     """A created and started sandbox, as the pool sees it."""
 
@@ -77,10 +86,16 @@ class Driver(Protocol):
         """Create and start a sandbox of `shape`, labelled for `spec` (a cold start) or for no
         function (a stem cell); raise `RuntimeBackendError` on failure."""
 
-    async def fill_code(self, sandbox: Sandbox, package: bytes) -> str:
-        """Put the zip `package`'s files in the sandbox's own code directory (`codedirs.py`);
-        return that directory as the sandbox sees it. Raises `InvalidPackage` for a zip that
-        cannot be extracted, `RuntimeBackendError` when the host cannot store it."""
+    async def fill_code(
+        self, sandbox: Sandbox, package: bytes, layer: Path | None = None
+    ) -> FilledDirs:
+        """Put the zip `package`'s files in the sandbox's own code directory (`codedirs.py`),
+        and those of the extracted dependency `layer` (a host directory) beside it; return both
+        directories as the sandbox sees them. Raises `InvalidPackage` for a zip that cannot be
+        extracted, `RuntimeBackendError` when the host cannot store it."""
+
+    async def python_target(self, image: str) -> PythonTarget:
+        """See `RuntimeBackend.python_target`."""
 
     async def seal(self, sandbox: Sandbox) -> None:
         """The sandbox's runtime listens: close its socket directory to the code it will run
@@ -113,7 +128,7 @@ class Driver(Protocol):
 
 
 #: What decides whether a sandbox may serve an execution: all of it is fixed at /init.
-PoolKey = tuple[str, int, str, str, int, int, bool, str, tuple[tuple[str, str], ...]]
+PoolKey = tuple[str, int, str, str, int, int, bool, str, tuple[tuple[str, str], ...], str | None]
 
 
 def pool_key(spec: FunctionSpec) -> PoolKey:
@@ -127,6 +142,7 @@ def pool_key(spec: FunctionSpec) -> PoolKey:
         spec.network,
         spec.entry,
         tuple(sorted(spec.environment.items())),
+        spec.layer_id,  # a draft whose layer was rebuilt gets sandboxes with the new one
     )
 
 

@@ -27,15 +27,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from spinlet.domain import ExecutionError, StatusReason
 from spinlet.errors import ImageMissing, InvalidPackage, RuntimeBackendError
+from spinlet.layers.target import PythonTarget
 from spinlet.runtime.backend import (
     Capacity,
     CodeLoader,
     ContainerInfo,
     FunctionSpec,
+    LayerLoader,
     OutcomeStatus,
     RunOutcome,
     RunRequest,
@@ -47,6 +50,7 @@ from spinlet.runtime.protocol import (
     ContainerGone,
     ContainerUnreachable,
     RuntimeConnection,
+    check_layer_support,
 )
 from spinlet.runtime.slots import Slot, SlotTable
 from spinlet.runtime.stems import StemKeeper
@@ -64,6 +68,15 @@ EXIT_SETTLE = 3.0  # how long to wait for the engine to report why a sandbox sto
 
 #: A started sandbox for an execution: the slot, how it was obtained, and its start time.
 Acquired = tuple[Slot, StartKind, float | None]
+
+
+@dataclass(frozen=True)
+class _Loaders:
+    """What an execution brings to initialise a sandbox: its code and, when its function has
+    one, its dependency layer (both loaded only if a sandbox must be initialised)."""
+
+    code: CodeLoader
+    layer: LayerLoader | None
 
 
 class _Stale(Exception):
@@ -193,6 +206,11 @@ class PoolBackend:
     async def capacity(self) -> Capacity:
         return await self.driver.capacity()
 
+    async def python_target(self, image: str) -> PythonTarget:
+        if self.closed:
+            raise RuntimeBackendError("the runtime backend is closed")
+        return await self.driver.python_target(image)
+
     async def containers(self) -> list[ContainerInfo]:
         return [
             ContainerInfo(
@@ -216,10 +234,20 @@ class PoolBackend:
     # -- executions --------------------------------------------------------------------------
 
     async def execute(
-        self, spec: FunctionSpec, load_code: CodeLoader, request: RunRequest
+        self,
+        spec: FunctionSpec,
+        load_code: CodeLoader,
+        request: RunRequest,
+        load_layer: LayerLoader | None = None,
     ) -> RunOutcome:
         if self.closed:
             raise RuntimeBackendError("the runtime backend is closed")
+        if spec.layer_id is not None and load_layer is None:
+            raise RuntimeBackendError(
+                f"function {spec.function_name!r} has dependency layer {spec.layer_id} "
+                "but no way to load it was given"
+            )
+        loaders = _Loaders(load_code, load_layer if spec.layer_id is not None else None)
         key = pool_key(spec)
         while True:
             try:
@@ -228,7 +256,7 @@ class PoolBackend:
                     if self._stems is not None:
                         self._stems.used(slot.shape)
                     return await self._run(slot, request, StartKind.WARM, None)
-                acquired = await self._start(spec, key, load_code)
+                acquired = await self._start(spec, key, loaders)
                 if isinstance(acquired, RunOutcome):
                     return acquired
                 slot, kind, init_ms = acquired
@@ -237,7 +265,7 @@ class PoolBackend:
                 continue  # the sandbox was dead before anything ran: take another one
 
     async def _start(
-        self, spec: FunctionSpec, key: PoolKey, load_code: CodeLoader
+        self, spec: FunctionSpec, key: PoolKey, loaders: _Loaders
     ) -> Acquired | RunOutcome:
         """A sandbox initialised for `spec`: a warm one freed meanwhile, a stem cell, or a new
         one; or the outcome of a failed initialisation."""
@@ -259,8 +287,8 @@ class PoolBackend:
                 return warm, StartKind.WARM, None
             try:
                 if (stem := self._table.take_stem(shape)) is not None:
-                    return await self._start_stem(stem, spec, key, load_code)
-                return await self._cold_start(spec, key, shape, load_code)
+                    return await self._start_stem(stem, spec, key, loaders)
+                return await self._cold_start(spec, key, shape, loaders)
             finally:
                 self._table.project_unreserve(spec.project_id)
         finally:
@@ -280,14 +308,14 @@ class PoolBackend:
             )
 
     async def _start_stem(
-        self, slot: Slot, spec: FunctionSpec, key: PoolKey, load_code: CodeLoader
+        self, slot: Slot, spec: FunctionSpec, key: PoolKey, loaders: _Loaders
     ) -> Acquired | RunOutcome:
         started = time.monotonic()
         slot.assign(spec, key)
         try:
             if slot.exited is not None:
                 raise _Stale
-            failure = await self._initialise(slot, load_code, StartKind.STEM, started)
+            failure = await self._initialise(slot, loaders, StartKind.STEM, started)
         except BaseException:
             await asyncio.shield(self._discard(slot))
             raise
@@ -297,14 +325,14 @@ class PoolBackend:
         return slot, StartKind.STEM, _ms_since(started)
 
     async def _cold_start(
-        self, spec: FunctionSpec, key: PoolKey, shape: SandboxShape, load_code: CodeLoader
+        self, spec: FunctionSpec, key: PoolKey, shape: SandboxShape, loaders: _Loaders
     ) -> Acquired | RunOutcome:
         """A sandbox created and initialised for `spec`, with the time that took (or a warm one
         or a stem cell that became free while waiting for room)."""
         found = await self._reserve(key, shape)
         if found is not None:
             if found.spec is None:
-                return await self._start_stem(found, spec, key, load_code)
+                return await self._start_stem(found, spec, key, loaders)
             return found, StartKind.WARM, None
         started = time.monotonic()
         try:
@@ -316,7 +344,7 @@ class PoolBackend:
         try:
             failure = await self._wait_ready(slot, StartKind.COLD)
             if failure is None:
-                failure = await self._initialise(slot, load_code, StartKind.COLD, started)
+                failure = await self._initialise(slot, loaders, StartKind.COLD, started)
         except BaseException:
             await asyncio.shield(self._discard(slot))
             raise
@@ -350,22 +378,30 @@ class PoolBackend:
         return None
 
     async def _initialise(
-        self, slot: Slot, load_code: CodeLoader, kind: StartKind, started: float
+        self, slot: Slot, loaders: _Loaders, kind: StartKind, started: float
     ) -> RunOutcome | None:
-        """/init a ready sandbox for its function; None on success, else the failed outcome."""
+        """/init a ready sandbox for its function (its code, and its dependency layer when it
+        has one); None on success, else the failed outcome."""
         spec = slot.spec
         assert spec is not None
-        package = await load_code()
+        if loaders.layer is not None:
+            check_layer_support(slot.conn.features, spec.image)
+        package = await loaders.code()
+        layer = None if loaders.layer is None else await loaders.layer()
         code: bytes | str = package
+        layer_dir: str | None = None
         try:
             if CODE_DIR_FEATURE in slot.conn.features:
-                code = await self.driver.fill_code(slot.sandbox, package)
+                filled = await self.driver.fill_code(slot.sandbox, package, layer)
+                code, layer_dir = filled.code, filled.layer
         except InvalidPackage as exc:
             error = ExecutionError(type="InvalidPackage", message=str(exc))
             return self._unloadable(slot, kind, started, error, "")
         try:
             async with asyncio.timeout(spec.timeout):
-                reply = await slot.conn.init(code, spec.entry, spec.environment, self.log_limit)
+                reply = await slot.conn.init(
+                    code, spec.entry, spec.environment, self.log_limit, layer_dir
+                )
         except TimeoutError:
             return self._failed(slot, StatusReason.TIMEOUT, kind, None, _ms_since(started))
         except ContainerGone as exc:

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Unpack
 
 from spinlet.errors import RuntimeBackendError
+from spinlet.layers.target import PythonTarget, host_target
 from spinlet.paths import runtimes_dir
 from spinlet.runtime.backend import Capacity, FunctionSpec
-from spinlet.runtime.codedirs import CODE, CodeDirs
+from spinlet.runtime.codedirs import CODE, LAYER, CodeDirs
 from spinlet.runtime.driver import (
     SOCKET_NAME,
     ExitListener,
     ExitReason,
+    FilledDirs,
     Sandbox,
     SandboxShape,
     check_socket_path,
@@ -100,8 +102,15 @@ class ProcessDriver:
         task.add_done_callback(self._waits.discard)
         return Sandbox(id=name, name=name, socket_path=socket_path, image_id=PROCESS_IMAGE_ID)
 
-    async def fill_code(self, sandbox: Sandbox, package: bytes) -> str:
-        return str(await asyncio.to_thread(self._code.fill, sandbox.name, package))
+    async def fill_code(
+        self, sandbox: Sandbox, package: bytes, layer: Path | None = None
+    ) -> FilledDirs:
+        code = await asyncio.to_thread(self._code.fill, sandbox.name, package, layer)
+        return FilledDirs(str(code), None if layer is None else str(code.parent / LAYER))
+
+    async def python_target(self, image: str) -> PythonTarget:
+        """The node's own Python: the one every sandbox of this driver runs."""
+        return host_target()
 
     async def seal(self, sandbox: Sandbox) -> None:
         """Processes run as the node's own user: there is nothing to close to them."""

@@ -31,6 +31,8 @@ PROTOCOL_VERSION = 1
 
 #: The `/health` feature of a runtime whose `/init` takes a directory filled by the node.
 CODE_DIR_FEATURE = "code_dir"
+#: The `/health` feature of a runtime whose `/init` also takes a dependency layer directory.
+LAYER_DIR_FEATURE = "layer_dir"
 
 
 class ContainerGone(Exception):
@@ -167,10 +169,16 @@ class RuntimeConnection:
             await asyncio.sleep(interval)
 
     async def init(
-        self, code: bytes | str, entry: str, environment: Mapping[str, str], log_limit: int
+        self,
+        code: bytes | str,
+        entry: str,
+        environment: Mapping[str, str],
+        log_limit: int,
+        layer_dir: str | None = None,
     ) -> InitReply:
         """`code` is the zip itself (sent base64), or the directory the node filled with it
-        (`str`: only to a runtime whose `features` has `CODE_DIR_FEATURE`)."""
+        (`str`: only to a runtime whose `features` has `CODE_DIR_FEATURE`); `layer_dir` the
+        function's dependency layer (only to one whose `features` has `LAYER_DIR_FEATURE`)."""
         body: dict[str, Any] = {
             "entry": entry,
             "environment": dict(environment),
@@ -180,6 +188,8 @@ class RuntimeConnection:
             body["code_dir"] = code
         else:
             body["code"] = await off_loop_if_big(_b64, code, len(code))
+        if layer_dir is not None:
+            body["layer_dir"] = layer_dir
         status, reply = await self._request("POST", "/init", body)
         if status == 200 or "protocol" in reply:
             check_protocol(reply)
@@ -208,6 +218,20 @@ class RuntimeConnection:
         if writer is not None:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def check_layer_support(features: frozenset[str], image: str) -> None:
+    """A runtime that does not announce `LAYER_DIR_FEATURE` (an image of before dependency
+    layers, or an admin's own) cannot run a function that has a layer: `RuntimeBackendError`
+    saying so and what to do, before any code is loaded into it."""
+    if not {CODE_DIR_FEATURE, LAYER_DIR_FEATURE} <= features:
+        raise RuntimeBackendError(
+            f"the runtime image {image!r} cannot load dependency layers (its runtime does not "
+            f"announce the {LAYER_DIR_FEATURE!r} feature): rebuild it (spinlet runtimes build "
+            "--rebuild), or run the function without requirements",
+            image=image,
+            feature=LAYER_DIR_FEATURE,
+        )
 
 
 def check_protocol(reply: Mapping[str, Any]) -> None:

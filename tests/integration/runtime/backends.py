@@ -67,6 +67,54 @@ SLEEPS = """
         return event
 """
 
+#: Uses PyYAML's C loader (a compiled module), and says where PyYAML was imported from.
+YAML_C_LOADER = """
+    import yaml
+
+    def main(event):
+        return {
+            "with_libyaml": yaml.__with_libyaml__,
+            "loader": yaml.CLoader.__module__,
+            "module": yaml._yaml.__file__.rsplit("/", 1)[-1],
+            "from": yaml.__file__,
+            "loaded": yaml.load(event, Loader=yaml.CLoader),
+        }
+"""
+
+#: What a function can see and change of the node's files: where a file named `secret` is
+#: found, what it can do to a directory of its own (`mine`, default its code's) and `file` in
+#: it, and what listing each of `paths` gives (an `errno` name, or "done").
+PEEKS = """
+    import errno, os
+
+    def attempt(action):
+        try:
+            action()
+        except OSError as exc:
+            return errno.errorcode[exc.errno]
+        return "done"
+
+    def main(event):
+        found = []
+        for top in ("/var", "/tmp", "/run", "/opt", "/srv", "/mnt", "/home"):
+            for root, dirs, files in os.walk(top):
+                found += [os.path.join(root, f) for f in files + dirs if f == event["secret"]]
+        here = os.path.dirname(__file__)
+        mine = event.get("mine", here)
+        existing = os.path.join(mine, event.get("file", "main.py"))
+        return {
+            "mount": sorted(os.listdir("/var/spinlet")),
+            "code": here,
+            "found": found,
+            "append": attempt(lambda: open(existing, "a").close()),
+            "create": attempt(lambda: open(os.path.join(mine, "new.py"), "w").close()),
+            "mkdir": attempt(lambda: os.mkdir(os.path.join(mine, "new"))),
+            "chmod": attempt(lambda: os.chmod(existing, 0o777)),
+            "remove": attempt(lambda: os.remove(existing)),
+            "others": [attempt(lambda: os.listdir(path)) for path in event["paths"]],
+        }
+"""
+
 
 @dataclass
 class Target:

@@ -13,6 +13,7 @@ import pytest
 
 from spinlet.runtime.pool import PoolBackend
 from tests.integration.runtime.backends import Target
+from tests.wheels import wheel
 
 
 @pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
@@ -50,3 +51,9 @@ async def backend(target: Target) -> AsyncIterator[PoolBackend]:
     await backend.close()
     assert await target.leftovers() == []
     assert target.code_dirs() == []
+
+
+@pytest.fixture(scope="session")
+def yaml_wheel(wheelhouse: Path) -> Path:
+    """PyYAML's compiled wheel for the runtime (CPython 3.11, manylinux x86_64)."""
+    return wheel(wheelhouse, "pyyaml")

@@ -15,22 +15,9 @@ import pytest
 
 from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, StartKind
 from tests.helpers import eventually, make_package, package_hash
-from tests.integration.runtime.backends import COUNTER, Target, execute
-from tests.wheels import wheel
+from tests.integration.runtime.backends import COUNTER, PEEKS, YAML_C_LOADER, Target, execute
 
 MiB = 1024 * 1024
-
-YAML_C_LOADER = """
-    import yaml
-
-    def main(event):
-        return {
-            "with_libyaml": yaml.__with_libyaml__,
-            "loader": yaml.CLoader.__module__,
-            "module": yaml._yaml.__file__.rsplit("/", 1)[-1],
-            "loaded": yaml.load(event, Loader=yaml.CLoader),
-        }
-"""
 
 READS_ZEROS = """
     import os
@@ -44,39 +31,6 @@ READS_ZEROS = """
             chunk = data.read(MiB)
         return {"size": os.path.getsize(path), "read": len(chunk), "zeros": chunk.count(0)}
 """
-
-PEEKS = """
-    import errno, os
-
-    def attempt(action):
-        try:
-            action()
-        except OSError as exc:
-            return errno.errorcode[exc.errno]
-        return "done"
-
-    def main(event):
-        found = []
-        for top in ("/var", "/tmp", "/run", "/opt", "/srv", "/mnt", "/home"):
-            for root, _, files in os.walk(top):
-                found += [os.path.join(root, f) for f in files if f == event["secret"]]
-        here = os.path.dirname(__file__)
-        return {
-            "mount": sorted(os.listdir("/var/spinlet")),
-            "code": here,
-            "found": found,
-            "append": attempt(lambda: open(os.path.join(here, "main.py"), "a").close()),
-            "create": attempt(lambda: open(os.path.join(here, "new.py"), "w").close()),
-            "chmod": attempt(lambda: os.chmod(os.path.join(here, "main.py"), 0o777)),
-            "others": [attempt(lambda: os.listdir(path)) for path in event["paths"]],
-        }
-"""
-
-
-@pytest.fixture
-def yaml_wheel(wheelhouse: Path) -> Path:
-    """PyYAML's compiled wheel for the runtime (CPython 3.11, manylinux x86_64)."""
-    return wheel(wheelhouse, "pyyaml")
 
 
 def vendored(source: str, wheel: Path) -> bytes:
@@ -100,6 +54,7 @@ async def test_a_vendored_compiled_module_loads(target: Target, yaml_wheel: Path
     async with target.opened() as backend:
         outcome = await execute(backend, *with_package(spec, package), "a: [1, 2]")
     assert outcome.status is OutcomeStatus.SUCCESS, outcome.error
+    assert outcome.result.pop("from").endswith("/code/yaml/__init__.py")  # from the package
     assert outcome.result == {
         "with_libyaml": True,
         "loader": "yaml.cyaml",

@@ -17,6 +17,7 @@ from spinlet.api.app import create_app
 from spinlet.errors import RuntimeBackendError, RuntimeProtocolMismatch
 from spinlet.paths import runtimes_dir
 from spinlet.runtime import process_driver
+from spinlet.runtime.backend import RunRequest
 from spinlet.runtime.pool import PoolBackend
 from spinlet.runtime.process_driver import ProcessDriver
 from spinlet.runtime.protocol import PROTOCOL_VERSION
@@ -90,6 +91,41 @@ async def test_a_runtime_without_code_directories_is_sent_the_zip(
     finally:
         await backend.close()
     assert outcome.result.startswith(str(socket_root / name / "tmp" / "spinlet-code-"))
+    assert await target.leftovers() == [] and target.code_dirs() == []
+
+
+@pytest.mark.parametrize("features", [(), ("code_dir",)])
+async def test_a_runtime_without_layer_directories_is_refused_for_a_function_with_a_layer(
+    socket_root: Path, tmp_path: Path, features: tuple[str, ...]
+) -> None:
+    """An image of before dependency layers cannot run a function that has one: the execution
+    fails saying so (not with an import error of the function's), and nothing runs on it."""
+    target = Target(
+        "process", f"test-{uuid.uuid4().hex[:8]}", socket_root, "spinlet/runtime-python3:1"
+    )
+    driver = ProcessDriver(socket_root, node_id=target.node_id)
+    driver.server = fake_runtime(tmp_path, PROTOCOL_VERSION, features)
+    spec, package = target.spec(COUNTER, layer_id="a" * 64)
+
+    async def load_code() -> bytes:
+        return package
+
+    async def load_layer() -> Path:
+        return tmp_path
+
+    backend = PoolBackend(driver, stem_cells=0)
+    await backend.open()
+    try:
+        request = RunRequest(execution_id=str(uuid.uuid4()), input=None)
+        with pytest.raises(RuntimeBackendError) as raised:
+            await backend.execute(spec, load_code, request, load_layer)
+    finally:
+        await backend.close()
+    assert raised.value.message == (
+        "the runtime image 'spinlet/runtime-python3:1' cannot load dependency layers (its "
+        "runtime does not announce the 'layer_dir' feature): rebuild it (spinlet runtimes "
+        "build --rebuild), or run the function without requirements"
+    )
     assert await target.leftovers() == [] and target.code_dirs() == []
 
 

@@ -313,13 +313,16 @@ async def test_a_layer_over_the_size_limit_is_an_error_naming_it(
     assert "SPINLET_MAX_LAYER_SIZE" in record["status_message"]
 
 
+@pytest.mark.postgres
 @pytest.mark.usefixtures("offline_pip")
 async def test_another_node_runs_the_layer_without_resolving_and_so_does_a_restart(
-    aiohttp_client: Any, settings: Settings, tmp_path: Path
+    aiohttp_client: Any, settings: Settings, tmp_path: Path, fresh_postgres: str
 ) -> None:
+    """A fleet: two nodes on one PostgreSQL database, each with a data dir of its own."""
     from spinlet.api.app import create_app
 
-    first = await aiohttp_client(create_app(settings.evolve(backend="process")))
+    settings = settings.evolve(backend="process", database_url=fresh_postgres)
+    first = await aiohttp_client(create_app(settings))
     assert (await create(first, "shared", requirements=REQUIREMENTS))[0] == 201
     record = await built(first, "shared")
     assert record["status"] == "available"
@@ -328,12 +331,7 @@ async def test_another_node_runs_the_layer_without_resolving_and_so_does_a_resta
     await first.close()
 
     # Another node on the same database, with a data dir of its own: it fetches the layer.
-    other = settings.evolve(
-        backend="process",
-        node_id="other-node",
-        data_dir=tmp_path / "other",
-        database_url=settings.db_url,
-    )
+    other = settings.evolve(node_id="other-node", data_dir=tmp_path / "other")
     second = await aiohttp_client(create_app(other))
     execution = await invoke(second, "shared", input={"yaml": "b: [true]"})
     assert execution["status"] == "success", execution
@@ -349,7 +347,7 @@ async def test_another_node_runs_the_layer_without_resolving_and_so_does_a_resta
     for cached in layers.iterdir() if layers.is_dir() else ():
         if cached.is_dir():
             shutil.rmtree(cached)
-    again = await aiohttp_client(create_app(settings.evolve(backend="process")))
+    again = await aiohttp_client(create_app(settings))
     execution = await invoke(again, "shared", input={"yaml": "c: null"})
     assert execution["status"] == "success", execution
     assert execution["result"]["json"] == '{"c":null}'

@@ -214,8 +214,7 @@ class LayerService:
         wanted = requirements_text.parse(build.requirements)
         target = await self._target(build.runtime_id)
         s = self.settings
-        s.builds_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="build-", dir=s.builds_dir))
+        scratch = Path(await asyncio.to_thread(_scratch, s.builds_dir))
         try:
             installed = await pip.install(
                 wanted,
@@ -254,6 +253,12 @@ class LayerService:
             log.info("dropped unused dependency layer %s", layer_id[:12])
         keep = await self.store.layers.layer_ids()
         await self.cache.prune(keep)
+
+
+def _scratch(builds: Path) -> str:
+    """A new, empty directory for one build (blocking)."""
+    builds.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="build-", dir=builds)
 
 
 async def _chunks_of(path: Path) -> AsyncIterator[bytes]:

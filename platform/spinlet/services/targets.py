@@ -112,7 +112,7 @@ class TargetResolver:
                     f"function {function.name!r} cannot run: its dependencies failed to build: "
                     f"{function.status_message or 'no details'} (fix its requirements, or "
                     "`spinlet functions rebuild` once the cause is gone)",
-                    status=function.status.value,
+                    function_status=function.status.value,
                 )
             return Target(
                 function_id=function.id,

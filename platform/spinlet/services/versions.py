@@ -103,7 +103,7 @@ class VersionService:
             )
             raise FunctionNotReady(
                 f"function {function.name!r} cannot be published: {why}",
-                status=function.status.value,
+                function_status=function.status.value,
             )
         image_id = await self._image_id(function)
         # Kept before it is recorded: a version never names an image that may go.

@@ -38,6 +38,9 @@ NUMBERS: dict[str, type[int] | type[float]] = {
     "heartbeat_interval": float,
     "node_lease": float,
     "max_layer_size": int,
+    "max_input_size": int,
+    "max_result_size": int,
+    "log_limit": int,
     "layer_build_timeout": float,
     "layer_lease": float,
 }
@@ -87,9 +90,9 @@ class Settings:
     project_containers: int = 48  # a project's containers on a node, at most (its quota)
     max_package_size: int = 50 * MiB  # compressed
     max_request_size: int = 60 * MiB
-    max_input_size: int = 1 * MiB
-    max_result_size: int = 1 * MiB
-    log_limit: int = 1 * MiB
+    max_input_size: int = 1 * MiB  # an execution's input, as compact JSON
+    max_result_size: int = 1 * MiB  # an execution's result, as compact JSON
+    log_limit: int = 1 * MiB  # an execution's log: a longer one keeps its head and its tail
     default_timeout: float = 60.0
     max_timeout: float = 900.0
     default_memory_size: int = 128 * MiB

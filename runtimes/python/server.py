@@ -11,7 +11,9 @@ speaks HTTP/1.1 with keep-alive, and handles one request at a time:
   look up the handler.
   Allowed once per process; whatever happens, a second `/init` is refused with 409.
 - `POST /run`: call the handler with one execution's input and return its result or error,
-  with everything written to file descriptors 1 and 2 during the call as `logs`.
+  with everything written to file descriptors 1 and 2 during the call as `logs` (and, when the
+  function raised, its traceback as the log's last lines). A log longer than `log_limit` keeps
+  its first and last halves, at line boundaries, with a marker between them.
 
 A child the function forks never gets back into the server: it exits where it returns from the
 function's code. In a container (where the server is PID 1), processes that runs leave behind go
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import contextlib
 import http
 import inspect
@@ -67,6 +70,7 @@ MAX_HEADER_LINE = 65536
 #: How long to wait for the rest of a run's output once fds 1 and 2 are restored. Longer only
 #: when a background child still holds the pipe open; its later output is dropped.
 DRAIN_TIMEOUT = 0.2
+#: Between the head and the tail of a log longer than its limit (the node reads it back).
 TRUNCATION_MARKER = "\n[spinlet: log truncated, {dropped} bytes dropped]\n"
 #: How long to keep killing the processes earlier runs left (a fork bomb may still be forking).
 LEFTOVER_TIMEOUT = 2.0
@@ -173,11 +177,12 @@ class Drainer:
 class OutputCapture:
     """Redirects fds 1 and 2 into one pipe for a `with` block and keeps what is written.
 
-    A drainer thread reads the pipe, keeping at most `limit` bytes and counting the rest. When
-    the block ends, fds 1 and 2 are restored and the drainer gets end-of-file, unless a
-    background child still holds the pipe: then it is left draining (and discarding) on its own.
-    When no drainer thread can be started, `make_room` (if given) is called and the start tried
-    again.
+    A drainer thread reads the pipe, keeping the first half of `limit` bytes and the last bytes
+    (a little more than the other half), and counting those in between: the end of a long log
+    is where its error usually is. When the block ends, fds 1 and 2 are restored and the drainer
+    gets end-of-file, unless a background child still holds the pipe: then it is left draining
+    (and discarding) on its own. When no drainer thread can be started, `make_room` (if given)
+    is called and the start tried again.
     """
 
     _drainer: Drainer | None = None  # the one serving the next run
@@ -185,15 +190,18 @@ class OutputCapture:
     def __init__(self, limit: int, make_room: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.make_room = make_room
-        self._kept = bytearray()
-        self._dropped = 0
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._head_room = limit // 2
+        #: The tail's half, and the byte before it: whether it starts a line.
+        self._tail_room = limit - limit // 2 + 1
+        self._seen = 0
         self._detached = False
         self._lock = threading.Lock()
         self._saved: tuple[int, int] | None = None
         self._read_fd = -1
         self._done = threading.Event()
         self.abandoned = False  # its run ended before its pipe did: its drainer is done after
-        self.text = ""
 
     def __enter__(self) -> OutputCapture:
         flush_std_streams()
@@ -232,9 +240,6 @@ class OutputCapture:
                 self.abandoned = True
                 OutputCapture._drainer = None
             self._detached = True
-            self.text = self._kept.decode("utf-8", errors="replace")
-            if self._dropped:
-                self.text += TRUNCATION_MARKER.format(dropped=self._dropped)
 
     def drain(self) -> None:
         """Read the pipe to its end (in the drainer's thread)."""
@@ -249,9 +254,79 @@ class OutputCapture:
                 self._done.set()
 
     def _keep(self, chunk: bytes) -> None:
-        room = max(0, self.limit - len(self._kept))
-        self._kept += chunk[:room]
-        self._dropped += max(0, len(chunk) - room)
+        self._seen += len(chunk)
+        room = self._head_room - len(self._head)
+        if room > 0:
+            self._head += chunk[:room]
+            chunk = chunk[room:]
+        self._tail += chunk
+        if len(self._tail) > 2 * self._tail_room:  # trimmed now and then, not on every chunk
+            del self._tail[: len(self._tail) - self._tail_room]
+
+    def log(self, ending: str = "") -> str:
+        """What the block wrote, then `ending` on a line of its own, in at most `limit` bytes
+        (`fit_log`): a traceback counts within the limit and is kept as the log's end."""
+        assert self._detached
+        tail = bytes(self._tail)
+        if ending:
+            last = tail[-1:] or self._head[-1:]
+            tail += (b"\n" if last not in (b"", b"\n") else b"") + ending.encode(
+                "utf-8", "backslashreplace"
+            )
+        gap = self._seen - len(self._head) - len(self._tail)
+        return fit_log(bytes(self._head), tail, gap, self.limit)
+
+
+def fit_log(head: bytes, tail: bytes, gap: int, limit: int) -> str:
+    """A log of `head`, then `gap` bytes not kept, then `tail`, in at most `limit` bytes.
+
+    Within the limit (and nothing dropped), it is kept whole. Else the first half of the limit
+    and the last half are kept, each cut at a line boundary (a line longer than its half is cut
+    at a character boundary), with `TRUNCATION_MARKER` between them saying how many bytes were
+    dropped in all. The node caps logs the same way (`spinlet.logcap`).
+    """
+    if not gap and len(head) + len(tail) <= limit:
+        return (head + tail).decode("utf-8", "replace")
+    if not gap:
+        head = tail = head + tail
+    first = head[: _head_end(head, limit // 2)]
+    last = tail[_tail_start(tail, limit - limit // 2) :]
+    total = len(head) + gap + len(tail) if gap else len(head)
+    dropped = total - len(first) - len(last)
+    return (
+        first.decode("utf-8", "replace")
+        + TRUNCATION_MARKER.format(dropped=dropped)
+        + last.decode("utf-8", "replace")
+    )
+
+
+def _head_end(data: bytes, room: int) -> int:
+    """Where the head of `data` (bytes are dropped after it) ends: after the last whole line in
+    its first `room` bytes, or after the last whole character when they hold no line's end."""
+    end = min(room, len(data))
+    newline = data.rfind(b"\n", 0, end)
+    if newline >= 0:
+        return newline + 1
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    decoder.decode(data[:end], final=False)  # keeps an unfinished character back
+    return end - len(decoder.getstate()[0])
+
+
+def _tail_start(data: bytes, room: int) -> int:
+    """Where the tail of `data` starts: at the first whole line in its last `room` bytes, or at
+    the first whole character when no line starts there."""
+    start = len(data) - room
+    if start <= 0:
+        return 0
+    if data[start - 1] == 0x0A:
+        return start
+    newline = data.find(b"\n", start)
+    if 0 <= newline < len(data) - 1:
+        return newline + 1
+    begin = start
+    while start < len(data) and start - begin < 3 and data[start] & 0xC0 == 0x80:
+        start += 1  # a byte that continues a character: start at the next one
+    return start
 
 
 # --- the function's code -----------------------------------------------------------------------
@@ -493,12 +568,13 @@ class Runtime:
             end_if_forked(self.pid, handler is None)
         init_ms = (time.perf_counter() - started) * 1000
         if handler is None:
-            return 400, {"error": error, "logs": capture.text}
+            assert error is not None
+            return 400, {"error": error, "logs": capture.log(error["traceback"])}
         self.handler = handler
         self.pass_context = wants_context(handler)
         if owns_pid_namespace():
             self.spared = set(other_processes())
-        return 200, {"protocol": PROTOCOL, "init_ms": init_ms, "logs": capture.text}
+        return 200, {"protocol": PROTOCOL, "init_ms": init_ms, "logs": capture.log()}
 
     def _load(self, request: InitRequest) -> Handler:
         code = request.code
@@ -548,7 +624,8 @@ class Runtime:
                     "message": f"the result is not JSON-serialisable: {exc}",
                     "traceback": "",
                 }
-        tail = f'"logs":{json.dumps(capture.text)},"duration_ms":{duration_ms!r}}}'
+        logs = capture.log(error["traceback"] if error is not None else "")
+        tail = f'"logs":{json.dumps(logs)},"duration_ms":{duration_ms!r}}}'
         if error is not None:
             return f'{{"error":{json.dumps(error)},{tail}'.encode()
         return f'{{"result":{result_json},{tail}'.encode()

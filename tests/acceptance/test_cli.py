@@ -191,6 +191,46 @@ def test_a_traceback_is_shown_as_text(server: Server) -> None:
     assert shown.rstrip().endswith("ValueError: boom")
 
 
+def test_a_failed_invoke_says_why_the_end_of_its_log_and_its_traceback(server: Server) -> None:
+    failed = spinlet(server, "invoke", "fail", "--input", '{"message": "boom"}', ok=False)
+    assert (failed.returncode, failed.stdout) == (1, "")
+    execution_id = UUID.findall(failed.stderr)[0]
+    traceback = as_json(server, "executions", "get", execution_id)["error"]["traceback"]
+    assert traceback.endswith("ValueError: boom\n")
+    assert failed.stderr == (
+        f"execution {execution_id} failed (exception): ValueError: boom\n"
+        f"--- log (spinlet executions log {execution_id}) ---\n"
+        "about to fail\n" + traceback
+    )
+    # The log itself ends with the traceback; the command shows it once.
+    log = spinlet(server, "executions", "log", execution_id).stdout
+    assert log == "about to fail\n" + traceback
+    # Machine-readable: the record on stdout, and still exit status 1.
+    as_record = spinlet(server, "--json", "invoke", "fail", "--input", '"bad"', ok=False)
+    assert (as_record.returncode, as_record.stderr) == (1, "")
+    record = json.loads(as_record.stdout)
+    assert (record["status"], record["error"]["message"]) == ("failed", "bad")
+
+
+def test_a_failed_invoke_shows_the_last_lines_of_a_long_log(server: Server, tmp_path: Path) -> None:
+    source = tmp_path / "chatty.py"
+    source.write_text(
+        "def main(event):\n"
+        "    for i in range(100):\n"
+        "        print(f'step {i}')\n"
+        "    raise RuntimeError('gave up')\n"
+    )
+    spinlet(server, "functions", "create", "chatty", str(source))
+    failed = spinlet(server, "invoke", "chatty", ok=False)
+    execution_id = UUID.findall(failed.stderr)[0]
+    header, log_line, *shown = failed.stderr.splitlines()
+    assert header == f"execution {execution_id} failed (exception): RuntimeError: gave up"
+    assert log_line == f"--- log (last 20 of 100 lines, spinlet executions log {execution_id}) ---"
+    assert shown[:20] == [f"step {i}" for i in range(80, 100)]
+    assert shown[20] == "Traceback (most recent call last):"
+    assert shown[-1] == "RuntimeError: gave up"
+
+
 def test_a_bad_setting_is_one_line_and_a_traceback_only_with_debug(tmp_path: Path) -> None:
     env = {**os.environ, "SPINLET_WORKERS": "many", "SPINLET_DATA_DIR": str(tmp_path)}
     for args in (("serve", "--no-build"), ("tokens", "list"), ("--debug", "serve")):

@@ -236,12 +236,14 @@ def test_python_qinlingclient(qinling_python: Path, docker_server: Server, tmp_p
     assert s["downloaded_names"] == ["echo.py"]
     assert s["downloaded_md5"] == s["new_package_md5"]
 
-    # The function's fault: a `failed` execution with its log.
+    # The function's fault: a `failed` execution with its log, which ends with the traceback
+    # (`openstack function execution log show` shows it, as Qinling's runtime did).
     failed = s["failed_execution"]
     assert failed["status"] == "failed"
     assert failed["status_reason"] == "exception"
     assert failed["error"]["type"] == "ValueError"
-    assert "about to fail" in s["failed_log"]
+    assert "about to fail\nTraceback (most recent call last):\n" in s["failed_log"]
+    assert s["failed_log"].rstrip().endswith("ValueError: something went wrong")
 
     # Errors reach the user through `faultstring`.
     assert s["not_found"]["type"] == "HTTPNotFound"

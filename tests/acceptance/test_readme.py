@@ -28,7 +28,7 @@ def test_readme_has_examples() -> None:
 
 
 def test_readme_examples_run(docker_server: Server) -> None:
-    outputs = []
+    outputs, errors = [], []
     for block in readme_examples():
         script = "set -euo pipefail\n" + block.replace(README_URL, docker_server.url)
         done = subprocess.run(
@@ -44,9 +44,14 @@ def test_readme_examples_run(docker_server: Server) -> None:
             f"{done.stderr}\n--- server log\n{docker_server.log()[-3000:]}"
         )
         outputs.append(done.stdout)
+        errors.append(done.stderr)
     deploy, inspect, http, sdk, later = outputs[:5]
     assert '{"hello": "world"}' in deploy
     assert "fail exited with status 1" in deploy
+    # Why it failed, on stderr: the error, the end of its log, then the traceback.
+    assert "failed (exception): ValueError: boom\n--- log (" in errors[0]
+    assert "about to fail\nTraceback (most recent call last):\n" in errors[0]
+    assert errors[0].rstrip().endswith("ValueError: boom")
     assert "success" in inspect and "[1, 2, 3]" in inspect
     assert '"fib.main"' in http
     assert "12586269025" in http  # fib(50)

@@ -113,7 +113,7 @@ async def test_an_exception_becomes_a_failed_execution(api: Client) -> None:
     assert execution["error"]["message"] == "boom"
     assert "Traceback" in execution["error"]["traceback"]
     log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
-    assert "about to fail" in log
+    assert log == "about to fail\n" + execution["error"]["traceback"]  # its last lines
 
 
 async def test_function_from_a_zip_with_code_and_md5sum(api: Client) -> None:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -358,6 +359,33 @@ async def test_a_request_over_the_body_limit_is_a_413_naming_it(make_api: MakeAp
     response = await api.post("/v1/functions", data=form("huge", data=big_source(100 * 1024)))
     assert str(64 * 1024) in await expect_error(response, 413, "too_large")
     assert await function_names(api) == []
+
+
+async def test_a_long_log_keeps_its_head_and_its_tail_and_ends_with_the_traceback(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(log_limit=1000)
+    source = (
+        "def main(event):\n"
+        "    for i in range(1000):\n"
+        "        print(f'step {i:03}')\n"  # 9 bytes a line
+        "    raise RuntimeError('gave up')\n"
+    )
+    package = form("chatty", data=zipped({"chatty.py": source}), entry="chatty.main")
+    response = await api.post("/v1/functions", data=package)
+    assert response.status == 201, await response.text()
+    execution = await run(api, "chatty")
+    traceback = execution["error"]["traceback"]
+    log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
+    cut = re.fullmatch(
+        r"(.*)\n\[spinlet: log truncated, (\d+) bytes dropped\]\n(.*)", log, flags=re.DOTALL
+    )
+    assert cut is not None, log
+    head, dropped, tail = cut[1].encode(), int(cut[2]), cut[3].encode()
+    assert head == "".join(f"step {i:03}\n" for i in range(55)).encode()  # 495 of 500 bytes
+    assert tail.startswith(b"step ") and tail.endswith(b"step 999\n" + traceback.encode())
+    assert len(head) + len(tail) <= 1000
+    assert len(head) + dropped + len(tail) == 9000 + len(traceback.encode())
 
 
 async def test_an_oversized_input_is_a_413_naming_the_limit(make_api: MakeApi) -> None:

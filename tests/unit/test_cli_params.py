@@ -74,6 +74,9 @@ def test_an_id_prefix_is_hexadecimal(text: str) -> None:
         ("SPINLET_WORKERS", "many", "SPINLET_WORKERS must be a number, not 'many'"),
         ("SPINLET_WORKERS", "0", "SPINLET_WORKERS must be more than 0, not 0"),
         ("SPINLET_STEM_CELLS", "-1", "SPINLET_STEM_CELLS must be 0 or more, not -1"),
+        ("SPINLET_LOG_LIMIT", "1MiB", "SPINLET_LOG_LIMIT must be a number, not '1MiB'"),
+        ("SPINLET_MAX_RESULT_SIZE", "0", "SPINLET_MAX_RESULT_SIZE must be more than 0, not 0"),
+        ("SPINLET_MAX_INPUT_SIZE", "-5", "SPINLET_MAX_INPUT_SIZE must be more than 0, not -5"),
         ("SPINLET_BACKEND", "kubernetes", "SPINLET_BACKEND must be docker or process"),
         ("SPINLET_AUTH", "maybe", "SPINLET_AUTH must be on, off or auto, not 'maybe'"),
         ("SPINLET_NODE_LEASE", "1", "SPINLET_NODE_LEASE must be longer than"),
@@ -96,6 +99,26 @@ def test_good_settings_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPINLET_MAX_MEMORY", "1073741824")
     settings = Settings.from_env(backend="process")
     assert (settings.stem_cells, settings.max_memory, settings.backend) == (0, 1024**3, "process")
+
+
+def test_the_input_result_and_log_caps_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SPINLET_MAX_INPUT_SIZE", "SPINLET_MAX_RESULT_SIZE", "SPINLET_LOG_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = Settings.from_env()
+    assert (defaults.max_input_size, defaults.max_result_size, defaults.log_limit) == (
+        1024 * 1024,
+        1024 * 1024,
+        1024 * 1024,
+    )
+    monkeypatch.setenv("SPINLET_MAX_INPUT_SIZE", "6000000")  # Lambda's sync payload
+    monkeypatch.setenv("SPINLET_MAX_RESULT_SIZE", "6000000")
+    monkeypatch.setenv("SPINLET_LOG_LIMIT", "65536")
+    settings = Settings.from_env()
+    assert (settings.max_input_size, settings.max_result_size, settings.log_limit) == (
+        6_000_000,
+        6_000_000,
+        65536,
+    )
 
 
 def test_the_settings_know_the_stores_url_schemes() -> None:

@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -276,7 +277,7 @@ def main(event):
     assert error["traceback"].startswith("Traceback (most recent call last):")
     assert 'main.py", line 3, in helper' in error["traceback"]
     assert "server.py" not in error["traceback"]
-    assert reply["logs"] == "before\n"
+    assert reply["logs"] == "before\n" + error["traceback"]  # as the log's last lines
 
 
 def test_system_exit_is_an_error_not_a_crash(runtime: Runtime) -> None:
@@ -357,7 +358,7 @@ def test_import_time_exception(runtime: Runtime) -> None:
     assert reply["error"]["message"] == "division by zero"
     assert 'main.py", line 2' in reply["error"]["traceback"]
     assert "importlib" not in reply["error"]["traceback"]
-    assert reply["logs"] == "starting\n"
+    assert reply["logs"] == "starting\n" + reply["error"]["traceback"]
 
 
 def test_syntax_error(runtime: Runtime) -> None:
@@ -375,10 +376,51 @@ def test_environment_is_visible(runtime: Runtime) -> None:
     assert runtime.run()[1]["result"] == ["hi", "hi"]
 
 
-def test_log_truncation(runtime: Runtime) -> None:
-    runtime.loaded("def main(event):\n    print('x' * 99)\n", log_limit=10)
+def test_a_traceback_starts_a_line_of_its_own(runtime: Runtime) -> None:
+    runtime.loaded("def main(event):\n    print('no newline', end='')\n    raise KeyError(event)\n")
+    reply = runtime.run("k")[1]
+    assert reply["logs"] == "no newline\n" + reply["error"]["traceback"]
+    assert reply["logs"].endswith("KeyError: 'k'\n")
+
+
+def test_a_long_log_keeps_its_head_and_its_tail_at_line_boundaries(runtime: Runtime) -> None:
+    runtime.loaded(
+        "def main(event):\n    for i in range(1000):\n        print(f'line {i:03}')\n",
+        log_limit=100,
+    )
     logs = runtime.run()[1]["logs"]
-    assert logs == "x" * 10 + "\n[spinlet: log truncated, 90 bytes dropped]\n"
+    # 9 bytes a line: 5 whole lines in each half of 50 bytes.
+    head = "".join(f"line {i:03}\n" for i in range(5))
+    tail = "".join(f"line {i:03}\n" for i in range(995, 1000))
+    assert logs == f"{head}\n[spinlet: log truncated, {9000 - 90} bytes dropped]\n{tail}"
+
+
+def test_a_single_line_longer_than_the_limit_keeps_both_ends(runtime: Runtime) -> None:
+    runtime.loaded("def main(event):\n    print('a' + 'x' * 98 + 'z')\n", log_limit=10)
+    logs = runtime.run()[1]["logs"]
+    assert logs == "axxxx\n[spinlet: log truncated, 91 bytes dropped]\nxxxz\n"
+
+
+def test_a_traceback_counts_within_the_limit_and_ends_the_log(runtime: Runtime) -> None:
+    runtime.loaded(
+        "import os\ndef main(event):\n"
+        "    for i in range(20000):\n        print(f'step {i}')\n"
+        "    os.write(1, b'last words\\n')\n"
+        "    raise RuntimeError('gave up')\n",
+        log_limit=1000,
+    )
+    reply = runtime.run()[1]
+    traceback = reply["error"]["traceback"]
+    cut = re.fullmatch(
+        r"(.*)\n\[spinlet: log truncated, (\d+) bytes dropped\]\n(.*)", reply["logs"], re.DOTALL
+    )
+    assert cut is not None
+    head, dropped, tail = cut[1].encode(), int(cut[2]), cut[3].encode()
+    assert head.startswith(b"step 0\nstep 1\n") and head.endswith(b"\n")
+    assert tail.endswith(b"\nlast words\n" + traceback.encode())
+    assert len(head) + len(tail) <= 1000
+    printed = sum(len(f"step {i}\n") for i in range(20000)) + len(b"last words\n")
+    assert len(head) + dropped + len(tail) == printed + len(traceback.encode())
 
 
 def test_large_output_is_drained(runtime: Runtime) -> None:
@@ -677,13 +719,3 @@ def test_sigterm_ends_the_server_even_inside_the_function(runtime: Runtime) -> N
         runtime.proc.send_signal(signal.SIGTERM)
         assert runtime.proc.wait(timeout=5) == 128 + signal.SIGTERM
     assert not runtime.socket_path.exists()
-
-
-def test_the_node_caps_logs_counting_what_the_runtime_dropped() -> None:
-    from spinlet.services.runner import cap_logs
-
-    capped_by_runtime = "x" * 10 + "\n[spinlet: log truncated, 90 bytes dropped]\n"
-    assert cap_logs(capped_by_runtime, 10) == capped_by_runtime
-    assert cap_logs(capped_by_runtime, 4) == "xxxx\n[spinlet: log truncated, 96 bytes dropped]\n"
-    assert cap_logs("short", 10) == "short"
-    assert cap_logs("é" * 6, 5) == "éé\n[spinlet: log truncated, 8 bytes dropped]\n"

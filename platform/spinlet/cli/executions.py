@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from spinlet.cli.ids import complete_functions, execution_id, with_function
 from spinlet.cli.output import busy, emit, print_json, print_record, print_table
 from spinlet.cli.params import INPUT_HELP, RAW_HELP, read_input
 from spinlet.cli.resources import client
+
+if TYPE_CHECKING:
+    from spinlet.client import Client
 
 EXECUTION_COLUMNS = [
     "id",
@@ -28,22 +31,59 @@ EXECUTION_COLUMNS = [
 STILL_RUNNING = 3
 
 
-def _report(ctx: click.Context, record: dict[str, Any]) -> None:
-    """Print a finished execution's result (or its error on stderr, exit status 1)."""
+#: How many of a failed execution's last log lines `invoke` shows.
+LOG_LINES_SHOWN = 20
+
+
+def _report(ctx: click.Context, api: Client, record: dict[str, Any]) -> None:
+    """Print a finished execution's result, or on stderr why it failed (exit status 1)."""
     if ctx.obj["json"]:
         print_json(record)
     elif record["status"] == "success":
         click.echo(json.dumps(record["result"]))
     else:
-        error = record.get("error") or {}
-        line = f"execution {record['id']} {record['status']} ({record['status_reason']})"
-        if error:  # a cancelled execution ended without one
-            line += f": {error.get('type', '')}: {error.get('message', '')}"
-        click.echo(line, err=True)
-        if error.get("traceback"):
-            click.echo(str(error["traceback"]).rstrip("\n"), err=True)
+        _explain_failure(api, record)
     if record["status"] != "success":
         sys.exit(1)
+
+
+def _explain_failure(api: Client, record: dict[str, Any]) -> None:
+    """The error's type and message, the end of the log and the traceback: what one needs to
+    see why it failed, without a second command. The log ends with the traceback already (the
+    runtime writes it there): it is shown once, last."""
+    error = record.get("error") or {}
+    line = f"execution {record['id']} {record['status']} ({record['status_reason']})"
+    if error:  # a cancelled execution ended without one
+        line += f": {error.get('type', '')}: {error.get('message', '')}"
+    click.echo(line, err=True)
+    traceback = str(error.get("traceback") or "")
+    if record["status"] in ("failed", "error"):
+        log = _log_before(api, record["id"], traceback)
+        lines = log.splitlines()
+        if lines:
+            shown = lines[-LOG_LINES_SHOWN:]
+            more = f"last {len(shown)} of {len(lines)} lines, " if len(shown) < len(lines) else ""
+            click.echo(f"--- log ({more}spinlet executions log {record['id']}) ---", err=True)
+            click.echo("\n".join(shown), err=True)
+    if traceback:
+        click.echo(traceback.rstrip("\n"), err=True)
+
+
+def _log_before(api: Client, execution_id: str, traceback: str) -> str:
+    """The execution's log without the traceback it ends with, or the traceback's last lines
+    when a log cut to its cap kept only those ("" when the log cannot be read: the failure is
+    still told)."""
+    from spinlet.client import ApiError
+
+    try:
+        log = api.executions.log(execution_id)
+    except (ApiError, OSError):
+        return ""
+    lines = traceback.splitlines(keepends=True)
+    for start in range(len(lines)):
+        if log.endswith(ending := "".join(lines[start:])):
+            return log.removesuffix(ending)
+    return log
 
 
 @click.command()
@@ -66,6 +106,9 @@ def invoke(
     chosen_id: str | None,
 ) -> None:
     """Run FUNCTION and print its result (exit status 1 if it failed).
+
+    When it fails, its error, the last lines of its log and its traceback are printed on
+    stderr (with --json, the record on stdout).
 
     With --async, print the execution's id at once; `spinlet executions get ID --wait`
     collects the result.
@@ -91,7 +134,7 @@ def invoke(
     if is_async:
         emit(ctx, record, lambda: click.echo(record["id"]))
     else:
-        _report(ctx, record)
+        _report(ctx, api, record)
 
 
 @click.group()

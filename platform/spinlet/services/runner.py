@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
@@ -29,6 +28,7 @@ from spinlet.errors import (
     RuntimeProtocolMismatch,
     StoreUnavailable,
 )
+from spinlet.logcap import cap_logs
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import OutcomeStatus, RunOutcome, RunRequest, RuntimeBackend
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 RECORD_PAUSE_FIRST = 0.2
 RECORD_PAUSE_MAX = 5.0
 
-TRUNCATION_MARKER = "\n[spinlet: log truncated, {dropped} bytes dropped]\n"
-
 #: Why a running execution is being stopped: a user's cancel, or the node going away.
 StopReason = Literal["cancel", "kill", "lost"]
 
@@ -53,25 +51,6 @@ _OUTCOME_STATUS = {outcome: ExecutionStatus(outcome.value) for outcome in Outcom
 
 #: How an execution stopped by a user (`cancel`, `kill`) ends: cancelled, not failed.
 CANCELLED = RunOutcome(status=OutcomeStatus.CANCELLED, status_reason=StatusReason.CANCELLED)
-
-
-#: The runtime's own marker, when it capped the log already.
-_MARKER = re.compile(r"\n\[spinlet: log truncated, (\d+) bytes dropped\]\n\Z")
-
-
-def cap_logs(logs: str, limit: int) -> str:
-    """At most `limit` bytes of the log, and a marker saying how many were dropped (counting
-    those the runtime dropped already). NUL characters, which PostgreSQL's text cannot hold,
-    become U+FFFD, as undecodable bytes do."""
-    logs = logs.replace("\x00", "\ufffd")
-    dropped = 0
-    if (marker := _MARKER.search(logs)) is not None:
-        dropped, logs = int(marker.group(1)), logs[: marker.start()]
-    data = logs.encode("utf-8", "replace")
-    if len(data) > limit:
-        logs = data[:limit].decode("utf-8", "ignore")  # no character cut in two
-        dropped += len(data) - len(logs.encode())
-    return logs + TRUNCATION_MARKER.format(dropped=dropped) if dropped else logs
 
 
 def platform_error(reason: StatusReason, message: str) -> RunOutcome:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from spinlet.errors import ImageMissing
+from spinlet.errors import ImageMissing, RuntimeBackendError
 from spinlet.layers.target import host_target
 from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, RunOutcome, RunRequest, StartKind
 from spinlet.runtime.codedirs import LAYERS
@@ -229,3 +229,16 @@ async def test_the_process_driver_runs_the_nodes_python(socket_root: Path) -> No
     target = Target("process", f"test-{uuid.uuid4().hex[:8]}", socket_root, "any:1")
     async with target.opened() as backend:
         assert await backend.python_target("any:1") == host_target()
+
+
+async def test_a_function_with_a_layer_needs_a_way_to_load_it(target: Target) -> None:
+    spec, package = target.spec(WHICH_LAYER, layer_id="b" * 64)
+
+    async def load_code() -> bytes:
+        return package
+
+    async with target.opened() as backend:
+        request = RunRequest(execution_id=str(uuid.uuid4()), input=None)
+        with pytest.raises(RuntimeBackendError, match=f"layer {'b' * 64} but no way"):
+            await backend.execute(spec, load_code, request)
+        assert backend.stats()["containers"] == 0  # refused before a sandbox was made

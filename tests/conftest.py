@@ -23,10 +23,6 @@ from spinlet.store import Store
 #: The session's wheelhouse (`wheelhouse`, `offline_pip`) for the tests that install wheels.
 pytest_plugins = ["tests.wheels"]
 
-# No node a test starts may reach a package index (a fuzzed `requirements` field, say): pip
-# finds nothing unless a test gives it the wheelhouse (`offline_pip`).
-os.environ["PIP_NO_INDEX"] = "1"
-
 REPO = Path(__file__).resolve().parents[1]
 FUNCTIONS = REPO / "functions"
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -8,7 +8,6 @@ which is the runtime image's here (CPython 3.11, manylinux x86_64).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +32,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *("--only-binary=:all:", *host_target().pip_arguments()),
         *("--dest", str(directory), *WHEELS),
     ]
-    # The one pip of the session that may reach an index (tests/conftest.py closes it to others).
-    env = {k: v for k, v in os.environ.items() if k not in ("PIP_NO_INDEX", "PIP_FIND_LINKS")}
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, check=False, env=env
-    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         unavailable(f"the test wheels could not be downloaded:\n{done.stderr[-2000:]}")
     return directory

@@ -223,6 +223,9 @@ def server(
     """One server for the whole module (on SQLite, or a new PostgreSQL database when
     `SPINLET_TEST_STORE=postgres`, as the `settings` fixture does); its URL."""
     live = LiveServer()
+    # A generated `requirements` that parses is built by the node's pip: never from an index.
+    offline = pytest.MonkeyPatch()
+    offline.setenv("PIP_NO_INDEX", "1")
     database = f"spinlet_fuzz_{uuid.uuid4().hex[:12]}"
     made_on: str | None = None  # the PostgreSQL server the database was made on
     try:
@@ -256,6 +259,7 @@ def server(
         if made_on is not None:
             live.run(_admin(made_on, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         live.close()
+        offline.undo()
 
 
 @pytest.fixture

@@ -340,7 +340,7 @@ def test_hardened_container_serves_health_over_the_socket(
         assert wait_healthy(socket_path) == {
             "protocol": 1,
             "initialized": False,
-            "features": ["code_dir"],
+            "features": ["code_dir", "layer_dir"],
         }
         assert stat.S_ISSOCK(socket_path.stat().st_mode)
         assert socket_path.stat().st_mode & 0o777 == 0o666

@@ -93,6 +93,17 @@ def start(
     return task
 
 
+async def stuck_after_lines(
+    backend: PoolBackend, target: Target
+) -> tuple[asyncio.Task[RunOutcome], Recorder]:
+    """An execution that wrote `LINES`, which reached its log, and now never ends."""
+    log = Recorder(awaited="line 3")
+    task = start(backend, target, {"frames": LINES, "end": "block"}, log)
+    async with asyncio.timeout(30):
+        await log.got.wait()
+    return task, log
+
+
 async def open_gate(fifo: Path) -> None:
     """Let the fake runtime go on (it waits in `open` for this end)."""
 
@@ -140,10 +151,7 @@ async def test_lines_written_before_a_cancel_are_carried_by_the_cancellation(
     v2: tuple[Target, PoolBackend],
 ) -> None:
     target, backend = v2
-    log = Recorder(awaited="line 3")
-    task = start(backend, target, {"frames": LINES, "end": "block"}, log)
-    async with asyncio.timeout(30):
-        await log.got.wait()
+    task, log = await stuck_after_lines(backend, target)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -233,3 +241,16 @@ async def test_the_records_of_a_cancelled_and_a_timed_out_execution_keep_log_and
     assert timed_out["start_kind"] in ("cold", "stem", "warm") and timed_out["duration_ms"] > 0
     log = await (await api.get(f"/v1/executions/{timed_out['id']}/log")).text()
     assert log == INIT + "line 1\nline 2\nline 3 ✓\n"
+
+
+async def test_lines_written_before_the_container_dies_are_in_its_outcome(
+    v2: tuple[Target, PoolBackend],
+) -> None:
+    target, backend = v2
+    task, _ = await stuck_after_lines(backend, target)
+    [sandbox] = await backend.containers()
+    await target.kill(sandbox.id)
+    outcome = await task
+    assert (outcome.status, outcome.status_reason) == (OutcomeStatus.FAILED, "crashed")
+    assert outcome.logs == INIT + "line 1\nline 2\nline 3 ✓\n"
+    assert outcome.start_kind is StartKind.COLD and outcome.duration_ms > 0

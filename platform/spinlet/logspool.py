@@ -131,14 +131,22 @@ class LogSpool:
         return text
 
     def close(self) -> None:
-        """Drop what is held (memory and file); `text()` keeps answering what it last did."""
-        with self._lock:  # not while a batch is being written
-            self._closed = True
-            self._pending = bytearray()
-            self._batch = None
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        """Drop what is held (memory and file); `text()` keeps answering what it last did.
+
+        Never waits: a batch being written in a thread now closes the file when it is done."""
+        self._closed = True
+        self._pending = bytearray()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop_file()
+            finally:
+                self._lock.release()
+
+    def _drop_file(self) -> None:
+        self._batch = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> LogSpool:
         return self
@@ -180,6 +188,8 @@ class LogSpool:
                     self._store(batch.offset, batch.data)
                 except OSError as exc:  # a full disk: the log misses this part
                     log.warning("could not spool %d bytes of a log: %s", len(batch.data), exc)
+            if self._closed:  # closed while this was being written
+                self._drop_file()
 
     def _store(self, offset: int, raw: bytes) -> None:
         """Put the log's bytes `raw`, which start at `offset`, where they belong in the file."""

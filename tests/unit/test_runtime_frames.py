@@ -14,7 +14,7 @@ from spinlet.runtime.protocol import _FrameReader
 FRAMES = [
     {"type": "log", "stream": "stdout", "data": "hello ✓\n", "t": 1.5},
     {"type": "log", "stream": "stderr", "data": "warn\n", "t": 2.0},
-    {"type": "result", "result": {"answer": 42}, "duration_ms": 3.0},
+    {"type": "result", "result": {"answer": 42}, "duration_ms": 3.0, "logs": "hello ✓\n"},
 ]
 
 

@@ -378,6 +378,7 @@ class _FrameReader:
         except ValueError as exc:
             raise RuntimeBackendError("the runtime sent an invalid result frame") from exc
         reply.pop("type", None)
+        reply.pop("logs", None)  # the log frames carried it: never twice
         return reply
 
     def _feed(self, piece: bytes) -> None:

@@ -33,7 +33,7 @@ from spinlet.errors import (
     RuntimeProtocolMismatch,
     StoreUnavailable,
 )
-from spinlet.logspool import LogSpool
+from spinlet.logspool import LogSpool, text_of
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import (
@@ -244,7 +244,9 @@ class ExecutionRunner:
 
         request = RunRequest(execution_id=execution.id, input=execution.input)
         try:
-            return await self.backend.execute(target.spec(), load_code, request, load_layer, spool)
+            return await self.backend.execute(
+                target.spec(), load_code, request, load_layer, log=spool
+            )
         except asyncio.CancelledError as exc:
             if (ran := attached_outcome(exc)) is not None:
                 self._stopped[execution.id] = ran
@@ -333,8 +335,7 @@ class ExecutionRunner:
             finished_at=now,
             updated_at=now,
         )
-        text = await asyncio.to_thread(spool.text) if spool.spooled else spool.text()
-        saved = await self._record_end(finished, text)
+        saved = await self._record_end(finished, await text_of(spool))
         self.events.announce_finished(execution.id)
         if self.metrics is not None:
             self.metrics.finished(saved)

@@ -6,6 +6,10 @@ container, initialises it for that function version if needed, runs the input, e
 deadline, and always answers with a `RunOutcome`: a function that raises, times out, runs out of
 memory or crashes its container is an outcome, not an exception. Only a platform fault (no image:
 `ImageMissing`; engine unreachable) raises `RuntimeBackendError`.
+
+The function's output goes to the `LogSink` the caller gives as it arrives, so that whatever
+it wrote before any end is kept; an execution cancelled by its caller (a user's cancel) raises
+`CancelledError` as usual, carrying what is known of it (`attached_outcome`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Protocol
 
 from spinlet.domain import ExecutionError, StartKind, StatusReason
 from spinlet.layers.target import PythonTarget
+from spinlet.logspool import LogSink
 
 __all__ = [
     "Capacity",
@@ -30,6 +35,8 @@ __all__ = [
     "RunRequest",
     "RuntimeBackend",
     "StartKind",
+    "attach_outcome",
+    "attached_outcome",
 ]
 
 #: Loads a function package (zip bytes); called only when a container must be initialised.
@@ -137,10 +144,16 @@ class RuntimeBackend(Protocol):
         load_code: CodeLoader,
         request: RunRequest,
         load_layer: LayerLoader | None = None,
+        log: LogSink | None = None,
     ) -> RunOutcome:
         """Run one execution to its end and describe how it ended. `load_layer` is required
         when `spec.layer_id` is set; the layer is then on the function's `sys.path` right after
-        its code, and a runtime image that cannot take one is a `RuntimeBackendError`."""
+        its code, and a runtime image that cannot take one is a `RuntimeBackendError`.
+
+        The output of initialising and of running goes to `log` as it arrives, and the
+        outcome's `logs` is `log.text()` (without `log`, the backend keeps its own). When the
+        call is cancelled once the code runs, the `CancelledError` carries an outcome with the
+        logs, `duration_ms`, `start_kind` and `image_id` (`attached_outcome`)."""
 
     async def containers(self) -> list[ContainerInfo]:
         """The containers currently held by this backend."""
@@ -151,3 +164,17 @@ class RuntimeBackend(Protocol):
     def stats(self) -> dict[str, int]:
         """Containers by state (`starting`, `stem`, `busy`, `idle`), `containers` (all) and
         `memory_bytes` (their memory limits summed): cheap, no engine call."""
+
+
+_OUTCOME = "_spinlet_outcome"
+
+
+def attach_outcome(cancelled: BaseException, outcome: RunOutcome) -> None:
+    """Let a cancellation that ends a run carry what is known of it (the backend's side)."""
+    setattr(cancelled, _OUTCOME, outcome)
+
+
+def attached_outcome(cancelled: BaseException) -> RunOutcome | None:
+    """What a cancelled `execute` knew of its run when it stopped (None: it had not started)."""
+    outcome = getattr(cancelled, _OUTCOME, None)
+    return outcome if isinstance(outcome, RunOutcome) else None

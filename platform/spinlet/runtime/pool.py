@@ -33,6 +33,7 @@ from typing import Any, TypedDict
 from spinlet.domain import ExecutionError, StatusReason
 from spinlet.errors import ImageMissing, InvalidPackage, RuntimeBackendError
 from spinlet.layers.target import PythonTarget
+from spinlet.logspool import LogSink, LogSpool, text_of
 from spinlet.runtime.backend import (
     Capacity,
     CodeLoader,
@@ -43,6 +44,7 @@ from spinlet.runtime.backend import (
     RunOutcome,
     RunRequest,
     StartKind,
+    attach_outcome,
 )
 from spinlet.runtime.driver import Driver, ExitReason, PoolKey, Sandbox, SandboxShape, pool_key
 from spinlet.runtime.protocol import (
@@ -73,10 +75,12 @@ Acquired = tuple[Slot, StartKind, float | None]
 @dataclass(frozen=True)
 class _Loaders:
     """What an execution brings to initialise a sandbox: its code and, when its function has
-    one, its dependency layer (both loaded only if a sandbox must be initialised)."""
+    one, its dependency layer (both loaded only if a sandbox must be initialised), and where
+    the output of initialising goes (the execution's log)."""
 
     code: CodeLoader
     layer: LayerLoader | None
+    log: LogSink
 
 
 class _Stale(Exception):
@@ -239,6 +243,20 @@ class PoolBackend:
         load_code: CodeLoader,
         request: RunRequest,
         load_layer: LayerLoader | None = None,
+        log: LogSink | None = None,
+    ) -> RunOutcome:
+        if log is not None:
+            return await self._execute(spec, load_code, request, load_layer, log)
+        with LogSpool(self.log_limit) as own:
+            return await self._execute(spec, load_code, request, load_layer, own)
+
+    async def _execute(
+        self,
+        spec: FunctionSpec,
+        load_code: CodeLoader,
+        request: RunRequest,
+        load_layer: LayerLoader | None,
+        sink: LogSink,
     ) -> RunOutcome:
         if self.closed:
             raise RuntimeBackendError("the runtime backend is closed")
@@ -247,7 +265,7 @@ class PoolBackend:
                 f"function {spec.function_name!r} has dependency layer {spec.layer_id} "
                 "but no way to load it was given"
             )
-        loaders = _Loaders(load_code, load_layer if spec.layer_id is not None else None)
+        loaders = _Loaders(load_code, load_layer if spec.layer_id is not None else None, sink)
         key = pool_key(spec)
         while True:
             try:
@@ -255,12 +273,12 @@ class PoolBackend:
                 if slot is not None:
                     if self._stems is not None:
                         self._stems.used(slot.shape)
-                    return await self._run(slot, request, StartKind.WARM, None)
+                    return await self._run(slot, request, StartKind.WARM, None, sink)
                 acquired = await self._start(spec, key, loaders)
                 if isinstance(acquired, RunOutcome):
                     return acquired
                 slot, kind, init_ms = acquired
-                return await self._run(slot, request, kind, init_ms)
+                return await self._run(slot, request, kind, init_ms, sink)
             except _Stale:
                 continue  # the sandbox was dead before anything ran: take another one
 
@@ -368,9 +386,9 @@ class PoolBackend:
             await self.driver.seal(slot.sandbox)
         except ContainerGone as exc:
             if slot.discarded:
-                return self._failed(slot, StatusReason.LOST, kind, None, _ms_since(started))
+                return self._failed(slot, StatusReason.LOST, kind, None, started)
             if slot.exited == "oom" or await self.driver.inspect_exit(slot.sandbox) == "oom":
-                return self._failed(slot, StatusReason.OOM, kind, None, _ms_since(started))
+                return self._failed(slot, StatusReason.OOM, kind, None, started)
             raise RuntimeBackendError(
                 f"the runtime in {self.driver.name} sandbox {slot.sandbox.name} "
                 f"did not start: {exc}"
@@ -396,22 +414,25 @@ class PoolBackend:
                 code, layer_dir = filled.code, filled.layer
         except InvalidPackage as exc:
             error = ExecutionError(type="InvalidPackage", message=str(exc))
-            return self._unloadable(slot, kind, started, error, "")
+            return self._unloadable(slot, kind, started, error, await text_of(loaders.log))
         try:
             async with asyncio.timeout(spec.timeout):
                 reply = await slot.conn.init(
                     code, spec.entry, spec.environment, self.log_limit, layer_dir
                 )
         except TimeoutError:
-            return self._failed(slot, StatusReason.TIMEOUT, kind, None, _ms_since(started))
+            logs = await text_of(loaders.log)
+            return self._failed(slot, StatusReason.TIMEOUT, kind, None, started, logs)
         except ContainerGone as exc:
             if kind is StartKind.STEM and _unreached(slot, exc):
                 raise _Stale from exc
             reason = await self._exit_reason(slot)
-            return self._failed(slot, reason, kind, None, _ms_since(started))
+            return self._failed(slot, reason, kind, None, started, await text_of(loaders.log))
+        if reply.logs:  # output of importing the function: the start of this execution's log
+            loaders.log.write("stdout", reply.logs, time.time())
         if reply.error is not None:
             error = ExecutionError.parse(reply.error)
-            return self._unloadable(slot, kind, started, error, reply.logs)
+            return self._unloadable(slot, kind, started, error, await text_of(loaders.log))
         return None
 
     def _unloadable(
@@ -429,9 +450,18 @@ class PoolBackend:
         )
 
     async def _run(
-        self, slot: Slot, request: RunRequest, kind: StartKind, init_ms: float | None
+        self,
+        slot: Slot,
+        request: RunRequest,
+        kind: StartKind,
+        init_ms: float | None,
+        sink: LogSink,
     ) -> RunOutcome:
-        """Run one execution on `slot`; `_Stale` when a warm sandbox was found dead first."""
+        """Run one execution on `slot`; `_Stale` when a warm sandbox was found dead first.
+
+        Its output goes to `sink` as it arrives (protocol 2) or with the reply (1); however
+        the run ends, the outcome carries what the sink got, and a cancellation carries it too
+        (`attach_outcome`) for the caller to record."""
         spec = slot.spec
         assert spec is not None
         if kind is StartKind.WARM and slot.exited is not None:
@@ -450,10 +480,11 @@ class PoolBackend:
         started = time.monotonic()
         try:
             async with asyncio.timeout(spec.timeout):  # no extra task: cheaper than wait_for
-                reply = await slot.conn.run(payload)
+                reply = await slot.conn.run(payload, sink.write)
         except TimeoutError:
             await self._discard(slot)
-            return self._failed(slot, StatusReason.TIMEOUT, kind, init_ms, _ms_since(started))
+            logs = await text_of(sink)
+            return self._failed(slot, StatusReason.TIMEOUT, kind, init_ms, started, logs)
         except ContainerGone as exc:
             try:
                 if kind is StartKind.WARM and _unreached(slot, exc):
@@ -461,18 +492,24 @@ class PoolBackend:
                 reason = await self._exit_reason(slot)
             finally:
                 await asyncio.shield(self._discard(slot))
-            return self._failed(slot, reason, kind, init_ms, _ms_since(started))
-        except BaseException:  # cancelled, or the runtime broke the protocol
+            return self._failed(slot, reason, kind, init_ms, started, await text_of(sink))
+        except BaseException as exc:  # cancelled, or the runtime broke the protocol
             await asyncio.shield(self._discard(slot))
+            if isinstance(exc, asyncio.CancelledError):
+                logs = await text_of(sink)
+                stopped = self._failed(slot, StatusReason.CANCELLED, kind, init_ms, started, logs)
+                attach_outcome(exc, stopped)
             raise
         self._release(slot)
         raw_duration = reply.get("duration_ms")
         duration_ms = (
             float(raw_duration) if isinstance(raw_duration, int | float) else _ms_since(started)
         )
-        logs = reply.get("logs")
+        whole = reply.get("logs")  # protocol 1: the whole log, now
+        if isinstance(whole, str) and whole:
+            sink.write("stdout", whole, time.time())
         common: dict[str, Any] = {
-            "logs": logs if isinstance(logs, str) else "",
+            "logs": await text_of(sink),
             "duration_ms": duration_ms,
             "start_kind": kind,
             "init_ms": init_ms,
@@ -489,14 +526,17 @@ class PoolBackend:
         reason: StatusReason,
         kind: StartKind,
         init_ms: float | None,
-        duration_ms: float,
+        started: float,
+        logs: str = "",
     ) -> RunOutcome:
+        """The outcome of a run the control plane ended (or saw end), with what it wrote."""
         assert slot.spec is not None
         return RunOutcome(
             status=OutcomeStatus(reason.status.value),
             status_reason=reason,
             error=failure_error(reason, slot.spec),
-            duration_ms=duration_ms,
+            logs=logs,
+            duration_ms=_ms_since(started),
             start_kind=kind,
             init_ms=init_ms,
             image_id=slot.sandbox.image_id,

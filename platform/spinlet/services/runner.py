@@ -1,4 +1,9 @@
-"""Running one execution to its end: backend, limits, recording, cancellation."""
+"""Running one execution to its end: backend, limits, recording, cancellation.
+
+Each execution's output goes to a `LogSpool` of its own while it runs (a little memory, then a
+temporary file, capped), so that whatever it wrote is recorded however it ends: a timeout, a
+crash, and a cancel too, which also keeps how long it ran, how it started and on which image.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +33,16 @@ from spinlet.errors import (
     RuntimeProtocolMismatch,
     StoreUnavailable,
 )
-from spinlet.logcap import cap_logs
+from spinlet.logspool import LogSpool, text_of
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
-from spinlet.runtime.backend import OutcomeStatus, RunOutcome, RunRequest, RuntimeBackend
+from spinlet.runtime.backend import (
+    OutcomeStatus,
+    RunOutcome,
+    RunRequest,
+    RuntimeBackend,
+    attached_outcome,
+)
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.layers import LayerService
 from spinlet.services.targets import Target, TargetResolver
@@ -86,6 +97,8 @@ class ExecutionRunner:
         self.metrics = metrics
         self._tasks: dict[str, asyncio.Task[RunOutcome]] = {}
         self._stopping: dict[str, StopReason] = {}
+        #: What the backend knew of a run it was stopped in (its logs, duration, start).
+        self._stopped: dict[str, RunOutcome] = {}
 
     def is_running(self, execution_id: str) -> bool:
         return execution_id in self._tasks
@@ -95,8 +108,12 @@ class ExecutionRunner:
 
         `target` is what the execution runs, when the caller has just resolved it.
         """
+        with LogSpool(self.settings.log_limit) as spool:
+            return await self._run(execution, target, spool)
+
+    async def _run(self, execution: Execution, target: Target | None, spool: LogSpool) -> Execution:
         task = asyncio.create_task(
-            self._outcome(execution, target), name=f"execution {execution.id}"
+            self._outcome(execution, target, spool), name=f"execution {execution.id}"
         )
         self._tasks[execution.id] = task
         try:
@@ -105,16 +122,16 @@ class ExecutionRunner:
             current = asyncio.current_task()
             if current is None or not current.cancelling():
                 outcome = await self._settle(execution.id, task)  # stopped by cancel/stop
-                return await self._finish(execution, outcome)
+                return await self._finish(execution, outcome, spool)
             # Our caller is being cancelled (shutdown): the execution is lost.
             self.stop(execution.id, "lost")
-            await self._finish(execution, await self._settle(execution.id, task))
+            await self._finish(execution, await self._settle(execution.id, task), spool)
             raise
         except Exception:
             outcome = await self._settle(execution.id, task)
         else:
             self._tasks.pop(execution.id, None)
-        return await self._finish(execution, outcome)
+        return await self._finish(execution, outcome, spool)
 
     async def _settle(self, execution_id: str, task: asyncio.Task[RunOutcome]) -> RunOutcome:
         """The outcome of a task that was stopped (or failed unexpectedly)."""
@@ -123,13 +140,24 @@ class ExecutionRunner:
         except asyncio.CancelledError:
             reason = self._stopping.get(execution_id, "lost")
             if reason == "lost":
-                return platform_error(StatusReason.LOST, "the node stopped while it was running")
-            return CANCELLED
+                outcome = platform_error(StatusReason.LOST, "the node stopped while it was running")
+            else:
+                outcome = CANCELLED
+            if (ran := self._stopped.get(execution_id)) is not None:
+                outcome = dataclasses.replace(
+                    outcome,
+                    duration_ms=ran.duration_ms,
+                    start_kind=ran.start_kind,
+                    init_ms=ran.init_ms,
+                    image_id=ran.image_id,
+                )
+            return outcome
         except Exception:
             log.exception("execution %s failed in the platform", execution_id)
             return platform_error(StatusReason.INTERNAL, "internal error")
         finally:
             self._tasks.pop(execution_id, None)
+            self._stopped.pop(execution_id, None)
 
     def stop(self, execution_id: str, reason: StopReason) -> bool:
         """Stop a running execution now (its container is destroyed)."""
@@ -177,7 +205,9 @@ class ExecutionRunner:
             if c.state == "idle" and c.function_id is not None
         }
 
-    async def _outcome(self, execution: Execution, target: Target | None) -> RunOutcome:
+    async def _outcome(
+        self, execution: Execution, target: Target | None, spool: LogSpool
+    ) -> RunOutcome:
         if target is None:
             try:
                 target = await self.targets.target(
@@ -214,7 +244,13 @@ class ExecutionRunner:
 
         request = RunRequest(execution_id=execution.id, input=execution.input)
         try:
-            return await self.backend.execute(target.spec(), load_code, request, load_layer)
+            return await self.backend.execute(
+                target.spec(), load_code, request, load_layer, log=spool
+            )
+        except asyncio.CancelledError as exc:
+            if (ran := attached_outcome(exc)) is not None:
+                self._stopped[execution.id] = ran
+            raise
         except InvalidPackage as exc:
             return platform_error(StatusReason.NO_PACKAGE, exc.message)
         except ImageMissing as exc:
@@ -270,7 +306,11 @@ class ExecutionRunner:
                 )
                 logs = ""
 
-    async def _finish(self, execution: Execution, outcome: RunOutcome) -> Execution:
+    async def _finish(
+        self, execution: Execution, outcome: RunOutcome, spool: LogSpool
+    ) -> Execution:
+        """Record how the execution ended, with the log its spool holds (all of its output
+        however it ended, capped)."""
         status = _OUTCOME_STATUS[outcome.status]
         reason, result, error = outcome.status_reason, outcome.result, outcome.error
         self._stopping.pop(execution.id, None)
@@ -295,7 +335,7 @@ class ExecutionRunner:
             finished_at=now,
             updated_at=now,
         )
-        saved = await self._record_end(finished, cap_logs(outcome.logs, self.settings.log_limit))
+        saved = await self._record_end(finished, await text_of(spool))
         self.events.announce_finished(execution.id)
         if self.metrics is not None:
             self.metrics.finished(saved)

@@ -20,7 +20,7 @@ from spinlet.runtime import process_driver
 from spinlet.runtime.backend import RunRequest
 from spinlet.runtime.pool import PoolBackend
 from spinlet.runtime.process_driver import ProcessDriver
-from spinlet.runtime.protocol import PROTOCOL_VERSION
+from spinlet.runtime.protocol import MAX_PROTOCOL, PROTOCOL_VERSION
 from spinlet.settings import Settings
 from tests.helpers import make_package
 from tests.integration.runtime.backends import COUNTER, Target, execute
@@ -46,7 +46,7 @@ def fake_runtime(directory: Path, protocol: object, features: tuple[str, ...] = 
     return script
 
 
-@pytest.mark.parametrize("protocol", [PROTOCOL_VERSION + 1, None])
+@pytest.mark.parametrize("protocol", [MAX_PROTOCOL + 1, PROTOCOL_VERSION - 1, None])
 async def test_a_runtime_of_another_protocol_version_is_refused_at_init(
     socket_root: Path, tmp_path: Path, protocol: object
 ) -> None:
@@ -66,7 +66,7 @@ async def test_a_runtime_of_another_protocol_version_is_refused_at_init(
     assert isinstance(raised.value, RuntimeBackendError)  # a platform fault: execution `error`
     said = "names no protocol version" if protocol is None else f"speaks protocol {protocol}"
     assert raised.value.message.startswith(
-        f"the runtime {said}, this node speaks protocol {PROTOCOL_VERSION}: rebuild"
+        f"the runtime {said}, this node speaks protocol {MAX_PROTOCOL}: rebuild"
     )
     assert await target.leftovers() == []  # the sandbox that answered so is gone
 
@@ -135,7 +135,7 @@ async def test_an_execution_on_it_ends_in_error_saying_why(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake_runtime(tmp_path / "python", PROTOCOL_VERSION + 1).rename(tmp_path / "python/server.py")
+    fake_runtime(tmp_path / "python", MAX_PROTOCOL + 1).rename(tmp_path / "python/server.py")
     monkeypatch.setattr(process_driver, "runtimes_dir", lambda: tmp_path)
     api = await aiohttp_client(create_app(settings.evolve(backend="process")))
     upload = aiohttp.FormData({"name": "counter"})
@@ -147,4 +147,4 @@ async def test_an_execution_on_it_ends_in_error_saying_why(
     assert body["status"] == "error"  # the platform's fault, not the function's
     assert body["status_reason"] == "protocol_mismatch"
     assert body["error"]["type"] == "RuntimeProtocolMismatch"
-    assert f"speaks protocol {PROTOCOL_VERSION + 1}" in body["faultstring"]
+    assert f"speaks protocol {MAX_PROTOCOL + 1}" in body["faultstring"]

@@ -172,40 +172,22 @@ class Drainer:
     """A thread that drains capture pipes one after another: starting a thread per run costs
     more than a small function's whole run. It serves until a pipe it drains stays open past
     the end of its run (a background child holds it): it then finishes that pipe alone, and
-    the next run gets a new drainer.
-
-    Between runs it makes the pipes of the next one ready (`spare_pipes`, taken by `pipe`):
-    making a pipe and freeing it cost as much as the rest of a small function's capture.
-    """
+    the next run gets a new drainer."""
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[PipeCapture] = queue.SimpleQueue()
-        #: `(read end, write end)` of pipes no run has used (taken and added atomically).
-        self.spare_pipes: list[tuple[int, int]] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def drain(self, capture: PipeCapture) -> None:
         self._jobs.put(capture)
 
-    def pipe(self) -> tuple[int, int]:
-        """A pipe for a run: a spare one, or a new one when none is ready."""
-        try:
-            return self.spare_pipes.pop()
-        except IndexError:
-            return os.pipe()
-
     def _serve(self) -> None:
         while True:
             capture = self._jobs.get()
             capture.drain()
             if capture.abandoned:
-                for pipe in self.spare_pipes:
-                    os.close(pipe[0])
-                    os.close(pipe[1])
                 return  # a newer drainer serves the next runs
-            while len(self.spare_pipes) < capture.spare_pipes:
-                self.spare_pipes.append(os.pipe())
 
 
 class PipeCapture:
@@ -214,8 +196,6 @@ class PipeCapture:
     can be started, `make_room` (if given) is called and the start tried again."""
 
     _drainer: ClassVar[Drainer | None] = None  # the one serving the next run
-    #: How many pipes the drainer makes ready for the next run (`Drainer.pipe`) after this one.
-    spare_pipes: ClassVar[int] = 0
     make_room: Callable[[], None] | None
     abandoned: bool  # its run ended before its pipes did: its drainer is done after
 
@@ -461,11 +441,8 @@ class StreamCapture(PipeCapture):
     the block ends, fds 1 and 2 are restored, and the drainer sends the rest: what is in the
     pipes then (all the function wrote) is always sent, however slowly the node reads; after it,
     end-of-file, unless a background child still holds a pipe. Then the pipes are abandoned to
-    the drainer, which discards what comes later, and the run is answered. The pipes are freed
-    after the run is answered, and the next run's made ready (`Drainer.spare_pipes`).
+    the drainer, which discards what comes later, and the run is answered.
     """
-
-    spare_pipes = 2
 
     def __init__(self, frames: FrameWriter, make_room: Callable[[], None] | None = None) -> None:
         self.frames = frames
@@ -473,7 +450,6 @@ class StreamCapture(PipeCapture):
         self.abandoned = False
         self._saved: tuple[int, int] | None = None
         self._pipes: dict[int, StreamPipe] = {}  # by the fd of its read end
-        self._finished: list[int] = []  # read ends at end-of-file, closed once it is answered
         self._ended = False  # fds 1 and 2 are restored: the function writes no more to them
         self._released = threading.Event()  # the drainer sends no more frames of this run
 
@@ -482,7 +458,7 @@ class StreamCapture(PipeCapture):
         drainer = self._ready_drainer()
         self._saved = (os.dup(1), os.dup(2))
         for fd, stream in ((1, "stdout"), (2, "stderr")):
-            read_fd, write_fd = drainer.pipe()
+            read_fd, write_fd = os.pipe()
             os.dup2(write_fd, fd)
             os.close(write_fd)  # fd 1 (or 2) now holds the pipe's write end
             self._pipes[read_fd] = StreamPipe(stream)
@@ -519,9 +495,9 @@ class StreamCapture(PipeCapture):
             self.abandoned = True  # this drainer thread ends here: the next run gets a new one
             raise
         finally:
-            self._released.set()
-            for fd in [*self._pipes, *self._finished]:
+            for fd in self._pipes:
                 os.close(fd)
+            self._released.set()
 
     def _send_the_rest(self, poller: select.poll) -> None:
         """Send what the pipes hold once fds 1 and 2 are restored, then read their ends of
@@ -541,7 +517,7 @@ class StreamCapture(PipeCapture):
         pipe = self._pipes[fd]
         if not data:
             poller.unregister(fd)
-            self._finished.append(fd)
+            os.close(fd)
             del self._pipes[fd]
         if send:
             text = pipe.decoder.decode(data, final=not data)

@@ -734,6 +734,7 @@ class WireClient:
     Reads time out (a test fails rather than hangs when a frame never comes)."""
 
     def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.settimeout(10)
         self.sock.connect(str(socket_path))
@@ -1069,3 +1070,26 @@ def main(event):
     assert stream_run(client, "spawn").text() == "run spawn\n"  # the child still holds its pipes
     assert stream_run(client, "release").text() == "run release\n"  # "late" was written meanwhile
     assert stream_run(client, "after").text() == "run after\n"
+
+
+def test_a_node_that_hangs_up_during_a_run_leaves_the_server_usable(
+    start_v2: Callable[[str], WireClient], gate: Gate
+) -> None:
+    client = start_v2(
+        WAIT_FOR_GATE + "def main(event):\n"
+        "    print('first')\n"
+        "    wait_for_gate(event)\n"
+        "    for i in range(10_000):\n"
+        "        print('after the hang-up', i)\n"
+        "    return 'done'\n"
+    )
+    frames = client.run(str(gate.path))
+    assert next(frames)["data"].startswith("first")
+    client.close()
+    gate.open()
+    again = WireClient(client.socket_path)  # served once the server is done with the first
+    try:
+        assert again.request("GET", "/health")[1]["initialized"] is True
+        assert stream_run(again, "no gate").result["error"]["type"] == "FileNotFoundError"
+    finally:
+        again.close()

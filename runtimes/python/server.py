@@ -892,8 +892,8 @@ class InitRequest(NamedTuple):
     entry: str
     environment: dict[str, str]
     log_limit: int
+    protocol: int  # agreed: the highest both the node and this server speak
     layer_dir: Path | None = None  # the function's dependency layer, filled by the node
-    protocol: int = PROTOCOL  # agreed: the highest both the node and this server speak
 
 
 def parse_init(body: Any) -> InitRequest:
@@ -905,7 +905,7 @@ def parse_init(body: Any) -> InitRequest:
     entry = body.get("entry", "main.main")
     environment = body.get("environment") or {}
     log_limit = body.get("log_limit", DEFAULT_LOG_LIMIT)
-    protocol = body.get("protocol", PROTOCOL)
+    asked = body.get("protocol")
     if (code is None) == (code_dir is None):
         raise bad_request('either "code_dir" (a directory) or "code" (a base64 zip) is required')
     for name, directory in (("code_dir", code_dir), ("layer_dir", layer_dir)):
@@ -921,7 +921,7 @@ def parse_init(body: Any) -> InitRequest:
         raise bad_request('"environment" must be an object of strings')
     if not isinstance(log_limit, int) or isinstance(log_limit, bool) or log_limit < 0:
         raise bad_request('"log_limit" must be a non-negative integer')
-    if not isinstance(protocol, int) or isinstance(protocol, bool) or protocol < 1:
+    if asked is not None and (not isinstance(asked, int) or isinstance(asked, bool) or asked < 1):
         raise bad_request('"protocol" must be a positive integer (the highest the node speaks)')
     return InitRequest(
         code=Path(code_dir) if code_dir is not None else code,
@@ -929,8 +929,15 @@ def parse_init(body: Any) -> InitRequest:
         environment=environment,
         log_limit=log_limit,
         layer_dir=None if layer_dir is None else Path(layer_dir),
-        protocol=min(protocol, max(PROTOCOLS)),
+        protocol=PROTOCOL if asked is None else agreed_protocol(asked),
     )
+
+
+def agreed_protocol(asked: int) -> int:
+    """The highest version both this server and a node that speaks up to `asked` speak (when
+    there is none, this server's lowest, which the node then refuses)."""
+    common = [version for version in PROTOCOLS if version <= asked]
+    return max(common) if common else min(PROTOCOLS)
 
 
 def parse_run(body: Any) -> tuple[Any, Context]:

@@ -442,6 +442,11 @@ class StreamCapture(PipeCapture):
     pipes then (all the function wrote) is always sent, however slowly the node reads; after it,
     end-of-file, unless a background child still holds a pipe. Then the pipes are abandoned to
     the drainer, which discards what comes later, and the run is answered.
+
+    A run that ends before the drainer has started on it (most do: waking a thread takes longer
+    than a small function's run) has its pipes read by the request's own thread instead, which
+    spares handing the run back and forth; pipes a background child holds are then left to a
+    thread of their own.
     """
 
     def __init__(self, frames: FrameWriter, make_room: Callable[[], None] | None = None) -> None:
@@ -452,6 +457,8 @@ class StreamCapture(PipeCapture):
         self._pipes: dict[int, StreamPipe] = {}  # by the fd of its read end
         self._ended = False  # fds 1 and 2 are restored: the function writes no more to them
         self._released = threading.Event()  # the drainer sends no more frames of this run
+        self._reader: str | None = None  # who reads the pipes: "drainer" or "request"
+        self._reader_lock = threading.Lock()
 
     def __enter__(self) -> StreamCapture:
         flush_std_streams()
@@ -468,15 +475,33 @@ class StreamCapture(PipeCapture):
     def __exit__(self, *exc_info: object) -> None:
         restore_std_fds(self._saved)
         self._ended = True
+        if self._claim("request"):
+            poller = self._poller()
+            self._send_the_rest(poller)
+            self._leave(poller)
+            return
         self._released.wait()  # at most DRAIN_TIMEOUT, once the function's output is sent
         if self.abandoned:
             PipeCapture._drainer = None
 
-    def drain(self) -> None:
-        """Send the pipes' output until the run ends; discard it after (in the drainer)."""
+    def _claim(self, reader: str) -> bool:
+        """Whether `reader` reads the pipes: the first to ask does."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = reader
+            return self._reader == reader
+
+    def _poller(self) -> select.poll:
         poller = select.poll()
         for fd in self._pipes:
             poller.register(fd, select.POLLIN)
+        return poller
+
+    def drain(self) -> None:
+        """Send the pipes' output until the run ends; discard it after (in the drainer)."""
+        if not self._claim("drainer"):
+            return  # the run ended first: the request's thread read them
+        poller = self._poller()
         try:
             while self._pipes:
                 if self._ended:
@@ -488,9 +513,7 @@ class StreamCapture(PipeCapture):
                     self._read(poller, fd)
             self.abandoned = bool(self._pipes)
             self._released.set()
-            while self._pipes:
-                for fd, _ in poller.poll():
-                    self._read(poller, fd, send=False)
+            discard(poller, self._pipes)
         except BaseException:
             self.abandoned = True  # this drainer thread ends here: the next run gets a new one
             raise
@@ -511,7 +534,7 @@ class StreamCapture(PipeCapture):
                 while self._read(poller, fd):
                     pass
 
-    def _read(self, poller: select.poll, fd: int, *, send: bool = True) -> int:
+    def _read(self, poller: select.poll, fd: int) -> int:
         """Read `fd` once and send what was read as a frame; at end-of-file, close it."""
         data = os.read(fd, READ_SIZE)
         pipe = self._pipes[fd]
@@ -519,10 +542,30 @@ class StreamCapture(PipeCapture):
             poller.unregister(fd)
             os.close(fd)
             del self._pipes[fd]
-        if send:
-            text = pipe.decoder.decode(data, final=not data)
-            self.frames.log(pipe.stream, text, time.time())
+        text = pipe.decoder.decode(data, final=not data)
+        self.frames.log(pipe.stream, text, time.time())
         return len(data)
+
+    def _leave(self, poller: select.poll) -> None:
+        """Leave the pipes a background child holds to a thread that discards what comes."""
+        if not self._pipes:
+            return
+        pipes = dict(self._pipes)
+        try:
+            threading.Thread(target=discard, args=(poller, pipes), daemon=True).start()
+        except RuntimeError:  # no thread can be started: the child's later writes fail
+            for fd in pipes:
+                os.close(fd)
+
+
+def discard(poller: select.poll, pipes: dict[int, StreamPipe]) -> None:
+    """Read `pipes` (registered with `poller`) to their ends, dropping what they bring."""
+    while pipes:
+        for fd, _ in poller.poll():
+            if not os.read(fd, READ_SIZE):
+                poller.unregister(fd)
+                os.close(fd)
+                del pipes[fd]
 
 
 def pending_bytes(fd: int) -> int:

@@ -777,13 +777,18 @@ class WireClient:
         assert headers["content-type"] == "application/x-ndjson"
         assert headers["transfer-encoding"] == "chunked"
         assert "content-length" not in headers
-        while size := int(self.file.readline(), 16):
-            data = self.file.read(size)
-            assert self.file.read(2) == b"\r\n"
-            assert data.endswith(b"\n")  # whole frames in a chunk
-            for line in data.splitlines():
-                yield json.loads(line)
-        assert self.file.readline() == b"\r\n"  # the body's end, then the next response
+        return read_frames(self.file)
+
+
+def read_frames(body: io.BufferedIOBase) -> Iterator[Frame]:
+    """The frames of a chunked body, each as soon as its chunk is read."""
+    while size := int(body.readline(), 16):
+        data = body.read(size)
+        assert body.read(2) == b"\r\n"
+        assert data.endswith(b"\n")  # whole frames in a chunk
+        for line in data.splitlines():
+            yield json.loads(line)
+    assert body.readline() == b"\r\n"  # the body's end, then the next response
 
 
 class Streamed:
@@ -1093,3 +1098,32 @@ def test_a_node_that_hangs_up_during_a_run_leaves_the_server_usable(
         assert stream_run(again, "no gate").result["error"]["type"] == "FileNotFoundError"
     finally:
         again.close()
+
+
+class UnstartedDrainer:
+    """A drainer that does not get to its runs before they end."""
+
+    def drain(self, capture: Any) -> None:
+        pass
+
+
+def test_a_run_that_ends_before_its_drainer_starts_is_read_by_the_request_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """...and pipes a background child holds do not hold up the run's end."""
+    server = load_server_module()
+    monkeypatch.setattr(server.PipeCapture, "_drainer", UnstartedDrainer())
+    sent = RecordingWriter()
+    frames = server.FrameWriter(sent.write, b"")
+    release = tmp_path / "release"
+    os.mkfifo(release)
+    with server.StreamCapture(frames):
+        os.write(1, b"out\n")
+        os.write(2, b"err\n")
+        child = subprocess.Popen(["sh", "-c", f"read x < {release}; echo late; echo late >&2"])
+    with open(release, "w") as fifo:  # the capture has ended: the child writes after it
+        fifo.write("go\n")
+    assert child.wait() == 0
+    frames.finish('{"type": "result", "result": null, "duration_ms": 0.1}', "")
+    streamed = Streamed(list(read_frames(io.BytesIO(b"".join(sent.writes)))))
+    assert (streamed.text("stdout"), streamed.text("stderr")) == ("out\n", "err\n")

@@ -1,11 +1,13 @@
-"""Spinlet's Python runtime server: runtime protocol v1 (see `runtimes/README.md`).
+"""Spinlet's Python runtime server: runtime protocols v1 and v2 (see `runtimes/README.md`).
 
 Runs inside a function's container (or as a plain process for local development), standard
 library only. It listens on the Unix socket `$SPINLET_SOCKET` (default `/run/spinlet/rt.sock`),
 speaks HTTP/1.1 with keep-alive, and handles one request at a time:
 
-- `GET /health`: `{"protocol": 1, "initialized": bool, "features": ["code_dir", "layer_dir"]}`.
-- `POST /init`: put the function's code directory (`code_dir`, filled by the node) first on
+- `GET /health`: `{"protocol": 1, "protocols": [1, 2], "initialized": bool, "features":
+  ["code_dir", "layer_dir"]}`.
+- `POST /init`: agree on the protocol (v2 when the node asks for it with `"protocol": 2`, else
+  v1), put the function's code directory (`code_dir`, filled by the node) first on
   `sys.path` (or extract a base64 zip, `code`, under `$TMPDIR`), and its dependency layer
   (`layer_dir`, optional) right after it, before the image's own paths; import its entry module,
   look up the handler.
@@ -14,13 +16,17 @@ speaks HTTP/1.1 with keep-alive, and handles one request at a time:
   with everything written to file descriptors 1 and 2 during the call as `logs` (and, when the
   function raised, its traceback as the log's last lines). A log longer than `log_limit` keeps
   its first and last halves, at line boundaries, with a marker between them.
+  In v2, the reply streams instead: a log frame per read of fd 1's pipe or fd 2's (stdout and
+  stderr apart), as the function writes, then the result frame; the node caps the log.
 
 A child the function forks never gets back into the server: it exits where it returns from the
 function's code. In a container (where the server is PID 1), processes that runs leave behind go
 on, unless they use up the container's pids (a fork bomb's): then they are killed before the next
 run can start; those started at import time are spared.
 
-Every response is written with a single `sendall` (a split write costs a Nagle delay over TCP).
+Every response is written with a single `sendall` (a split write costs a Nagle delay over TCP),
+but a v2 `/run` reply, whose frames leave as the function's output comes (one write still, for a
+run that prints nothing).
 Time limits are the control plane's job: it destroys the container when a deadline passes.
 
 Run as `python3 /opt/spinlet/server.py`.
@@ -28,10 +34,12 @@ Run as `python3 /opt/spinlet/server.py`.
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 import codecs
 import contextlib
+import fcntl
 import http
 import inspect
 import io
@@ -40,11 +48,13 @@ import logging
 import math
 import os
 import queue
+import select
 import signal
 import socketserver
 import stat
 import sys
 import tempfile
+import termios
 import threading
 import time
 import traceback
@@ -53,9 +63,13 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path, PurePosixPath
 from types import FrameType, ModuleType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
+#: The protocol of a node that does not ask for one at `/init` (and the one `/health` names).
 PROTOCOL = 1
+#: The versions this server speaks; v2 streams `/run`'s output as frames.
+PROTOCOLS = (1, 2)
+STREAMING = 2
 #: What this server can do beyond protocol v1's minimum, announced by `/health`: `code_dir` is
 #: an `/init` that takes a directory the node filled instead of a base64 zip; `layer_dir` one
 #: that also takes the function's dependency layer, a directory of installed wheels.
@@ -70,6 +84,8 @@ MAX_HEADER_LINE = 65536
 #: How long to wait for the rest of a run's output once fds 1 and 2 are restored. Longer only
 #: when a background child still holds the pipe open; its later output is dropped.
 DRAIN_TIMEOUT = 0.2
+#: The most read from a pipe at a time (a v2 log frame holds one read).
+READ_SIZE = 65536
 #: Between the head and the tail of a log longer than its limit (the node reads it back).
 TRUNCATION_MARKER = "\n[spinlet: log truncated, {dropped} bytes dropped]\n"
 #: How long to keep killing the processes earlier runs left (a fork bomb may still be forking).
@@ -159,11 +175,11 @@ class Drainer:
     the next run gets a new drainer."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[OutputCapture] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[PipeCapture] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
-    def drain(self, capture: OutputCapture) -> None:
+    def drain(self, capture: PipeCapture) -> None:
         self._jobs.put(capture)
 
     def _serve(self) -> None:
@@ -174,18 +190,52 @@ class Drainer:
                 return  # a newer drainer serves the next runs
 
 
-class OutputCapture:
-    """Redirects fds 1 and 2 into one pipe for a `with` block and keeps what is written.
+class PipeCapture:
+    """What both ways of capturing a run's output share: fds 1 and 2 are redirected into pipes
+    for a `with` block, and a `Drainer` thread reads the pipes (`drain`). When no drainer thread
+    can be started, `make_room` (if given) is called and the start tried again."""
+
+    _drainer: ClassVar[Drainer | None] = None  # the one serving the next run
+    make_room: Callable[[], None] | None
+    abandoned: bool  # its run ended before its pipes did: its drainer is done after
+
+    def drain(self) -> None:
+        raise NotImplementedError
+
+    def _ready_drainer(self) -> Drainer:
+        drainer = PipeCapture._drainer
+        while drainer is None:
+            try:
+                drainer = PipeCapture._drainer = Drainer()
+            except RuntimeError:  # "can't start new thread": the pids are used up
+                if self.make_room is None:
+                    raise
+                make_room, self.make_room = self.make_room, None
+                make_room()
+        return drainer
+
+
+def restore_std_fds(saved: tuple[int, int] | None) -> None:
+    """Point fds 1 and 2 back at what they were before a capture (`saved`: their copies)."""
+    flush_std_streams()
+    assert saved is not None
+    stdout, stderr = saved
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    os.close(stdout)
+    os.close(stderr)
+
+
+class OutputCapture(PipeCapture):
+    """Redirects fds 1 and 2 into one pipe for a `with` block and keeps what is written
+    (protocol v1, and `/init`'s logs).
 
     A drainer thread reads the pipe, keeping the first half of `limit` bytes and the last bytes
     (a little more than the other half), and counting those in between: the end of a long log
     is where its error usually is. When the block ends, fds 1 and 2 are restored and the drainer
     gets end-of-file, unless a background child still holds the pipe: then it is left draining
-    (and discarding) on its own. When no drainer thread can be started, `make_room` (if given)
-    is called and the start tried again.
+    (and discarding) on its own.
     """
-
-    _drainer: Drainer | None = None  # the one serving the next run
 
     def __init__(self, limit: int, make_room: Callable[[], None] | None = None) -> None:
         self.limit = limit
@@ -214,31 +264,13 @@ class OutputCapture:
         drainer.drain(self)
         return self
 
-    def _ready_drainer(self) -> Drainer:
-        drainer = OutputCapture._drainer
-        while drainer is None:
-            try:
-                drainer = OutputCapture._drainer = Drainer()
-            except RuntimeError:  # "can't start new thread": the pids are used up
-                if self.make_room is None:
-                    raise
-                make_room, self.make_room = self.make_room, None
-                make_room()
-        return drainer
-
     def __exit__(self, *exc_info: object) -> None:
-        flush_std_streams()
-        assert self._saved is not None
-        stdout, stderr = self._saved
-        os.dup2(stdout, 1)
-        os.dup2(stderr, 2)
-        os.close(stdout)
-        os.close(stderr)
+        restore_std_fds(self._saved)
         self._done.wait(DRAIN_TIMEOUT)
         with self._lock:
             if not self._done.is_set():  # its drainer stays with this pipe until its end
                 self.abandoned = True
-                OutputCapture._drainer = None
+                PipeCapture._drainer = None
             self._detached = True
 
     def drain(self) -> None:
@@ -327,6 +359,220 @@ def _tail_start(data: bytes, room: int) -> int:
     while start < len(data) and start - begin < 3 and data[start] & 0xC0 == 0x80:
         start += 1  # a byte that continues a character: start at the next one
     return start
+
+
+# --- streamed output (protocol v2) -------------------------------------------------------------
+
+
+def chunk(data: bytes) -> bytes:
+    """`data` as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+#: Ends a chunked body.
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def log_frame(stream: str, text: str, t: float) -> bytes:
+    return f'{{"type":"log","stream":"{stream}","data":{json.dumps(text)},"t":{t!r}}}\n'.encode()
+
+
+class FrameWriter:
+    """The body of a v2 `/run` reply: JSON lines ("frames"), a chunk each, written to the
+    connection as they come. Writes block while the node does not read (backpressure: so do
+    the function's own writes, behind them).
+
+    The response's head goes with the first write, so a run that prints nothing is answered in
+    one write, as in v1. One thread writes at a time: the drainer while the function runs, then
+    the request's thread (`finish`), once the drainer has let go of the run (`StreamCapture`).
+    """
+
+    def __init__(self, write: Callable[[bytes], object], head: bytes) -> None:
+        self._write = write
+        self._head = head
+        self.started = False  # the head is sent: nothing but frames can follow it
+        self.broken = False  # the node went away
+        #: Whether the log so far ends a line (both streams, in the order they were sent).
+        self._line_ended = True
+
+    def log(self, stream: str, text: str, t: float) -> None:
+        """Send a log frame (none for no text); a node gone away is found by `finish`."""
+        if not text or self.broken:
+            return
+        self._line_ended = text.endswith("\n")
+        try:
+            self._send(chunk(log_frame(stream, text, t)))
+        except OSError:
+            self.broken = True
+
+    def finish(self, result: str, traceback: str) -> None:
+        """Send the traceback (if any) as the last stderr frame, on a line of its own in the
+        log, then the result frame, and end the body: in one write."""
+        if self.broken:
+            raise ConnectionError("the node closed the connection during the run")
+        data = b""
+        if traceback:
+            text = traceback if self._line_ended else "\n" + traceback
+            data = chunk(log_frame("stderr", text, time.time()))
+        self._send(data + chunk(result.encode() + b"\n") + LAST_CHUNK)
+
+    def _send(self, data: bytes) -> None:
+        if not self.started:
+            data, self._head = self._head + data, b""
+            self.started = True
+        self._write(data)
+
+
+class StreamPipe:
+    """One of a v2 run's two pipes, as its drainer reads it: the stream it carries, and that
+    stream's decoder (a character split between two reads is decoded whole)."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+
+class StreamCapture(PipeCapture):
+    """Redirects fd 1 and fd 2 into a pipe each for a `with` block, and sends what is written
+    to them as log frames while the block runs (protocol v2): nothing is kept in memory.
+
+    The drainer polls both pipes and sends a frame per read; a single thread, so frames never
+    interleave on the connection, and a thread that serves run after run (see `Drainer`). When
+    the block ends, fds 1 and 2 are restored, and the drainer sends the rest: what is in the
+    pipes then (all the function wrote) is always sent, however slowly the node reads; after it,
+    end-of-file, unless a background child still holds a pipe. Then the pipes are abandoned to
+    the drainer, which discards what comes later, and the run is answered.
+
+    A run that ends before the drainer has started on it (most do: waking a thread takes longer
+    than a small function's run) has its pipes read by the request's own thread instead, which
+    spares handing the run back and forth; pipes a background child holds are then left to a
+    thread of their own.
+    """
+
+    def __init__(self, frames: FrameWriter, make_room: Callable[[], None] | None = None) -> None:
+        self.frames = frames
+        self.make_room = make_room
+        self.abandoned = False
+        self._saved: tuple[int, int] | None = None
+        self._pipes: dict[int, StreamPipe] = {}  # by the fd of its read end
+        self._ended = False  # fds 1 and 2 are restored: the function writes no more to them
+        self._released = threading.Event()  # the drainer sends no more frames of this run
+        self._reader: str | None = None  # who reads the pipes: "drainer" or "request"
+        self._reader_lock = threading.Lock()
+
+    def __enter__(self) -> StreamCapture:
+        flush_std_streams()
+        drainer = self._ready_drainer()
+        self._saved = (os.dup(1), os.dup(2))
+        for fd, stream in ((1, "stdout"), (2, "stderr")):
+            read_fd, write_fd = os.pipe()
+            os.dup2(write_fd, fd)
+            os.close(write_fd)  # fd 1 (or 2) now holds the pipe's write end
+            self._pipes[read_fd] = StreamPipe(stream)
+        drainer.drain(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        restore_std_fds(self._saved)
+        self._ended = True
+        if self._claim("request"):
+            poller = self._poller()
+            self._send_the_rest(poller)
+            self._leave(poller)
+            return
+        self._released.wait()  # at most DRAIN_TIMEOUT, once the function's output is sent
+        if self.abandoned:
+            PipeCapture._drainer = None
+
+    def _claim(self, reader: str) -> bool:
+        """Whether `reader` reads the pipes: the first to ask does."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = reader
+            return self._reader == reader
+
+    def _poller(self) -> select.poll:
+        poller = select.poll()
+        for fd in self._pipes:
+            poller.register(fd, select.POLLIN)
+        return poller
+
+    def drain(self) -> None:
+        """Send the pipes' output until the run ends; discard it after (in the drainer)."""
+        if not self._claim("drainer"):
+            return  # the run ended first: the request's thread read them
+        poller = self._poller()
+        try:
+            while self._pipes:
+                if self._ended:
+                    self._send_the_rest(poller)
+                    break
+                # Wakes up now and then to see whether the run ended (while a background child
+                # holds a pipe, the end of the function brings no end-of-file).
+                for fd, _ in poller.poll(DRAIN_TIMEOUT * 1000):
+                    self._read(poller, fd)
+            self.abandoned = bool(self._pipes)
+            self._released.set()
+            discard(poller, self._pipes)
+        except BaseException:
+            self.abandoned = True  # this drainer thread ends here: the next run gets a new one
+            raise
+        finally:
+            for fd in self._pipes:
+                os.close(fd)
+            self._released.set()
+
+    def _send_the_rest(self, poller: select.poll) -> None:
+        """Send what the pipes hold once fds 1 and 2 are restored, then read their ends of
+        file; a pipe a background child holds open stays open."""
+        for fd in list(self._pipes):
+            owed = pending_bytes(fd)
+            while owed > 0 and fd in self._pipes:
+                owed -= self._read(poller, fd)
+        for fd, event in poller.poll(0):
+            if event & (select.POLLHUP | select.POLLERR):  # no writer is left: a finite rest
+                while self._read(poller, fd):
+                    pass
+
+    def _read(self, poller: select.poll, fd: int) -> int:
+        """Read `fd` once and send what was read as a frame; at end-of-file, close it."""
+        data = os.read(fd, READ_SIZE)
+        pipe = self._pipes[fd]
+        if not data:
+            poller.unregister(fd)
+            os.close(fd)
+            del self._pipes[fd]
+        text = pipe.decoder.decode(data, final=not data)
+        self.frames.log(pipe.stream, text, time.time())
+        return len(data)
+
+    def _leave(self, poller: select.poll) -> None:
+        """Leave the pipes a background child holds to a thread that discards what comes."""
+        if not self._pipes:
+            return
+        pipes = dict(self._pipes)
+        try:
+            threading.Thread(target=discard, args=(poller, pipes), daemon=True).start()
+        except RuntimeError:  # no thread can be started: the child's later writes fail
+            for fd in pipes:
+                os.close(fd)
+
+
+def discard(poller: select.poll, pipes: dict[int, StreamPipe]) -> None:
+    """Read `pipes` (registered with `poller`) to their ends, dropping what they bring."""
+    while pipes:
+        for fd, _ in poller.poll():
+            if not os.read(fd, READ_SIZE):
+                poller.unregister(fd)
+                os.close(fd)
+                del pipes[fd]
+
+
+def pending_bytes(fd: int) -> int:
+    """How many bytes the pipe `fd` holds, not yet read."""
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
 
 
 # --- the function's code -----------------------------------------------------------------------
@@ -536,6 +782,7 @@ class Runtime:
         self.handler: Handler | None = None
         self.pass_context = False
         self.log_limit = DEFAULT_LOG_LIMIT
+        self.protocol = PROTOCOL  # agreed at `/init`
         self.pid = os.getpid()
         #: Processes of its PID namespace there after `/init`; None outside a container.
         self.spared: set[int] | None = None
@@ -543,6 +790,7 @@ class Runtime:
     def health(self) -> tuple[int, dict[str, Any]]:
         return 200, {
             "protocol": PROTOCOL,
+            "protocols": list(PROTOCOLS),
             "initialized": self.handler is not None,
             "features": list(FEATURES),
         }
@@ -555,6 +803,7 @@ class Runtime:
         request = parse_init(body)
         self.init_attempted = True
         self.log_limit = request.log_limit
+        self.protocol = request.protocol
         handler: Handler | None = None
         error: ErrorInfo | None = None
         started = time.perf_counter()
@@ -574,7 +823,7 @@ class Runtime:
         self.pass_context = wants_context(handler)
         if owns_pid_namespace():
             self.spared = set(other_processes())
-        return 200, {"protocol": PROTOCOL, "init_ms": init_ms, "logs": capture.log()}
+        return 200, {"protocol": self.protocol, "init_ms": init_ms, "logs": capture.log()}
 
     def _load(self, request: InitRequest) -> Handler:
         code = request.code
@@ -599,36 +848,84 @@ class Runtime:
             return None
         return lambda: end_leftovers(spared)
 
+    @property
+    def streams(self) -> bool:
+        """Whether `/run` answers with frames as the function writes (protocol v2)."""
+        return self.protocol >= STREAMING
+
     def run(self, body: Any) -> bytes:
-        """Run one execution; returns the reply body (the result is serialised only once)."""
+        """Run one execution (protocol v1); returns the reply body, its log capped."""
+        args = self._arguments(body)
+        with OutputCapture(self.log_limit, self._make_room()) as capture:
+            call = self._call(args)
+        outcome = settle(*call)
+        logs = capture.log(outcome.traceback)
+        return outcome.reply(f'"logs":{json.dumps(logs)}').encode()
+
+    def stream_run(self, body: Any, frames: FrameWriter) -> None:
+        """Run one execution (protocol v2), its output sent to `frames` as it is written, then
+        its result frame; the log is not capped here (the node keeps its head and tail)."""
+        args = self._arguments(body)
+        with StreamCapture(frames, self._make_room()):
+            call = self._call(args)
+        outcome = settle(*call)
+        frames.finish(outcome.reply('"type":"result"', first=True), outcome.traceback)
+
+    def _arguments(self, body: Any) -> tuple[Any, ...]:
+        """The handler's arguments for a `/run` body; refusals come before any output."""
         if self.handler is None:
             raise RequestError(409, "NotInitialized", "POST /init has not succeeded yet")
         event, context = parse_run(body)
-        args = (event, context) if self.pass_context else (event,)
+        return (event, context) if self.pass_context else (event,)
+
+    def _call(self, args: tuple[Any, ...]) -> tuple[Any, ErrorInfo | None, float]:
+        """Call the handler (inside an output capture): its result or error, and duration."""
+        assert self.handler is not None
         result: Any = None
         error: ErrorInfo | None = None
-        with OutputCapture(self.log_limit, self._make_room()) as capture:
-            started = time.perf_counter()
-            try:
-                result = self.handler(*args)
-            except BaseException as exc:
-                error = describe_exception(exc)
-            duration_ms = (time.perf_counter() - started) * 1000
-            end_if_forked(self.pid, error is not None)
-        if error is None:
-            try:
-                result_json = json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError, RecursionError) as exc:
-                error = {
-                    "type": "ResultNotSerializable",
-                    "message": f"the result is not JSON-serialisable: {exc}",
-                    "traceback": "",
-                }
-        logs = capture.log(error["traceback"] if error is not None else "")
-        tail = f'"logs":{json.dumps(logs)},"duration_ms":{duration_ms!r}}}'
-        if error is not None:
-            return f'{{"error":{json.dumps(error)},{tail}'.encode()
-        return f'{{"result":{result_json},{tail}'.encode()
+        started = time.perf_counter()
+        try:
+            result = self.handler(*args)
+        except BaseException as exc:
+            error = describe_exception(exc)
+        duration_ms = (time.perf_counter() - started) * 1000
+        end_if_forked(self.pid, error is not None)
+        return result, error, duration_ms
+
+
+class Outcome(NamedTuple):
+    """How one execution ended, ready to be sent: its result as JSON, or its error."""
+
+    result_json: str | None
+    error: ErrorInfo | None
+    duration_ms: float
+
+    @property
+    def traceback(self) -> str:
+        return "" if self.error is None else self.error["traceback"]
+
+    def reply(self, member: str, *, first: bool = False) -> str:
+        """The reply as a JSON object: `result` or `error`, `duration_ms`, and `member` (a
+        preformatted `"name":value`) first, or after `result` or `error`."""
+        if self.error is not None:
+            outcome = f'"error":{json.dumps(self.error)}'
+        else:
+            outcome = f'"result":{self.result_json}'
+        members = (member, outcome) if first else (outcome, member)
+        return f'{{{members[0]},{members[1]},"duration_ms":{self.duration_ms!r}}}'
+
+
+def settle(result: Any, error: ErrorInfo | None, duration_ms: float) -> Outcome:
+    """The outcome of a call: its result serialised (only once), or its error; a result that is
+    not JSON-serialisable is an error."""
+    if error is not None:
+        return Outcome(None, error, duration_ms)
+    try:
+        return Outcome(json.dumps(result, allow_nan=False), None, duration_ms)
+    except (TypeError, ValueError, RecursionError) as exc:
+        message = f"the result is not JSON-serialisable: {exc}"
+        error = {"type": "ResultNotSerializable", "message": message, "traceback": ""}
+        return Outcome(None, error, duration_ms)
 
 
 class InitRequest(NamedTuple):
@@ -638,6 +935,7 @@ class InitRequest(NamedTuple):
     entry: str
     environment: dict[str, str]
     log_limit: int
+    protocol: int  # agreed: the highest both the node and this server speak
     layer_dir: Path | None = None  # the function's dependency layer, filled by the node
 
 
@@ -650,6 +948,7 @@ def parse_init(body: Any) -> InitRequest:
     entry = body.get("entry", "main.main")
     environment = body.get("environment") or {}
     log_limit = body.get("log_limit", DEFAULT_LOG_LIMIT)
+    asked = body.get("protocol")
     if (code is None) == (code_dir is None):
         raise bad_request('either "code_dir" (a directory) or "code" (a base64 zip) is required')
     for name, directory in (("code_dir", code_dir), ("layer_dir", layer_dir)):
@@ -665,13 +964,23 @@ def parse_init(body: Any) -> InitRequest:
         raise bad_request('"environment" must be an object of strings')
     if not isinstance(log_limit, int) or isinstance(log_limit, bool) or log_limit < 0:
         raise bad_request('"log_limit" must be a non-negative integer')
+    if asked is not None and (not isinstance(asked, int) or isinstance(asked, bool) or asked < 1):
+        raise bad_request('"protocol" must be a positive integer (the highest the node speaks)')
     return InitRequest(
         code=Path(code_dir) if code_dir is not None else code,
         entry=entry,
         environment=environment,
         log_limit=log_limit,
         layer_dir=None if layer_dir is None else Path(layer_dir),
+        protocol=PROTOCOL if asked is None else agreed_protocol(asked),
     )
+
+
+def agreed_protocol(asked: int) -> int:
+    """The highest version both this server and a node that speaks up to `asked` speak (when
+    there is none, this server's lowest, which the node then refuses)."""
+    common = [version for version in PROTOCOLS if version <= asked]
+    return max(common) if common else min(PROTOCOLS)
 
 
 def parse_run(body: Any) -> tuple[Any, Context]:
@@ -771,7 +1080,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 status, reply = self.server.runtime.init(parse_json(body))
                 self.respond_json(status, reply)
             elif path == "/run" and method == "POST":
-                self.respond(200, self.server.runtime.run(parse_json(body)))
+                self.run(parse_json(body))
             elif path in ("/health", "/init", "/run"):
                 raise RequestError(405, "MethodNotAllowed", f"{method} {path} is not allowed")
             else:
@@ -782,6 +1091,19 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.respond_json(exc.status, {"error": exc.as_error()})
         except Exception as exc:  # a bug here must not take the server down
             self.respond_json(500, {"error": describe_exception(exc)})
+
+    def run(self, body: Any) -> None:
+        runtime = self.server.runtime
+        if not runtime.streams:
+            self.respond(200, runtime.run(body))
+            return
+        frames = FrameWriter(self.wfile.write, self.head(200, "application/x-ndjson", None))
+        try:
+            runtime.stream_run(body, frames)
+        except Exception:
+            if not frames.started:
+                raise  # answered as JSON: a refusal (409, 400), or a bug (500)
+            self.close_connection = True  # mid-body: nothing can be said on this connection
 
     def read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -802,15 +1124,19 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def respond(self, status: int, body: bytes) -> None:
         """Status line, headers and body in a single write."""
+        self.wfile.write(self.head(status, "application/json", len(body)) + body)
+
+    def head(self, status: int, content_type: str, length: int | None) -> bytes:
+        """Status line and headers; without a `length`, the body is chunked."""
         phrase = http.HTTPStatus(status).phrase
-        head = (
-            f"HTTP/1.1 {status} {phrase}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n"
-        )
+        head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\n"
+        if length is None:
+            head += "Transfer-Encoding: chunked\r\n"
+        else:
+            head += f"Content-Length: {length}\r\n"
         if self.close_connection:
             head += "Connection: close\r\n"
-        self.wfile.write(head.encode("ascii") + b"\r\n" + body)
+        return head.encode("ascii") + b"\r\n"
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level errors (bad request line, unknown method) as JSON too."""

@@ -147,10 +147,11 @@ def main(event, context):
 
 
 def test_health_before_and_after_init(runtime: Runtime) -> None:
-    features = ["code_dir", "layer_dir"]
-    assert runtime.health() == (200, {"protocol": 1, "initialized": False, "features": features})
+    """`protocol` stays 1 for old nodes; `protocols` lists what the server speaks."""
+    known = {"protocol": 1, "protocols": [1, 2], "features": ["code_dir", "layer_dir"]}
+    assert runtime.health() == (200, {**known, "initialized": False})
     runtime.loaded(HELLO)
-    assert runtime.health() == (200, {"protocol": 1, "initialized": True, "features": features})
+    assert runtime.health() == (200, {**known, "initialized": True})
 
 
 def test_socket_is_connectable_by_other_users(runtime: Runtime) -> None:
@@ -719,3 +720,410 @@ def test_sigterm_ends_the_server_even_inside_the_function(runtime: Runtime) -> N
         runtime.proc.send_signal(signal.SIGTERM)
         assert runtime.proc.wait(timeout=5) == 128 + signal.SIGTERM
     assert not runtime.socket_path.exists()
+
+
+# --- protocol v2: /run streams its output --------------------------------------------------------
+
+Frame = dict[str, Any]
+
+
+class WireClient:
+    """The node's side of protocol v2, on one kept-open connection: JSON replies with a
+    `Content-Length`, and `/run` replies as chunked JSON lines ("frames"), read as they arrive.
+
+    Reads time out (a test fails rather than hangs when a frame never comes)."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(str(socket_path))
+        self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def send(self, method: str, path: str, payload: Any = None) -> None:
+        body = b"" if payload is None else json.dumps(payload).encode()
+        head = f"{method} {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.sock.sendall(head.encode() + body)
+
+    def read_head(self) -> tuple[int, dict[str, str]]:
+        status = int(self.file.readline().split()[1])
+        headers = {}
+        while (line := self.file.readline()) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        return status, headers
+
+    def request(self, method: str, path: str, payload: Any = None) -> Reply:
+        self.send(method, path, payload)
+        status, headers = self.read_head()
+        assert headers["content-type"] == "application/json"
+        return status, json.loads(self.file.read(int(headers["content-length"])))
+
+    def init(self, source: str, **extra: Any) -> Reply:
+        return self.request("POST", "/init", {"code": make_zip({"main.py": source}), **extra})
+
+    def run(self, event: Any = None) -> Iterator[Frame]:
+        """Send a `/run`; its frames, each as soon as its chunk has arrived."""
+        self.send("POST", "/run", {"input": event, "execution_id": "ex-2"})
+        return self._frames()
+
+    def _frames(self) -> Iterator[Frame]:
+        status, headers = self.read_head()
+        assert status == 200
+        assert headers["content-type"] == "application/x-ndjson"
+        assert headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+        return read_frames(self.file)
+
+
+def read_frames(body: io.BufferedIOBase) -> Iterator[Frame]:
+    """The frames of a chunked body, each as soon as its chunk is read."""
+    while size := int(body.readline(), 16):
+        data = body.read(size)
+        assert body.read(2) == b"\r\n"
+        assert data.endswith(b"\n")  # whole frames in a chunk
+        for line in data.splitlines():
+            yield json.loads(line)
+    assert body.readline() == b"\r\n"  # the body's end, then the next response
+
+
+class Streamed:
+    """The frames of one v2 `/run` reply, checked: log frames, then the result frame last."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        *logs, self.result = frames
+        assert self.result["type"] == "result"
+        for frame in logs:
+            assert set(frame) == {"type", "stream", "data", "t"}
+            assert frame["type"] == "log" and frame["stream"] in ("stdout", "stderr")
+            assert frame["data"] and isinstance(frame["t"], float)
+        self.logs = logs
+
+    def text(self, stream: str | None = None) -> str:
+        """The log as the node writes it down: both streams in the order they came, or one."""
+        return "".join(f["data"] for f in self.logs if stream in (None, f["stream"]))
+
+
+def run_past_gate(
+    client: WireClient, gate: Gate, *awaited: tuple[str, str], word: bytes = b"go"
+) -> Streamed:
+    """Run the function (which waits on `gate`), read frames until each `(stream, text)` in
+    `awaited` has arrived, then open the gate: the frames of the whole run."""
+    frames = client.run(str(gate.path))
+    seen: list[Frame] = []
+    for stream, text in awaited:
+        while text not in "".join(f["data"] for f in seen if f.get("stream") == stream):
+            frame = next(frames)
+            assert frame["type"] == "log", f"the run ended without {text!r} on {stream}"
+            seen.append(frame)
+    gate.open(word)  # the function is still waiting: what was awaited came first
+    return Streamed(seen + list(frames))
+
+
+class AnyNumber:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, float) and other >= 0
+
+
+ANY_NUMBER = AnyNumber()
+
+
+class Gate:
+    """A Unix socket a function waits on (`WAIT_FOR_GATE`) until the test opens it: the test
+    sees what arrives while the function still runs, by the order of events, no timer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.settimeout(10)
+        self.listener.bind(str(path))
+        self.listener.listen()
+
+    def open(self, word: bytes = b"go") -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.sendall(word)
+
+
+WAIT_FOR_GATE = """
+import socket
+
+def wait_for_gate(path):
+    with socket.socket(socket.AF_UNIX) as gate:
+        gate.connect(path)
+        return gate.recv(100).decode()
+"""
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    opened = Gate(tmp_path / "gate.sock")
+    yield opened
+    opened.listener.close()
+
+
+@pytest.fixture
+def start_v2(start_runtime: Callable[[], Runtime]) -> Iterator[Callable[[str], WireClient]]:
+    """Start a server and load `source` into it over a connection that agreed on v2."""
+    clients: list[WireClient] = []
+
+    def start(source: str) -> WireClient:
+        client = WireClient(start_runtime().socket_path)
+        clients.append(client)
+        status, reply = client.init(source, protocol=2)
+        assert (status, reply["protocol"]) == (200, 2), reply
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+
+
+def stream_run(client: WireClient, event: Any = None) -> Streamed:
+    return Streamed(list(client.run(event)))
+
+
+@pytest.mark.parametrize(("asked", "agreed"), [(None, 1), (1, 1), (2, 2), (3, 2)])
+def test_init_agrees_on_the_highest_protocol_both_speak(
+    runtime: Runtime, asked: int | None, agreed: int
+) -> None:
+    extra = {} if asked is None else {"protocol": asked}
+    status, reply = runtime.init({"main.py": HELLO}, **extra)
+    assert (status, reply["protocol"]) == (200, agreed)
+
+
+@pytest.mark.parametrize("protocol", ["2", 0, True, 1.5])
+def test_a_protocol_that_is_not_a_version_is_refused(runtime: Runtime, protocol: Any) -> None:
+    status, reply = runtime.init({"main.py": HELLO}, protocol=protocol)
+    assert status == 400
+    assert reply["error"]["type"] == "BadRequest"
+    assert runtime.init({"main.py": HELLO}, protocol=2)[1]["protocol"] == 2
+
+
+def test_a_node_that_asks_for_no_protocol_gets_v1_replies(runtime: Runtime) -> None:
+    client = WireClient(runtime.socket_path)
+    try:
+        assert client.init("def main(event):\n    print('hi')\n    return 1\n")[1]["protocol"] == 1
+        assert client.request("POST", "/run", {"input": None}) == (
+            200,
+            {"result": 1, "logs": "hi\n", "duration_ms": pytest.approx(0, abs=1000)},
+        )
+    finally:
+        client.close()
+
+
+def test_output_arrives_while_the_function_runs(
+    start_v2: Callable[[str], WireClient], gate: Gate
+) -> None:
+    client = start_v2(
+        WAIT_FOR_GATE + "def main(event):\n"
+        "    print('waiting for the gate')\n"
+        "    return wait_for_gate(event)\n"
+    )
+    streamed = run_past_gate(client, gate, ("stdout", "waiting for the gate\n"), word=b"opened")
+    assert streamed.text() == "waiting for the gate\n"
+    assert streamed.result == {"type": "result", "result": "opened", "duration_ms": ANY_NUMBER}
+
+
+def test_frames_keep_their_stream(start_v2: Callable[[str], WireClient]) -> None:
+    client = start_v2(
+        """
+import os, subprocess, sys
+
+def main(event, context):
+    print("one")
+    sys.stderr.write("two\\n")
+    os.write(1, b"three\\n")
+    os.write(2, b"four\\n")
+    subprocess.run(["sh", "-c", "echo five; echo six >&2"], check=True)
+    context.logger.info("seven")
+    print("eight", end="")
+"""
+    )
+    streamed = stream_run(client)
+    assert streamed.text("stdout") == "one\nthree\nfive\neight"
+    stderr = streamed.text("stderr").splitlines()
+    assert stderr[:3] == ["two", "four", "six"]
+    assert stderr[3].endswith("INFO seven")
+    assert len(stderr) == 4
+    assert streamed.result["result"] is None
+
+
+def test_a_child_process_output_arrives_while_the_function_runs(
+    start_v2: Callable[[str], WireClient], gate: Gate
+) -> None:
+    client = start_v2(
+        WAIT_FOR_GATE + "import subprocess\n"
+        "def main(event):\n"
+        "    child = subprocess.Popen(['sh', '-c', 'echo from the child; echo child error >&2'])\n"
+        "    wait_for_gate(event)\n"
+        "    return child.wait()\n"
+    )
+    streamed = run_past_gate(
+        client, gate, ("stdout", "from the child\n"), ("stderr", "child error\n")
+    )
+    assert streamed.text("stdout") == "from the child\n"
+    assert streamed.text("stderr") == "child error\n"
+    assert streamed.result["result"] == 0
+
+
+def test_a_character_split_between_two_reads_is_decoded_whole(
+    start_v2: Callable[[str], WireClient], gate: Gate
+) -> None:
+    client = start_v2(
+        WAIT_FOR_GATE + "import os\n"
+        "def main(event):\n"
+        "    os.write(1, 'café'.encode()[:-1])\n"  # the first byte of 'é'
+        "    wait_for_gate(event)\n"
+        "    os.write(1, 'é!'.encode()[1:])\n"
+    )
+    streamed = run_past_gate(client, gate, ("stdout", "caf"))  # read, with half a character
+    assert streamed.text("stdout") == "café!"
+
+
+def test_an_unfinished_character_at_the_end_is_replaced(
+    start_v2: Callable[[str], WireClient],
+) -> None:
+    client = start_v2("import os\ndef main(event):\n    os.write(2, 'end é'.encode()[:-1])\n")
+    assert stream_run(client).text("stderr") == "end \N{REPLACEMENT CHARACTER}"
+
+
+def test_a_big_output_arrives_whole_and_in_order(start_v2: Callable[[str], WireClient]) -> None:
+    client = start_v2(
+        "import os, sys\n"
+        "def main(event):\n"
+        "    for i in range(event):\n"
+        "        os.write(1, b'%07d ' % i + b'x' * 56 + b'\\n')\n"
+        "        if i % 1000 == 0:\n"
+        "            sys.stderr.write(f'progress {i}\\n')\n"
+        "    return event\n"
+    )
+    lines = 100_000  # 6.4 MB
+    frames = list(client.run(lines))
+    streamed = Streamed(frames)
+    expected = "".join(f"{i:07d} " + "x" * 56 + "\n" for i in range(lines))
+    assert streamed.text("stdout") == expected
+    assert streamed.text("stderr") == "".join(f"progress {i}\n" for i in range(0, lines, 1000))
+    assert streamed.result["result"] == lines
+    assert max(len(f["data"]) for f in streamed.logs) <= 65536  # a frame per read
+
+
+def test_a_traceback_is_the_last_stderr_frame(start_v2: Callable[[str], WireClient]) -> None:
+    client = start_v2(
+        "def main(event):\n"
+        "    print('before', end='' if event else '\\n')\n"
+        "    raise ValueError('bad value')\n"
+    )
+    for line_ended in (True, False):
+        streamed = stream_run(client, not line_ended)
+        error = streamed.result["error"]
+        assert error["type"] == "ValueError"
+        assert error["traceback"].startswith("Traceback (most recent call last):")
+        last = streamed.logs[-1]
+        assert last["stream"] == "stderr"
+        assert last["data"] == ("" if line_ended else "\n") + error["traceback"]
+        assert streamed.text() == "before\n" + error["traceback"]  # on a line of its own
+        assert set(streamed.result) == {"type", "error", "duration_ms"}  # no `logs`
+
+
+def test_an_unserialisable_result_is_an_error_without_traceback(
+    start_v2: Callable[[str], WireClient],
+) -> None:
+    client = start_v2("def main(event):\n    return {1, 2}\n")
+    streamed = stream_run(client)
+    assert streamed.logs == []
+    assert streamed.result["error"]["type"] == "ResultNotSerializable"
+
+
+def test_the_connection_serves_the_next_requests(start_v2: Callable[[str], WireClient]) -> None:
+    client = start_v2("def main(event):\n    print('run', event)\n    return event\n")
+    for event in range(3):
+        streamed = stream_run(client, event)
+        assert (streamed.text(), streamed.result["result"]) == (f"run {event}\n", event)
+        assert client.request("GET", "/health")[1]["initialized"] is True
+    assert client.request("POST", "/run", {"deadline": "soon"})[0] == 400  # refused as JSON
+    assert stream_run(client, 3).result["result"] == 3
+
+
+def test_a_background_child_holding_the_pipes_neither_holds_up_the_reply_nor_leaks_into_the_next(
+    start_v2: Callable[[str], WireClient], tmp_path: Path
+) -> None:
+    """The child writes while the next run runs (that run releases it and waits for it)."""
+    release, written = tmp_path / "release", tmp_path / "written"
+    os.mkfifo(release)
+    os.mkfifo(written)
+    client = start_v2(
+        f"""
+import subprocess
+
+def main(event):
+    if event == "spawn":
+        subprocess.Popen(["sh", "-c", "read x < {release}; echo late; echo done > {written}"])
+    elif event == "release":
+        with open("{release}", "w") as fifo:
+            fifo.write("go\\n")
+        with open("{written}") as fifo:
+            fifo.read()
+    print("run", event)
+    return event
+"""
+    )
+    assert stream_run(client, "spawn").text() == "run spawn\n"  # the child still holds its pipes
+    assert stream_run(client, "release").text() == "run release\n"  # "late" was written meanwhile
+    assert stream_run(client, "after").text() == "run after\n"
+
+
+def test_a_node_that_hangs_up_during_a_run_leaves_the_server_usable(
+    start_v2: Callable[[str], WireClient], gate: Gate
+) -> None:
+    client = start_v2(
+        WAIT_FOR_GATE + "def main(event):\n"
+        "    print('first')\n"
+        "    wait_for_gate(event)\n"
+        "    for i in range(10_000):\n"
+        "        print('after the hang-up', i)\n"
+        "    return 'done'\n"
+    )
+    frames = client.run(str(gate.path))
+    assert next(frames)["data"].startswith("first")
+    client.close()
+    gate.open()
+    again = WireClient(client.socket_path)  # served once the server is done with the first
+    try:
+        assert again.request("GET", "/health")[1]["initialized"] is True
+        assert stream_run(again, "no gate").result["error"]["type"] == "FileNotFoundError"
+    finally:
+        again.close()
+
+
+class UnstartedDrainer:
+    """A drainer that does not get to its runs before they end."""
+
+    def drain(self, capture: Any) -> None:
+        pass
+
+
+def test_a_run_that_ends_before_its_drainer_starts_is_read_by_the_request_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """...and pipes a background child holds do not hold up the run's end."""
+    server = load_server_module()
+    monkeypatch.setattr(server.PipeCapture, "_drainer", UnstartedDrainer())
+    sent = RecordingWriter()
+    frames = server.FrameWriter(sent.write, b"")
+    release = tmp_path / "release"
+    os.mkfifo(release)
+    with server.StreamCapture(frames):
+        os.write(1, b"out\n")
+        os.write(2, b"err\n")
+        child = subprocess.Popen(["sh", "-c", f"read x < {release}; echo late; echo late >&2"])
+    with open(release, "w") as fifo:  # the capture has ended: the child writes after it
+        fifo.write("go\n")
+    assert child.wait() == 0
+    frames.finish('{"type": "result", "result": null, "duration_ms": 0.1}', "")
+    streamed = Streamed(list(read_frames(io.BytesIO(b"".join(sent.writes)))))
+    assert (streamed.text("stdout"), streamed.text("stderr")) == ("out\n", "err\n")

@@ -38,6 +38,7 @@ def fake_runtime(directory: Path, protocol: object, features: tuple[str, ...] = 
             sys.path.insert(0, {str(runtimes_dir() / "python")!r})
             import server
             server.PROTOCOL = {protocol!r}
+            server.agreed_protocol = lambda asked: {protocol!r}
             server.FEATURES = {features!r}
             server.main()
             """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -93,7 +94,12 @@ async def test_every_kind_of_output_is_in_the_log(api: Client) -> None:
     execution = await run(api, "output")
     assert execution["result"] == execution["id"]
     log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
-    assert log.splitlines() == ["from print", "from stderr", "from os.write", "from a child"]
+    lines = log.splitlines()
+    # stdout and stderr are two pipes, each read as it fills: each keeps its own order (across
+    # the two, the order is the node's reading order, as with `docker logs`).
+    assert sorted(lines) == sorted(["from print", "from stderr", "from os.write", "from a child"])
+    stdout = [line for line in lines if line != "from stderr"]
+    assert stdout == ["from print", "from os.write", "from a child"]
 
 
 async def test_a_busy_loop_is_stopped_at_its_timeout(api: Client) -> None:
@@ -177,3 +183,62 @@ async def test_not_ready_without_the_runtime_image(
     assert response.status == 503, body
     assert body["error"]["code"] == "unavailable" and missing in body["error"]["message"]
     assert (await api.get("/health")).status == 200  # alive all the same
+
+
+#: Prints a line (flushed, as `print` is unbuffered in the runtime), then ends badly: waits past
+#: its timeout, waits to be cancelled, or eats memory until the kernel kills it.
+ENDS_BADLY = b"""
+import time
+
+def main(event):
+    print("started", event)
+    if event == "hog":
+        chunks = []
+        while True:
+            chunks.append(bytearray(8 * 1024 * 1024))
+    if event == "quick":
+        return "quick"
+    time.sleep(60)
+"""
+
+
+async def test_what_was_printed_before_a_timeout_is_in_the_log(api: Client) -> None:
+    await upload(api, "late", ENDS_BADLY, timeout="2")
+    execution = await run(api, "late", "slow")
+    assert (execution["status"], execution["status_reason"]) == ("failed", "timeout")
+    log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
+    assert log == "started slow\n"
+    assert execution["start_kind"] == "cold" and execution["duration_ms"] >= 2000
+
+
+async def test_what_was_printed_before_an_oom_is_in_the_log(api: Client) -> None:
+    await upload(api, "greedy", ENDS_BADLY, memory_size=str(64 * 1024 * 1024))
+    execution = await run(api, "greedy", "hog")
+    assert (execution["status"], execution["status_reason"]) == ("failed", "oom")
+    log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
+    assert log == "started hog\n"
+    assert execution["start_kind"] == "cold"
+
+
+async def test_what_was_printed_before_a_cancel_is_in_the_log(api: Client) -> None:
+    await upload(api, "patient", ENDS_BADLY)
+    assert (await run(api, "patient", "quick"))["status"] == "success"  # now warm
+    response = await api.post(
+        "/v1/executions", json={"function_id": "patient", "input": "waits", "sync": False}
+    )
+    queued = await response.json()
+
+    async def running() -> bool:
+        record = await (await api.get(f"/v1/executions/{queued['id']}")).json()
+        return bool(record["status"] == "running")
+
+    await eventually(running, within=30)
+    # On a warm container the line is printed within milliseconds of the start; the execution
+    # would sleep for a minute after it.
+    await asyncio.sleep(3)
+    response = await api.post(f"/v1/executions/{queued['id']}/cancel", json={"kill": True})
+    cancelled = await response.json()
+    assert cancelled["status"] == "cancelled", cancelled
+    log = await (await api.get(f"/v1/executions/{queued['id']}/log")).text()
+    assert log == "started waits\n"
+    assert cancelled["start_kind"] == "warm" and cancelled["duration_ms"] >= 1000

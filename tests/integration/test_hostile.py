@@ -311,15 +311,15 @@ async def test_a_stdout_flood_is_capped_and_the_node_stays_responsive(api: Clien
 
 
 async def test_a_truncated_log_says_how_much_was_dropped(api: Client) -> None:
-    """The runtime keeps the log's head and tail and the node caps it again (a NUL becomes
-    U+FFFD, 3 bytes): one marker, counting what both dropped."""
+    """The runtime streams all of it (protocol v2) and the node keeps the head and the tail
+    (a NUL becomes U+FFFD, 3 bytes of the log): one marker, counting the log's bytes dropped."""
     await deploy(api, "flood", FLOOD)
     flood = await run(api, "flood", 1)
     head, dropped, tail = truncated(await log_of(api, flood))
     assert head == ("y" * 1023 + "\n") * (LOG_LIMIT // 2048)
-    by_runtime = 2 * MiB - LOG_LIMIT  # it kept the first and the last half of its limit
-    by_node = 3 * (LOG_LIMIT // 2) - len(tail.encode())  # of the NULs the runtime kept
-    assert dropped == by_runtime + by_node
+    assert tail == "\ufffd" * len(tail)
+    whole = MiB + 3 * MiB  # 1 MiB of lines, then 1 MiB of NULs as U+FFFD
+    assert dropped == whole - len(head.encode()) - len(tail.encode())
 
 
 async def test_the_docker_socket_is_not_there(api: Client) -> None:

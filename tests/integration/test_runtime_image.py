@@ -339,6 +339,7 @@ def test_hardened_container_serves_health_over_the_socket(
     with hardened_container(docker_client, runtime_image) as (_, socket_path):
         assert wait_healthy(socket_path) == {
             "protocol": 1,
+            "protocols": [1, 2],
             "initialized": False,
             "features": ["code_dir", "layer_dir"],
         }

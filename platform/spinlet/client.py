@@ -5,14 +5,19 @@ with Client("http://127.0.0.1:7070") as spinlet:
     fn = spinlet.functions.create("hello", "functions/hello/hello.py")
     ex = spinlet.executions.create("hello", input={"name": "Ada"})
     print(ex["result"], spinlet.executions.log(ex["id"]))
+    queued = spinlet.executions.create("hello", input={"name": "Ada"}, sync=False)
+    for text in spinlet.executions.follow(queued["id"]):
+        print(text, end="")  # as it is printed, until the execution ends
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -189,7 +194,23 @@ class Executions(_Resource):
         return executions
 
     def log(self, execution_id: str) -> str:
+        """The log as it is now (`""` while the execution runs: `follow` streams it)."""
         return self._client.raw("GET", f"/v1/executions/{execution_id}/log").text
+
+    def follow(self, execution_id: str, timestamps: bool = False) -> Iterator[str]:
+        """The log from its start, then its text as it is written, each piece as soon as it
+        arrives; the iteration ends when the execution does (read the record for its status:
+        a node may also end it early for a reader that fell too far behind). `timestamps`
+        prefixes each line with when it was written and its stream (`2026-12-02T12:00:00.123456Z
+        stdout `)."""
+        params = {"follow": "true", **({"timestamps": "true"} if timestamps else {})}
+        # A character may be split between two pieces: decoded once it is whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for piece in self._client.stream("GET", f"/v1/executions/{execution_id}/log", params):
+            if text := decoder.decode(piece):
+                yield text
+        if rest := decoder.decode(b"", final=True):
+            yield rest
 
     def cancel(self, execution_id: str, *, kill: bool = False) -> dict[str, Any]:
         path = f"/v1/executions/{execution_id}/cancel"
@@ -305,6 +326,13 @@ class Client:
         response = self._http.request(method, path, **kwargs)
         _raise_for_error(response)
         return response
+
+    def stream(self, method: str, path: str, params: dict[str, str]) -> Iterator[bytes]:
+        """The body of a response as it arrives (an error status raises `ApiError`)."""
+        with self._http.stream(method, path, params=params) as response:
+            if response.status_code >= 400:
+                _raise_for_error(response.read())
+            yield from response.pieces()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.raw(method, path, **kwargs)

@@ -5,6 +5,9 @@ more than a whole `spinlet invoke` may (measured: the command went from 0.31 s t
 of CPU). A request opens its own connection (one round trip more on a local node, and never a
 request resent on a connection the server had closed). Connection problems are `OSError`s
 (`ConnectionRefusedError`, `TimeoutError`), malformed answers `http.client.HTTPException`.
+
+`stream` hands over a response's body as it arrives (a followed log): each piece as soon as
+the socket has it, never waiting to fill a buffer.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ import http.client
 import json
 import secrets
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 #: A file field of a multipart body: (file name, content, content type).
 FileField = tuple[str, bytes, str]
+#: The most a streamed body hands over at once (less whenever less has arrived).
+PIECE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,21 +90,64 @@ class HttpClient:
         elif json is not None:
             body = _json_bytes(json)
             headers["Content-Type"] = "application/json"
+        connection = self._connect()
+        try:
+            connection.request(method, self._target(path, params), body=body, headers=headers)
+            answer = connection.getresponse()
+            return Response(answer.status, answer.reason, answer.read())
+        finally:
+            connection.close()
+
+    @contextmanager
+    def stream(
+        self, method: str, path: str, *, params: dict[str, str] | None = None
+    ) -> Iterator[StreamedResponse]:
+        """A response whose body is read as it arrives. Its headers must come within the
+        timeout; its body may take as long as the server keeps it open (a followed execution
+        may print nothing for minutes, or wait in its queue), so reading it has no timeout."""
+        connection = self._connect()
+        try:
+            connection.request(method, self._target(path, params), headers=dict(self.headers))
+            sock = connection.sock  # the response reads it, also when the connection lets go
+            with connection.getresponse() as answer:
+                if sock is not None:
+                    sock.settimeout(None)
+                yield StreamedResponse(answer)
+        finally:
+            connection.close()
+
+    def _target(self, path: str, params: dict[str, str] | None) -> str:
         target = self.url.path.rstrip("/") + path
         if params:
             target += "?" + urllib.parse.urlencode(params)
+        return target
+
+    def _connect(self) -> http.client.HTTPConnection:
         kind = (
             http.client.HTTPSConnection
             if self.url.scheme == "https"
             else http.client.HTTPConnection
         )
-        connection = kind(self.url.hostname or "", self.url.port, timeout=self.timeout)
-        try:
-            connection.request(method, target, body=body, headers=headers)
-            answer = connection.getresponse()
-            return Response(answer.status, answer.reason, answer.read())
-        finally:
-            connection.close()
+        return kind(self.url.hostname or "", self.url.port, timeout=self.timeout)
+
+
+class StreamedResponse:
+    """A response being received: its status at once, its body piece by piece."""
+
+    def __init__(self, answer: http.client.HTTPResponse) -> None:
+        self._answer = answer
+        self.status_code = answer.status
+        self.reason_phrase = answer.reason
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body's bytes as they arrive (for a chunked body, no later than its chunks).
+        A body cut short raises `http.client.IncompleteRead`."""
+        while piece := self._answer.read1(PIECE):
+            yield piece
+
+    def read(self) -> Response:
+        """The whole response (for an error's body)."""
+        return Response(self.status_code, self.reason_phrase, self._answer.read())
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -45,6 +45,8 @@ def modules_loaded(*args: str) -> list[str]:
         ("functions", "list"),
         ("executions", "get", "38eda13e", "--wait"),
         ("executions", "list"),
+        ("executions", "log", "38eda13e", "-f"),
+        ("invoke", "hello", "--follow"),
         ("versions", "list", "hello"),
     ],
     ids=" ".join,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from spinlet.cli.follow import cut_short, print_log, settled
 from spinlet.cli.ids import complete_functions, execution_id, with_function
 from spinlet.cli.output import busy, emit, print_json, print_record, print_table
 from spinlet.cli.params import INPUT_HELP, RAW_HELP, read_input
@@ -35,28 +36,36 @@ STILL_RUNNING = 3
 LOG_LINES_SHOWN = 20
 
 
-def _report(ctx: click.Context, api: Client, record: dict[str, Any]) -> None:
-    """Print a finished execution's result, or on stderr why it failed (exit status 1)."""
+def _report(
+    ctx: click.Context, api: Client, record: dict[str, Any], followed: str | None = None
+) -> None:
+    """Print a finished execution's result, or on stderr why it failed (exit status 1).
+    `followed`: the end of its log, when the log was just printed as it was written."""
     if ctx.obj["json"]:
         print_json(record)
     elif record["status"] == "success":
         click.echo(json.dumps(record["result"]))
     else:
-        _explain_failure(api, record)
+        _explain_failure(api, record, followed)
     if record["status"] != "success":
         sys.exit(1)
 
 
-def _explain_failure(api: Client, record: dict[str, Any]) -> None:
+def _explain_failure(api: Client, record: dict[str, Any], followed: str | None = None) -> None:
     """The error's type and message, the end of the log and the traceback: what one needs to
     see why it failed, without a second command. The log ends with the traceback already (the
-    runtime writes it there): it is shown once, last."""
+    runtime writes it there): it is shown once, last. When the log was just followed
+    (`followed` is its end), it is not shown again, nor the traceback it ended with."""
     error = record.get("error") or {}
     line = f"execution {record['id']} {record['status']} ({record['status_reason']})"
     if error:  # a cancelled execution ended without one
         line += f": {error.get('type', '')}: {error.get('message', '')}"
     click.echo(line, err=True)
     traceback = str(error.get("traceback") or "")
+    if followed is not None:
+        if traceback and not followed.rstrip("\n").endswith(traceback.rstrip("\n")):
+            click.echo(traceback.rstrip("\n"), err=True)
+        return
     if record["status"] in ("failed", "error"):
         log = _log_before(api, record["id"], traceback)
         lines = log.splitlines()
@@ -93,6 +102,7 @@ def _log_before(api: Client, execution_id: str, traceback: str) -> str:
 @click.option("--version", type=int, default=0, show_default=True, help="0 is the current code.")
 @click.option("--alias", help="Run through this alias (it picks the function and version).")
 @click.option("--async", "is_async", is_flag=True, help="Queue it and print the execution id.")
+@click.option("--follow", is_flag=True, help="Print its log as it is written, then its result.")
 @click.option("--id", "chosen_id", help="A UUID of your choice: retrying is then safe.")
 @click.pass_context
 def invoke(
@@ -103,6 +113,7 @@ def invoke(
     version: int,
     alias: str | None,
     is_async: bool,
+    follow: bool,
     chosen_id: str | None,
 ) -> None:
     """Run FUNCTION and print its result (exit status 1 if it failed).
@@ -113,28 +124,61 @@ def invoke(
     With --async, print the execution's id at once; `spinlet executions get ID --wait`
     collects the result.
 
+    With --follow, run it asynchronously and print its log on stdout as it is written (on
+    stderr with --json), then its result as above; the log ends with the traceback of a
+    failure, so only the error's line follows it. Ctrl-C stops following, not the execution.
+
     \b
     Examples:
       spinlet invoke hello --input '{"name": "Ada"}'
       spinlet invoke hello --input @event.json
       generate-event | spinlet invoke hello --input -
       spinlet invoke hello --raw --input 'a plain string'
+      spinlet invoke hello --follow
       id=$(spinlet invoke hello --async) && spinlet executions get "$id" --wait
     """
+    if is_async and follow:
+        raise click.UsageError("--async and --follow: choose one")
     event = read_input(input_text, raw)
     api = client(ctx)
+    sync = not (is_async or follow)
     with busy(ctx, f"running {function}"):
         record = with_function(
             api,
             function,  # with --alias, the server checks that the alias belongs to it
             lambda ref: api.executions.create(
-                ref, event, version=version, alias=alias, sync=not is_async, id=chosen_id
+                ref, event, version=version, alias=alias, sync=sync, id=chosen_id
             ),
         )
     if is_async:
         emit(ctx, record, lambda: click.echo(record["id"]))
+    elif follow:
+        _follow_and_report(ctx, api, record["id"])
     else:
         _report(ctx, api, record)
+
+
+def _follow_and_report(ctx: click.Context, api: Client, execution_id: str) -> None:
+    """`invoke --follow` once the execution is queued: its log as it comes, then its result.
+    With --json the log goes to stderr, so that stdout holds the record alone."""
+    from spinlet.client import FINAL_STATUSES
+
+    try:
+        followed = print_log(api, execution_id, err=ctx.obj["json"])
+        if followed and not followed.endswith("\n"):  # the result starts a line of its own
+            click.echo(err=ctx.obj["json"])
+        record = settled(api, execution_id)
+        if record["status"] not in FINAL_STATUSES:
+            click.echo(f"{cut_short(record)}; waiting for its result", err=True)
+            record = api.executions.get(execution_id, wait=True)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nexecution {execution_id} goes on: "
+            f"`spinlet executions get {execution_id} --wait` shows how it ends",
+            err=True,
+        )
+        sys.exit(130)
+    _report(ctx, api, record, followed)
 
 
 @click.group()
@@ -148,6 +192,7 @@ def executions() -> None:
       spinlet executions list --function hello --status failed
       spinlet executions get 38eda13e --wait --timeout 30
       spinlet executions log 38eda13e
+      spinlet executions log 38eda13e -f --timestamps
     """
 
 
@@ -226,12 +271,39 @@ def executions_list(
 
 @executions.command("log")
 @click.argument("execution")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Print it as it is written, until the execution ends."
+)
+@click.option(
+    "--timestamps",
+    is_flag=True,
+    help="With --follow: each line starts with when it was written and its stream.",
+)
 @click.pass_context
-def executions_log(ctx: click.Context, execution: str) -> None:
-    """Print what an execution wrote to stdout and stderr."""
+def executions_log(ctx: click.Context, execution: str, follow: bool, timestamps: bool) -> None:
+    """Print what an execution wrote to stdout and stderr.
+
+    A running execution's log is empty until it ends; with --follow, it is printed from its
+    start as it is written, and the command exits (status 0) when the execution ends, however
+    it ended. A finished execution's log is printed at once either way.
+    """
+    if timestamps and not follow:
+        raise click.UsageError("--timestamps needs --follow")
+    if follow and ctx.obj["json"]:
+        raise click.UsageError("--follow prints the log as text: leave out --json")
     api = client(ctx)
-    text = api.executions.log(execution_id(api, execution))
-    emit(ctx, {"log": text}, lambda: click.echo(text, nl=False))
+    ref = execution_id(api, execution)
+    if not follow:
+        text = api.executions.log(ref)
+        emit(ctx, {"log": text}, lambda: click.echo(text, nl=False))
+        return
+    from spinlet.client import FINAL_STATUSES
+
+    print_log(api, ref, timestamps=timestamps)
+    record = settled(api, ref)
+    if record["status"] not in FINAL_STATUSES:
+        click.echo(f"{cut_short(record)}: follow it again to see the rest", err=True)
+        sys.exit(STILL_RUNNING)
 
 
 @executions.command("cancel")

@@ -68,6 +68,13 @@ def test_readme_examples_run(docker_server: Server) -> None:
     # The canary: 20 executions, each of version 1 or 2 (`uniq -c` lines).
     split = re.findall(r"^\s*(\d+) ([12])$", release, flags=re.MULTILINE)
     assert sum(int(count) for count, _ in split) == 20
+    follow = outputs[next(i for i, b in enumerate(blocks) if "--follow" in b)]
+    ticks = "tick 1 of 3\ntick 2 of 3\ntick 3 of 3\n"
+    assert f'\n{ticks}{{"ticks": 3}}\n' in follow, follow  # the log, then the result
+    # Followed with times while it ran: its last line at least was written after `-f` began.
+    assert re.search(r"^\d{4}-\d\d-\d\dT[\d:.]+Z stdout tick 3 of 3$", follow, re.M), follow
+    # Then the same execution once ended, and a third one followed over HTTP.
+    assert follow.endswith(ticks + "tick 1 of 2\ntick 2 of 2\n"), follow
     deps = outputs[next(i for i, b in enumerate(blocks) if "functions/deps" in b)]
     pins = re.search(r'\{"status":"available","dependencies":(\[[^]]*\])\}', deps)
     assert pins is not None, deps

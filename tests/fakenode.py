@@ -29,6 +29,8 @@ class FakeNode:
         self.pieces: list[bytes] = [b"tick 1\n", b"tick 2\n"]
         #: After how many pieces the log waits for `go_on` (None: it never waits).
         self.hold_after: int | None = None
+        #: Whether the log stops without its end, the connection closed (a node that went away).
+        self.cut = False
         self.go_on = threading.Event()
         self.record: dict[str, Any] = {"status": "success", "result": {"ticks": 2}}
         self.events: list[str] = []
@@ -94,6 +96,9 @@ class _Handler(BaseHTTPRequestHandler):
             node.note(f"sends {piece!r}")  # before: the client may have it at once
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.flush()
+        if node.cut:
+            self.close_connection = True
+            return
         node.note("sends the end")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()

@@ -141,9 +141,14 @@ class StreamedResponse:
 
     def pieces(self) -> Iterator[bytes]:
         """The body's bytes as they arrive (for a chunked body, no later than its chunks).
-        A body cut short raises `http.client.IncompleteRead`."""
-        while piece := self._answer.read1(PIECE):
-            yield piece
+        A body cut short (the server went away) raises `ConnectionResetError`."""
+        try:
+            while piece := self._answer.read1(PIECE):
+                yield piece
+        except http.client.IncompleteRead as exc:
+            raise ConnectionResetError(
+                "the connection closed before the end of the answer"
+            ) from exc
 
     def read(self) -> Response:
         """The whole response (for an error's body)."""

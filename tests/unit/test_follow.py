@@ -138,6 +138,19 @@ def test_log_follow_exits_0_when_the_execution_ends_however_it_ended(
     assert follow_requests(node) == [{"follow": "true"}]
 
 
+def test_a_log_cut_short_is_an_error(node: FakeNode) -> None:
+    """The node went away before the end of the log: what came is shown, then why it stopped."""
+    node.cut = True
+    with Client(node.url) as api, pytest.raises(ConnectionResetError):
+        list(api.executions.follow(node.execution_id))
+    done = run(node, "executions", "log", node.execution_id, "-f")
+    assert (done.stdout, done.returncode) == ("tick 1\ntick 2\n", 1)
+    assert done.stderr == (
+        f"error: cannot reach the Spinlet server at {node.url}: "
+        "the connection closed before the end of the answer\n"
+    )
+
+
 def test_log_follow_with_timestamps_asks_for_them(node: FakeNode) -> None:
     node.pieces = [b"2026-12-02T12:00:00.123456Z stderr oops\n"]
     done = run(node, "executions", "log", node.execution_id, "-f", "--timestamps")

@@ -78,13 +78,19 @@ class Follower:
     def push(self, chunk: Chunk) -> None:
         if self.dropped or self.ended:
             return
-        if self.held + len(chunk.data) > self.memory:  # too slow: let it go, free its queue
-            self.dropped = True
-            self._chunks.clear()
-            self.held = 0
-        else:
-            self._chunks.append(chunk)
-            self.held += len(chunk.data)
+        if self.held + len(chunk.data) > self.memory:  # too slow: let it go
+            self.drop()
+            return
+        self._chunks.append(chunk)
+        self.held += len(chunk.data)
+        self._ready.set()
+
+    def drop(self) -> None:
+        """Let it go (too slow, or a part of the log did not reach it): its queue is freed
+        and `take` answers [] at once."""
+        self.dropped = True
+        self._chunks.clear()
+        self.held = 0
         self._ready.set()
 
     def end(self) -> None:
@@ -148,8 +154,6 @@ class LiveLogs:
     def __init__(self) -> None:
         self._logs: dict[str, LiveLog] = {}
         self._opened: dict[str, asyncio.Event] = {}
-        #: Called with a live log when it opens, to publish it to other nodes following it.
-        self.on_open: Callable[[LiveLog], None] | None = None
 
     @contextlib.contextmanager
     def open(self, execution_id: str, spool: LogSpool) -> Iterator[LiveLog]:
@@ -159,8 +163,6 @@ class LiveLogs:
         self._logs[execution_id] = live
         if self._opened and (opened := self._opened.pop(execution_id, None)) is not None:
             opened.set()
-        if self.on_open is not None:
-            self.on_open(live)
         try:
             yield live
         finally:

@@ -102,6 +102,16 @@ async def read_until(response: aiohttp.ClientResponse, wanted: str) -> str:
     return seen.decode()
 
 
+async def log_events_until(response: aiohttp.ClientResponse, wanted: str) -> list[dict[str, str]]:
+    """The `log` events the response sent until their text was `wanted` (a print may come as
+    several writes, so as several events)."""
+    seen = ""
+    while True:
+        seen += await read_until(response, "\n\n")
+        if seen.endswith("\n\n") and "".join(e["data"] for e in events(seen)) == wanted:
+            return events(seen)
+
+
 def events(text: str) -> list[dict[str, str]]:
     """Server-Sent Events as the specification reads them (data lines joined by newlines)."""
     parsed = []
@@ -151,8 +161,8 @@ async def test_server_sent_events_carry_offsets_resume_without_replay_and_end(
     sse = {"Accept": "text/event-stream"}
     response = await api.get(url, headers=sse)
     assert response.content_type == "text/event-stream"
-    first = events(await read_until(response, "\n\n"))
-    assert first == [{"event": "log", "id": "11", "data": "first line\n"}]
+    first = await log_events_until(response, "first line\n")
+    assert {e["event"] for e in first} == {"log"} and first[-1]["id"] == "11"
     await release(fifo)
     rest = events((await response.content.read()).decode())
     assert rest[-1]["event"] == "end" and rest[-1]["id"] == "end"
@@ -162,7 +172,7 @@ async def test_server_sent_events_carry_offsets_resume_without_replay_and_end(
     assert rest[-2]["id"] == str(len(("first line\n" + logged).encode()))
 
     # A browser reconnecting after the first event gets the rest only, then the end again.
-    again = await api.get(url, headers={**sse, "Last-Event-ID": first[0]["id"]})
+    again = await api.get(url, headers={**sse, "Last-Event-ID": first[-1]["id"]})
     resumed = events(await again.text())
     assert "".join(event["data"] for event in resumed[:-1]) == logged
     assert resumed[-1]["event"] == "end"
@@ -229,3 +239,43 @@ async def test_an_unknown_or_another_projects_execution_is_not_found(
             )
             assert response.status == 404, await response.text()
             assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_a_follower_on_another_node_of_a_fleet_reads_the_first_line_while_it_runs(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]],
+    settings: Settings,
+    tmp_path: Path,
+    fresh_postgres: str,
+) -> None:
+    """Two nodes on one PostgreSQL database: the first runs it, the second is followed."""
+    settings = settings.evolve(backend="process", database_url=fresh_postgres)
+    first = await aiohttp_client(create_app(settings))
+    other = settings.evolve(node_id="other-node", data_dir=tmp_path / "other")
+    second = await aiohttp_client(create_app(other))
+    await deploy(first)
+    fifo = gate(tmp_path)
+    execution_id = str(uuid.uuid4())
+    body = {"id": execution_id, "function_id": "gated", "input": {"gate": str(fifo)}}
+    running = asyncio.create_task(first.post("/v1/executions", json=body))  # sync: runs here
+
+    async def follow() -> aiohttp.ClientResponse:
+        while True:  # once the first node recorded it
+            response = await second.get(
+                f"/v1/executions/{execution_id}/log?follow=true",
+                headers={"Accept": "text/event-stream"},
+            )
+            if response.status != 404:
+                return response
+            await asyncio.sleep(0.05)
+
+    response = await follow()
+    assert response.status == 200
+    first = await log_events_until(response, "first line\n")
+    assert first[-1]["id"] == "11"
+    record = await (await second.get(f"/v1/executions/{execution_id}")).json()
+    assert record["status"] == "running" and record["node_id"] != "other-node"
+    await release(fifo)
+    rest = events((await response.content.read()).decode())
+    assert sorted("".join(e["data"] for e in rest[:-1]).splitlines()) == ["err line", "out line"]
+    assert json.loads(rest[-1]["data"])["status"] == "success"
+    assert (await running).status == 201

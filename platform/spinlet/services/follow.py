@@ -27,7 +27,7 @@ class RemoteFollow(Protocol):
     """Follows executions running on other nodes (`RemoteLogs`)."""
 
     def follow(
-        self, execution_id: str, after: int
+        self, execution: Execution, after: int
     ) -> contextlib.AbstractAsyncContextManager[tuple[Chunk, Follower] | None]: ...
 
 
@@ -68,7 +68,7 @@ class LogFollowing:
             if local is not None or self.remote is None or execution.node_id is None:
                 yield local
                 return
-        async with self.remote.follow(execution.id, after) as remote:
+        async with self.remote.follow(execution, after) as remote:
             yield remote
 
 

@@ -113,11 +113,14 @@ class Follower:
 class LiveLog:
     """A `LogSink`: the execution's spool, and its followers while it has some."""
 
-    __slots__ = ("execution_id", "followers", "publish", "spool")
+    __slots__ = ("_registry", "execution_id", "followers", "publish", "spool")
 
-    def __init__(self, execution_id: str, spool: LogSpool) -> None:
+    def __init__(
+        self, execution_id: str, spool: LogSpool, registry: dict[str, LiveLog] | None = None
+    ) -> None:
         self.execution_id = execution_id
         self.spool = spool
+        self._registry = registry
         self.followers: set[Follower] = set()
         #: Set while another node follows it (`LiveLogs.publisher`).
         self.publish: Callable[[str, Chunk], None] | None = None
@@ -143,9 +146,18 @@ class LiveLog:
         return self.spool.text(), self.spool.size
 
     def close(self) -> None:
+        """No longer live: its followers have it all."""
+        if self._registry is not None and self._registry.get(self.execution_id) is self:
+            del self._registry[self.execution_id]
         for follower in self.followers:
             follower.end()
         self.followers.clear()
+
+    def __enter__(self) -> LiveLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class LiveLogs:
@@ -155,19 +167,15 @@ class LiveLogs:
         self._logs: dict[str, LiveLog] = {}
         self._opened: dict[str, asyncio.Event] = {}
 
-    @contextlib.contextmanager
-    def open(self, execution_id: str, spool: LogSpool) -> Iterator[LiveLog]:
-        """The sink of a running execution, followable until the block ends (after its end is
-        recorded, so a follower that sees the log close finds the final record)."""
-        live = LiveLog(execution_id, spool)
+    def open(self, execution_id: str, spool: LogSpool) -> LiveLog:
+        """The sink of a running execution, followable until it is closed (a context manager,
+        left after its end is recorded, so a follower that sees the log close finds the final
+        record). A plain class, not a generator's context: it is on every execution's path."""
+        live = LiveLog(execution_id, spool, self._logs)
         self._logs[execution_id] = live
         if self._opened and (opened := self._opened.pop(execution_id, None)) is not None:
             opened.set()
-        try:
-            yield live
-        finally:
-            del self._logs[execution_id]
-            live.close()
+        return live
 
     def get(self, execution_id: str) -> LiveLog | None:
         return self._logs.get(execution_id)

@@ -9,6 +9,10 @@ A follower holds at most `FOLLOWER_MEMORY` bytes not yet sent: one that falls fu
 (a slow reader) is dropped, its queue freed; it may start again from the offset it reached
 (Server-Sent Events' `Last-Event-ID`). What was written before it came is the spool's text
 (`LogSpool.text()`, capped by the log limit), its snapshot.
+
+The log cap holds for followers too: they get the first `limit` bytes as they are written, and
+nothing more live; at the end, a marker counting the bytes they missed, and the stored log's
+tail. Offsets are those of the log as written, so a marker stands for the bytes it counts.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from spinlet.logcap import TRUNCATION_MARKER, split_capped
 from spinlet.logspool import LogSpool
 
-__all__ = ["FOLLOWER_MEMORY", "Chunk", "Follower", "LiveLog", "LiveLogs", "bytes_after"]
+__all__ = ["FOLLOWER_MEMORY", "Chunk", "Follower", "LiveLog", "LiveLogs", "log_after"]
 
 #: The bytes a follower may have waiting before it is dropped.
 FOLLOWER_MEMORY = 256 * 1024
@@ -50,18 +55,20 @@ class Chunk:
         return Chunk(offset, self.data[offset - self.start :], self.stream, self.t)
 
 
-def bytes_after(text: str, size: int, offset: int) -> Chunk:
-    """What a log whose text is `text` holds past byte `offset`, its `size` bytes written in
-    all. Within the log cap the text is the log; past it (head, marker, tail) the bytes the
-    reader lacks are at the end of the tail when it still holds them, else it gets the whole
-    capped text (head, marker and tail) again."""
-    raw = text.encode()
-    if offset <= 0:
-        return Chunk(0, raw) if len(raw) == size else Chunk(size - len(raw), raw)
-    if len(raw) == size or size - offset < len(raw) // 2:
-        missing = max(size - offset, 0)
-        return Chunk(size - missing, raw[len(raw) - missing :])
-    return Chunk(size - len(raw), raw)
+def log_after(text: str, offset: int) -> Chunk:
+    """What a log whose text is `text` (capped: head, marker, tail) holds past byte `offset` of
+    the log as written. Past the head, the bytes the cap dropped are a marker counting those
+    the reader lacks; the chunk ends where the log does (its start is where it would begin were
+    the marker the bytes it stands for)."""
+    head, dropped, tail = split_capped(text.encode())
+    size = len(head) + dropped + len(tail)
+    tail_start = len(head) + dropped
+    if not dropped or offset >= tail_start:
+        part = (head + tail)[offset:] if not dropped else tail[offset - tail_start :]
+    else:
+        missing = tail_start - max(offset, len(head))
+        part = head[offset:] + TRUNCATION_MARKER.format(dropped=missing).encode() + tail
+    return Chunk(size - len(part), part)
 
 
 class Follower:
@@ -131,7 +138,12 @@ class LiveLog:
             return
         start = self.spool.size
         self.spool.write(stream, data, t)
+        if start >= self.spool.limit:  # past the cap: followers get the tail at the end
+            return
         raw = data.replace("\x00", "\ufffd").encode("utf-8", "replace")
+        if start + len(raw) > self.spool.limit:
+            raw = raw[: self.spool.limit - start]
+            raw = raw.decode("utf-8", "ignore").encode()  # not ending in half a character
         chunk = Chunk(start, raw, stream, t)
         for follower in self.followers:
             follower.push(chunk)
@@ -141,9 +153,9 @@ class LiveLog:
     def text(self) -> str:
         return self.spool.text()
 
-    def snapshot(self) -> tuple[str, int]:
-        """The log so far (capped) and its size in bytes (all that was written)."""
-        return self.spool.text(), self.spool.size
+    def snapshot(self, after: int) -> Chunk:
+        """The log so far past byte `after` (capped)."""
+        return log_after(self.spool.text(), after)
 
     def close(self) -> None:
         """No longer live: its followers have it all."""
@@ -188,11 +200,11 @@ class LiveLogs:
         if live is None:
             yield None
             return
-        text, size = live.snapshot()
+        snapshot = live.snapshot(after)
         follower = Follower()
         live.followers.add(follower)
         try:
-            yield bytes_after(text, size, after), follower
+            yield snapshot, follower
         finally:
             live.followers.discard(follower)
 

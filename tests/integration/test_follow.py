@@ -279,3 +279,32 @@ async def test_a_follower_on_another_node_of_a_fleet_reads_the_first_line_while_
     assert sorted("".join(e["data"] for e in rest[:-1]).splitlines()) == ["err line", "out line"]
     assert json.loads(rest[-1]["data"])["status"] == "success"
     assert (await running).status == 201
+
+
+async def test_past_the_log_cap_a_follower_gets_a_marker_then_the_tail(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]], settings: Settings, tmp_path: Path
+) -> None:
+    api = await aiohttp_client(create_app(settings.evolve(backend="process", log_limit=1000)))
+    chatty = GATED.replace('print("out line", flush=True)', LINES)
+    await deploy(api, "chatty", chatty)
+    fifo = gate(tmp_path)
+    execution_id = await start(api, fifo, "chatty")
+    url = f"/v1/executions/{execution_id}/log?follow=true"
+    response = await api.get(url, headers={"Accept": "text/event-stream"})
+    first = await log_events_until(response, "first line\n")
+    await release(fifo)
+    rest = events((await response.content.read()).decode())
+    followed = "".join(e["data"] for e in first + rest[:-1])
+    written = "first line\n" + "".join(f"line {n:03}\n" for n in range(200)) + "err line\n"
+    assert rest[-2]["id"] == str(len(written))  # offsets count every byte written
+    seen_live, marker, tail = re.split(
+        r"(\n\[spinlet: log truncated, \d+ bytes dropped\]\n)", followed
+    )
+    assert written.startswith(seen_live) and 1000 <= len(seen_live) < 1100  # the cap, live
+    stored = await (await api.get(url.replace("true", "false"))).text()
+    assert stored.endswith(tail) and written.endswith(tail)
+    dropped = int(re.findall(r"\d+", marker)[0])
+    assert len(seen_live) + dropped + len(tail) == len(written)
+
+
+LINES = 'for n in range(200):\n        print(f"line {n:03}", flush=True)'

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-from spinlet.livelogs import FOLLOWER_MEMORY, Chunk, LiveLogs, bytes_after
+from spinlet.livelogs import FOLLOWER_MEMORY, Chunk, LiveLogs, log_after
+from spinlet.logcap import TRUNCATION_MARKER, cap_logs
 from spinlet.logspool import LogSpool
 
 
@@ -29,7 +30,7 @@ async def test_a_slow_follower_is_dropped_and_its_memory_freed() -> None:
     logs = LiveLogs()
     line = "x" * 1023 + "\n"
     with (
-        LogSpool(64 * 1024) as spool,
+        LogSpool(8 * FOLLOWER_MEMORY) as spool,
         logs.open("e1", spool) as sink,
         logs.follow("e1") as slow_followed,
         logs.follow("e1") as fast_followed,
@@ -47,10 +48,27 @@ async def test_a_slow_follower_is_dropped_and_its_memory_freed() -> None:
     assert spool.size == 4 * FOLLOWER_MEMORY  # the log itself lost nothing (capped as ever)
 
 
-def test_a_resume_gets_only_the_bytes_past_its_offset() -> None:
-    assert bytes_after("abc\ndef\n", 8, 4) == Chunk(4, b"def\n")
-    assert bytes_after("abc\ndef\n", 8, 8) == Chunk(8, b"")
-    capped = "head\n[... 100 bytes dropped ...]\ntail line\n"
-    # Past the cap: the tail's end when it holds what is missing, else the whole capped text.
-    assert bytes_after(capped, 200, 195) == Chunk(195, b"line\n")
-    assert bytes_after(capped, 200, 10) == Chunk(200 - len(capped), capped.encode())
+def test_a_resume_gets_only_the_bytes_past_its_offset_and_a_marker_for_those_dropped() -> None:
+    assert log_after("abc\ndef\n", 4) == Chunk(4, b"def\n")
+    assert log_after("abc\ndef\n", 8) == Chunk(8, b"")
+    capped = cap_logs("".join(f"line {n:03}\n" for n in range(100)), 100)  # 900 bytes
+    head, tail = capped.split(TRUNCATION_MARKER.format(dropped=810))
+    assert head == "".join(f"line {n:03}\n" for n in range(5))
+    assert tail == "".join(f"line {n:03}\n" for n in range(95, 100))
+    assert log_after(capped, 0) == Chunk(900 - len(capped), capped.encode())
+    assert log_after(capped, 896) == Chunk(896, b"099\n")  # in the tail: as written
+    # Past the head, not yet in the tail: a marker for what this reader misses, then the tail.
+    missed = log_after(capped, 100)
+    marker = TRUNCATION_MARKER.format(dropped=900 - len(tail) - 100)
+    assert missed.data.decode() == marker + tail and missed.end == 900
+
+
+async def test_past_the_log_cap_a_follower_gets_nothing_live() -> None:
+    logs = LiveLogs()
+    with LogSpool(100) as spool, logs.open("e1", spool) as sink, logs.follow("e1") as followed:
+        assert followed is not None
+        for n in range(100):
+            sink.write("stdout", f"line {n:03}\n", float(n))
+        live = b"".join(chunk.data for chunk in await followed[1].take())
+        written = "".join(f"line {n:03}\n" for n in range(100)).encode()
+        assert live == written[:100]  # the cap

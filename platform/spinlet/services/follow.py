@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from spinlet.domain import Execution
-from spinlet.livelogs import Chunk, Follower, LiveLogs, bytes_after
+from spinlet.livelogs import Chunk, Follower, LiveLogs, log_after
 from spinlet.store import Store
 
 __all__ = ["LogFollowing", "RemoteFollow"]
@@ -54,7 +54,7 @@ class LogFollowing:
                         return
             execution = await self.store.executions.get(execution.project_id, execution.id)
         stored = await self.store.executions.logs(execution.project_id, execution.id)
-        rest = bytes_after(stored, len(stored.encode()), after)
+        rest = log_after(stored, after)
         if rest.data and rest.end > after:
             yield rest
         yield execution

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from spinlet.domain import Execution
-from spinlet.livelogs import Chunk, Follower, LiveLogs, bytes_after
+from spinlet.livelogs import Chunk, Follower, LiveLogs
 from spinlet.store import Store
 
 __all__ = ["FOLLOW", "LOG", "RemoteLogs"]
@@ -104,8 +104,7 @@ class RemoteLogs:
         self._leases[execution_id] = time.monotonic() + LEASE
         live.publish = self._publish
         if (request := message.get("r")) is not None:
-            text, size = live.snapshot()
-            self._post(execution_id, bytes_after(text, size, int(message.get("a", 0))), request)
+            self._post(execution_id, live.snapshot(int(message.get("a", 0))), request)
 
     def _publish(self, execution_id: str, chunk: Chunk) -> None:
         if time.monotonic() > self._leases.get(execution_id, 0.0):

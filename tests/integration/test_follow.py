@@ -25,7 +25,7 @@ from spinlet.api.app import create_app
 from spinlet.api.keys import SERVICES
 from spinlet.domain import Role
 from spinlet.settings import Settings
-from tests.helpers import make_package
+from tests.helpers import eventually, make_package
 
 Client = TestClient[Any, Any]
 
@@ -308,3 +308,20 @@ async def test_past_the_log_cap_a_follower_gets_a_marker_then_the_tail(
 
 
 LINES = 'for n in range(200):\n        print(f"line {n:03}", flush=True)'
+
+
+async def test_a_follower_that_hangs_up_is_let_go_while_it_runs(
+    api: Client, tmp_path: Path
+) -> None:
+    execution_id, fifo = await start_gated(api, tmp_path)
+    response = await api.get(f"/v1/executions/{execution_id}/log?follow=true")
+    await read_until(response, "first line\n")
+    live = api.server.app[SERVICES].runner.live.get(execution_id)
+    assert live is not None and len(live.followers) == 1
+    response.close()
+
+    async def let_go() -> bool:
+        return not live.followers
+
+    await eventually(let_go)
+    await release(fifo)

@@ -15,7 +15,7 @@ execution's start time and the stream `-`.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -69,7 +69,7 @@ def sse_event(event: str, data: str, event_id: str | None = None) -> bytes:
 async def stream_log(
     request: web.Request,
     execution: Execution,
-    pieces: AsyncIterator[Chunk | Execution],
+    pieces: AsyncGenerator[Chunk | Execution],
     *,
     sse: bool,
     timestamps: bool,
@@ -85,16 +85,19 @@ async def stream_log(
     await response.prepare(request)
     started = execution.started_at or execution.created_at
     stamps = LineStamps(started.timestamp()) if timestamps else None
-    async for piece in pieces:
-        if isinstance(piece, Execution):
+    try:
+        async for piece in pieces:
+            if isinstance(piece, Execution):
+                if sse:
+                    end = {"status": piece.status.value, "status_reason": piece.status_reason}
+                    await response.write(sse_event("end", json.dumps(end), END_ID))
+                break
+            text = stamps.stamp(piece) if stamps else piece.data.decode("utf-8", "replace")
             if sse:
-                end = {"status": piece.status.value, "status_reason": piece.status_reason}
-                await response.write(sse_event("end", json.dumps(end), END_ID))
-            break
-        text = stamps.stamp(piece) if stamps else piece.data.decode("utf-8", "replace")
-        if sse:
-            await response.write(sse_event("log", text, str(piece.end)))
-        else:
-            await response.write(text.encode())
+                await response.write(sse_event("log", text, str(piece.end)))
+            else:
+                await response.write(text.encode())
+    finally:  # a client gone: stop following now, not when collected
+        await pieces.aclose()
     await response.write_eof()
     return response

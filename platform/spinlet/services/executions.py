@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -180,7 +180,7 @@ class ExecutionService:
 
     async def follow(
         self, project_id: str, execution_id: str, after: int = 0
-    ) -> tuple[Execution, AsyncIterator[Chunk | Execution]]:
+    ) -> tuple[Execution, AsyncGenerator[Chunk | Execution]]:
         """The execution (NotFound before anything is sent), and its log past byte `after` as
         it grows, then its final record (`LogFollowing.follow`)."""
         execution = await self.store.executions.get(project_id, execution_id)

@@ -10,7 +10,7 @@ log closes), so a chunk lost on the way is not lost for good.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 from spinlet.domain import Execution
@@ -39,7 +39,7 @@ class LogFollowing:
 
     async def follow(
         self, execution: Execution, after: int = 0
-    ) -> AsyncIterator[Chunk | Execution]:
+    ) -> AsyncGenerator[Chunk | Execution]:
         """The log past byte `after` as it grows, then the final record. Ends without the record
         when this follower fell too far behind and was dropped."""
         while not execution.status.is_final:

@@ -36,6 +36,14 @@ def cap_logs(logs: str, limit: int) -> str:
     return fit_log(head, tail, gap, limit)
 
 
+def split_capped(data: bytes) -> tuple[bytes, int, bytes]:
+    """A capped log's head, how many bytes its marker says were dropped, and its tail (a log
+    without a marker is all head): where each byte was in the log as written."""
+    if (marker := _MARKER.search(data)) is None:
+        return data, 0, b""
+    return data[: marker.start()], int(marker[1]), data[marker.end() :]
+
+
 def fit_log(head: bytes, tail: bytes, gap: int, limit: int) -> str:
     """A log of `head`, then `gap` bytes not kept, then `tail`, in at most `limit` bytes.
 

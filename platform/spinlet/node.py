@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from spinlet.domain import DEFAULT_PROJECT
 from spinlet.errors import Unavailable
 from spinlet.layers.cache import LayerCache
+from spinlet.livelogs import LiveLogs
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import RuntimeBackend
@@ -25,6 +26,7 @@ from spinlet.services.functions import FunctionService
 from spinlet.services.layers import LayerService
 from spinlet.services.membership import Membership
 from spinlet.services.metrics import MetricsService
+from spinlet.services.remotelogs import FOLLOW, LOG, RemoteLogs
 from spinlet.services.retention import Janitor
 from spinlet.services.runner import ExecutionRunner
 from spinlet.services.runtimes import RuntimeService
@@ -110,7 +112,19 @@ async def running_node(
         )
         notifier = Notifier(settings.db_url)
         events = ExecutionEvents(relay=notifier.send if notifier.enabled else None)
-        await notifier.start(events.heard_queued, events.heard_finished)
+        live = LiveLogs()
+        # A follower on another node gets the log of an execution running here over NOTIFY.
+        remote_logs = RemoteLogs(notifier.send, live, store) if notifier.enabled else None
+        on_finished = events.heard_finished
+        if remote_logs is not None:
+            notifier.on(FOLLOW, remote_logs.heard_follow)
+            notifier.on(LOG, remote_logs.heard_log)
+
+            def on_finished(execution_id: str) -> None:
+                events.heard_finished(execution_id)
+                remote_logs.ended(execution_id)
+
+        await notifier.start(events.heard_queued, on_finished)
         stack.push_async_callback(notifier.stop)
         stack.push_async_callback(events.drain)
         gate = ExecutionGates(
@@ -124,7 +138,7 @@ async def running_node(
         layer_cache = LayerCache(settings.code_root(node_id) / "layers")
         layers = LayerService(store, runtime_backend, layer_cache, settings, node_id=node_id)
         runner = ExecutionRunner(
-            store, package_store, runtime_backend, targets, events, settings, layers, metrics
+            store, package_store, runtime_backend, targets, events, settings, layers, metrics, live
         )
         dispatcher = Dispatcher(
             store, runner, events, gate, targets, node_id=node_id, workers=settings.workers
@@ -160,7 +174,9 @@ async def running_node(
             backend=runtime_backend,
             runtimes=runtime_service,
             functions=FunctionService(store, package_store, runtime_backend, settings, layers),
-            executions=ExecutionService(store, runner, targets, events, gate, settings, node_id),
+            executions=ExecutionService(
+                store, runner, targets, events, gate, settings, node_id, remote_logs
+            ),
             janitor=janitor,
             metrics=MetricsService(metrics, store, runtime_backend, runner),
             runner=runner,

@@ -10,6 +10,7 @@ from aiohttp import web
 from spinlet.api.bodies import read_json
 from spinlet.api.filters import execution_query, flag, parse_time, whole_number
 from spinlet.api.keys import listing_project, project_of, services
+from spinlet.api.logstream import END_ID, stream_log
 from spinlet.api.middleware import error_body
 from spinlet.api.schemas import ExecutionCancel, ExecutionCreate, parse
 from spinlet.api.serialize import (
@@ -200,9 +201,27 @@ async def execution_result(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/executions/{id}/log")
-async def execution_log(request: web.Request) -> web.Response:
-    logs = await services(request).executions.logs(project_of(request), request.match_info["id"])
-    return web.Response(text=logs, content_type="text/plain")
+async def execution_log(request: web.Request) -> web.StreamResponse:
+    """The stored log; with `follow=true`, the log as it grows until the execution ends
+    (chunked text, or Server-Sent Events: `api/logstream.py`)."""
+    executions = services(request).executions
+    if not flag(request.query, "follow", False):
+        logs = await executions.logs(project_of(request), request.match_info["id"])
+        return web.Response(text=logs, content_type="text/plain")
+    timestamps = flag(request.query, "timestamps", False)
+    sse = "text/event-stream" in request.headers.get("Accept", "")
+    last_id = request.headers.get("Last-Event-ID", "").strip() if sse else ""
+    after = 0
+    if last_id and last_id != END_ID:
+        if not last_id.isdigit():
+            raise ValidationFailed("Last-Event-ID must be an id this log sent")
+        after = int(last_id)
+    execution, pieces = await executions.follow(
+        project_of(request), request.match_info["id"], after
+    )
+    if last_id == END_ID:  # a browser reconnecting after the end: 204 stops it
+        return web.Response(status=204)
+    return await stream_log(request, execution, pieces, sse=sse, timestamps=timestamps)
 
 
 @routes.post("/v1/executions/{id}/cancel")

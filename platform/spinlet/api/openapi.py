@@ -358,7 +358,19 @@ OPERATIONS = (
         query=(("wait", "seconds to wait for the end", {"type": "number", "minimum": 0}),),
     ),
     Operation("delete", "/v1/executions/{id}", "Delete a finished execution", 204, errors=(409,)),
-    Operation("get", "/v1/executions/{id}/log", "What it printed (text)", answer=TEXT_PLAIN),
+    Operation(
+        "get",
+        "/v1/executions/{id}/log",
+        "What it printed (text); `follow=true`: as it prints it, until it ends (chunked text, "
+        "or Server-Sent Events with `Accept: text/event-stream`: `log` events whose id is the "
+        "byte offset, `Last-Event-ID` resumes, an `end` event carries the final status)",
+        answer={**TEXT_PLAIN, "text/event-stream": {"schema": STRING}},
+        query=(
+            ("follow", "true to stream it as it grows, until the execution ends", BOOLEAN),
+            ("timestamps", "with follow: each line starts with its time and stream", BOOLEAN),
+        ),
+        extra={204: ("Last-Event-ID: end (the stream had ended): nothing more", None)},
+    ),
     Operation(
         "get",
         "/v1/executions/{id}/poll",

@@ -7,15 +7,18 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from spinlet.domain import NOT_STARTED, Execution, ExecutionSource, ExecutionStatus, utcnow
 from spinlet.errors import Conflict, ExecutionIdTaken, TooLarge, TooManyRequests, ValidationFailed
+from spinlet.livelogs import Chunk
 from spinlet.queries import ExecutionQuery
 from spinlet.services.concurrency import ExecutionGates
 from spinlet.services.events import ExecutionEvents
+from spinlet.services.follow import LogFollowing, RemoteFollow
 from spinlet.services.runner import ExecutionRunner
 from spinlet.services.targets import TargetResolver
 from spinlet.settings import Settings
@@ -50,8 +53,10 @@ class ExecutionService:
         gate: ExecutionGates,
         settings: Settings,
         node_id: str,
+        remote_logs: RemoteFollow | None = None,
     ) -> None:
         self.store = store
+        self.following = LogFollowing(store, runner.live, remote_logs)
         self.runner = runner
         self.targets = targets
         self.events = events
@@ -172,6 +177,14 @@ class ExecutionService:
 
     async def logs(self, project_id: str, execution_id: str) -> str:
         return await self.store.executions.logs(project_id, execution_id)
+
+    async def follow(
+        self, project_id: str, execution_id: str, after: int = 0
+    ) -> tuple[Execution, AsyncGenerator[Chunk | Execution]]:
+        """The execution (NotFound before anything is sent), and its log past byte `after` as
+        it grows, then its final record (`LogFollowing.follow`)."""
+        execution = await self.store.executions.get(project_id, execution_id)
+        return execution, self.following.follow(execution, after)
 
     async def list(self, query: ExecutionQuery) -> list[Execution]:
         return await self.store.executions.list(query)

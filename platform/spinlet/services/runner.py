@@ -33,6 +33,7 @@ from spinlet.errors import (
     RuntimeProtocolMismatch,
     StoreUnavailable,
 )
+from spinlet.livelogs import LiveLog, LiveLogs
 from spinlet.logspool import LogSpool, text_of
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
@@ -86,8 +87,11 @@ class ExecutionRunner:
         settings: Settings,
         layers: LayerService,
         metrics: Metrics | None = None,
+        live: LiveLogs | None = None,
     ) -> None:
         self.store = store
+        #: The logs of the executions running here, for their followers.
+        self.live = live if live is not None else LiveLogs()
         self.package_store = package_store
         self.backend = backend
         self.targets = targets
@@ -108,10 +112,13 @@ class ExecutionRunner:
 
         `target` is what the execution runs, when the caller has just resolved it.
         """
-        with LogSpool(self.settings.log_limit) as spool:
-            return await self._run(execution, target, spool)
+        with (
+            LogSpool(self.settings.log_limit) as spool,
+            self.live.open(execution.id, spool) as sink,
+        ):
+            return await self._run(execution, target, sink)
 
-    async def _run(self, execution: Execution, target: Target | None, spool: LogSpool) -> Execution:
+    async def _run(self, execution: Execution, target: Target | None, spool: LiveLog) -> Execution:
         task = asyncio.create_task(
             self._outcome(execution, target, spool), name=f"execution {execution.id}"
         )
@@ -206,7 +213,7 @@ class ExecutionRunner:
         }
 
     async def _outcome(
-        self, execution: Execution, target: Target | None, spool: LogSpool
+        self, execution: Execution, target: Target | None, spool: LiveLog
     ) -> RunOutcome:
         if target is None:
             try:
@@ -306,9 +313,7 @@ class ExecutionRunner:
                 )
                 logs = ""
 
-    async def _finish(
-        self, execution: Execution, outcome: RunOutcome, spool: LogSpool
-    ) -> Execution:
+    async def _finish(self, execution: Execution, outcome: RunOutcome, spool: LiveLog) -> Execution:
         """Record how the execution ended, with the log its spool holds (all of its output
         however it ended, capped)."""
         status = _OUTCOME_STATUS[outcome.status]
@@ -335,7 +340,7 @@ class ExecutionRunner:
             finished_at=now,
             updated_at=now,
         )
-        saved = await self._record_end(finished, await text_of(spool))
+        saved = await self._record_end(finished, await text_of(spool.spool))
         self.events.announce_finished(execution.id)
         if self.metrics is not None:
             self.metrics.finished(saved)

@@ -49,6 +49,7 @@ class Notifier:
         self._lock = asyncio.Lock()
         self._on_queued: Callable[[], None] = lambda: None
         self._on_finished: Callable[[str], None] = lambda _id: None
+        self._channels: dict[str, Callable[[str], None]] = {}
         self._relisten: asyncio.Task[None] | None = None
         self._stopped = False
         self._send_resumes = 0.0  # monotonic: no announcement is sent before
@@ -56,6 +57,10 @@ class Notifier:
     @property
     def listening(self) -> bool:
         return self._listen is not None and not self._listen.is_closed()
+
+    def on(self, channel: str, heard: Callable[[str], None]) -> None:
+        """Listen to `channel` too (`heard` gets each payload); call before `start`."""
+        self._channels[channel] = heard
 
     async def start(
         self, on_queued: Callable[[], None], on_finished: Callable[[str], None]
@@ -70,6 +75,8 @@ class Notifier:
         try:
             await conn.add_listener(QUEUED, lambda *_: self._on_queued())
             await conn.add_listener(FINISHED, lambda *args: self._on_finished(args[3]))
+            for channel, heard in self._channels.items():
+                await conn.add_listener(channel, _payload_to(heard))
         except BaseException:
             await conn.close()
             raise
@@ -145,3 +152,16 @@ class Notifier:
             if conn is not None and not conn.is_closed():
                 await conn.close()
         self._listen = self._send = None
+
+
+def _payload_to(heard: Callable[[str], None]) -> Callable[..., None]:
+    """An asyncpg listener (connection, pid, channel, payload) that passes the payload on, and
+    logs what it raises (a listener's exception would be lost)."""
+
+    def listener(*args: Any) -> None:
+        try:
+            heard(args[3])
+        except Exception:
+            log.exception("a notification on %s could not be handled", args[2])
+
+    return listener

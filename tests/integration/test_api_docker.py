@@ -193,6 +193,9 @@ import time
 def main(event):
     print("started", event)
     if event == "hog":
+        # What the kernel kills is the whole container: output still in a pipe, not yet read
+        # by the runtime (the last milliseconds before the kill), is lost with it.
+        time.sleep(0.2)
         chunks = []
         while True:
             chunks.append(bytearray(8 * 1024 * 1024))
@@ -204,11 +207,14 @@ def main(event):
 
 async def test_what_was_printed_before_a_timeout_is_in_the_log(api: Client) -> None:
     await upload(api, "late", ENDS_BADLY, timeout="2")
+    # Warm first: a cold start slower than the 2 s timeout (a loaded machine) would time out
+    # while importing the code, before it printed anything.
+    assert (await run(api, "late", "quick"))["status"] == "success"
     execution = await run(api, "late", "slow")
     assert (execution["status"], execution["status_reason"]) == ("failed", "timeout")
     log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
     assert log == "started slow\n"
-    assert execution["start_kind"] == "cold" and execution["duration_ms"] >= 2000
+    assert execution["start_kind"] == "warm" and execution["duration_ms"] >= 2000
 
 
 async def test_what_was_printed_before_an_oom_is_in_the_log(api: Client) -> None:
@@ -242,3 +248,58 @@ async def test_what_was_printed_before_a_cancel_is_in_the_log(api: Client) -> No
     log = await (await api.get(f"/v1/executions/{queued['id']}/log")).text()
     assert log == "started waits\n"
     assert cancelled["start_kind"] == "warm" and cancelled["duration_ms"] >= 1000
+
+
+async def follow_first_line(follower: Client, runner: Client, execution_id: str) -> None:
+    """Follow the execution on `follower` until its first line arrives, check that it still
+    runs (its function sleeps a minute after that line: the line came live), then cancel it on
+    `runner` and check the followed log ends with the execution."""
+    while True:  # once it is recorded
+        response = await follower.get(f"/v1/executions/{execution_id}/log?follow=true")
+        if response.status != 404:
+            break
+        await asyncio.sleep(0.05)
+    assert response.status == 200, await response.text()
+    assert await response.content.readline() == b"started waits\n"
+    record = await (await follower.get(f"/v1/executions/{execution_id}")).json()
+    assert record["status"] == "running"
+    cancel = await runner.post(f"/v1/executions/{execution_id}/cancel", json={"kill": True})
+    assert (await cancel.json())["status"] == "cancelled"
+    assert await response.content.read() == b""  # the followed log ends with the execution
+
+
+async def test_a_follower_reads_a_containers_output_while_it_runs(api: Client) -> None:
+    await upload(api, "dripping", ENDS_BADLY)
+    response = await api.post(
+        "/v1/executions", json={"function_id": "dripping", "input": "waits", "sync": False}
+    )
+    await follow_first_line(api, api, (await response.json())["id"])
+
+
+@pytest.mark.postgres
+async def test_a_follower_on_another_node_reads_a_containers_output_while_it_runs(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]],
+    settings: Settings,
+    tmp_path: Any,
+    fresh_postgres: str,
+    docker_client: Any,
+) -> None:
+    """Two nodes on one PostgreSQL database: the first runs it in a container, the second is
+    followed."""
+    settings = settings.evolve(backend="docker", database_url=fresh_postgres)
+    first = await aiohttp_client(create_app(settings))
+    other = settings.evolve(node_id=f"other-{uuid.uuid4().hex[:8]}", data_dir=tmp_path / "o")
+    second = await aiohttp_client(create_app(other))
+    await upload(first, "dripping", ENDS_BADLY)
+    execution_id = str(uuid.uuid4())
+    body = {"id": execution_id, "function_id": "dripping", "input": "waits"}
+    running = asyncio.create_task(first.post("/v1/executions", json=body))  # sync: runs there
+    await follow_first_line(second, first, execution_id)
+    assert (await running).status == 201
+    await first.close()
+    await second.close()
+    for node in (settings.node_id, other.node_id):
+        left = docker_client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"spinlet.node={node}"}
+        )
+        assert left == [], f"containers left behind by {node}"

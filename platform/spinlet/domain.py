@@ -439,6 +439,7 @@ class Execution:
     start_kind: StartKind | None = None
     init_ms: float | None = None
     image_id: str | None = None
+    container_id: str | None = None  # the container it ran in (None: it reached none)
     source: ExecutionSource = ExecutionSource.API
     description: str | None = None
     node_id: str | None = None

@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from spinlet.api.app import create_app
+from spinlet.api.keys import SETTINGS
 from spinlet.settings import Settings
 from tests.helpers import eventually
 from tests.integration.test_api import create, expect_error, run
@@ -66,6 +67,14 @@ async def api(
     assert left == [], "containers left behind"
 
 
+def containers_of(docker_client: Any, api: Client, function_id: str) -> list[str]:
+    """The ids of the containers this node runs for a function, as Docker lists them."""
+    node = api.server.app[SETTINGS].node_id
+    labels = [f"spinlet.node={node}", f"spinlet.function={function_id}"]
+    found = docker_client.containers.list(all=True, filters={"label": labels})
+    return [str(container.id) for container in found]
+
+
 async def upload(api: Client, name: str, code: bytes, **fields: str) -> None:
     body = aiohttp.FormData()
     body.add_field("name", name)
@@ -76,15 +85,19 @@ async def upload(api: Client, name: str, code: bytes, **fields: str) -> None:
     assert response.status == 201, await response.text()
 
 
-async def test_hello_in_a_container(api: Client) -> None:
+async def test_hello_in_a_container(api: Client, docker_client: Any) -> None:
     await create(api, "hello")
     execution = await run(api, "hello", {"name": "Docker"})
     assert execution["status"] == "success", execution["error"]
+    # The record names the container it ran in: the one Docker lists, idle now.
+    assert containers_of(docker_client, api, execution["function_id"]) == [
+        execution["container_id"]
+    ]
     assert execution["result"] == {"greeting": "Hello, Docker!"}
     assert execution["image_id"].startswith("sha256:")
     assert execution["start_kind"] == "cold" and execution["init_ms"] > 0
     again = await run(api, "hello", {"name": "again"})
-    assert again["start_kind"] == "warm"
+    assert (again["start_kind"], again["container_id"]) == ("warm", execution["container_id"])
     log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
     assert log == "Hello, Docker!\n"
 
@@ -205,12 +218,19 @@ def main(event):
 """
 
 
-async def test_what_was_printed_before_a_timeout_is_in_the_log(api: Client) -> None:
+async def test_what_was_printed_before_a_timeout_is_in_the_log(
+    api: Client, docker_client: Any
+) -> None:
     await upload(api, "late", ENDS_BADLY, timeout="2")
     # Warm first: a cold start slower than the 2 s timeout (a loaded machine) would time out
     # while importing the code, before it printed anything.
-    assert (await run(api, "late", "quick"))["status"] == "success"
+    warm = await run(api, "late", "quick")
+    assert warm["status"] == "success"
+    [container] = containers_of(docker_client, api, warm["function_id"])
     execution = await run(api, "late", "slow")
+    # It ran in the warm container, which the timeout destroyed: the record still names it.
+    assert execution["container_id"] == container
+    assert containers_of(docker_client, api, warm["function_id"]) == []
     assert (execution["status"], execution["status_reason"]) == ("failed", "timeout")
     log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
     assert log == "started slow\n"
@@ -224,11 +244,16 @@ async def test_what_was_printed_before_an_oom_is_in_the_log(api: Client) -> None
     log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
     assert log == "started hog\n"
     assert execution["start_kind"] == "cold"
+    assert len(execution["container_id"]) == 64  # a Docker container id, though gone now
 
 
-async def test_what_was_printed_before_a_cancel_is_in_the_log(api: Client) -> None:
+async def test_what_was_printed_before_a_cancel_is_in_the_log(
+    api: Client, docker_client: Any
+) -> None:
     await upload(api, "patient", ENDS_BADLY)
-    assert (await run(api, "patient", "quick"))["status"] == "success"  # now warm
+    warm = await run(api, "patient", "quick")
+    assert warm["status"] == "success"  # now warm
+    [container] = containers_of(docker_client, api, warm["function_id"])
     response = await api.post(
         "/v1/executions", json={"function_id": "patient", "input": "waits", "sync": False}
     )
@@ -248,6 +273,7 @@ async def test_what_was_printed_before_a_cancel_is_in_the_log(api: Client) -> No
     log = await (await api.get(f"/v1/executions/{queued['id']}/log")).text()
     assert log == "started waits\n"
     assert cancelled["start_kind"] == "warm" and cancelled["duration_ms"] >= 1000
+    assert cancelled["container_id"] == container  # the container the cancel destroyed
 
 
 async def follow_first_line(follower: Client, runner: Client, execution_id: str) -> None:

@@ -145,6 +145,34 @@ async def test_cancel_while_running_kill_and_graceful(api: Client) -> None:
     assert (await wait(api, (await fire(api, "echo", 1))["id"]))["status"] == "success"
 
 
+async def test_every_end_keeps_the_container_it_ran_in(api: Client) -> None:
+    first = await run(api, "echo", 1)
+    container = first["container_id"]
+    assert isinstance(container, str) and container
+    assert (await run(api, "echo", 2))["container_id"] == container  # warm: the same one
+    failed = await run(api, "fail", "no")
+    assert failed["status"] == "failed" and failed["container_id"] not in (None, container)
+    await create(api, "slow", "sleep", timeout="1")
+    timed_out = await run(api, "slow", {"seconds": 60})
+    assert timed_out["status_reason"] == "timeout" and timed_out["container_id"]
+
+    await create(api, "ticker", "ticker")
+    running = await fire(api, "ticker", {"ticks": 600, "interval": 0.1})
+    followed = await api.get(f"/v1/executions/{running['id']}/log?follow=true")
+    assert await followed.content.readline() == b"tick 1 of 600\n"  # its code runs
+    followed.close()
+    # One worker: this one waits, and never reaches a container.
+    queued = await fire(api, "echo", "never")
+    assert queued["container_id"] is None
+    cancelled = await (await api.post(f"/v1/executions/{queued['id']}/cancel")).json()
+    assert (cancelled["status"], cancelled["container_id"]) == ("cancelled", None)
+    response = await api.post(f"/v1/executions/{running['id']}/cancel", json={"kill": True})
+    killed = await response.json()
+    assert killed["status"] == "cancelled" and killed["container_id"]
+    ids = {container, failed["container_id"], timed_out["container_id"], killed["container_id"]}
+    assert len(ids) == 4  # a container per function, and a killed one is never reused
+
+
 async def test_idempotent_create_with_a_client_id(api: Client) -> None:
     client_id = str(uuid.uuid4())
     first = await api.post(

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
-from spinlet.domain import FunctionStatus
+from spinlet.domain import Execution, ExecutionStatus, FunctionStatus
 from spinlet.store import Database, Store
 from spinlet.store.database import alembic_config
 from spinlet.store.tables import metadata
@@ -86,3 +86,34 @@ async def test_dependency_layers_upgrade_a_database_with_functions_and_downgrade
     assert after.keys() == before.keys() and after["functions"] == before["functions"]
     assert after["function_versions"] == before["function_versions"]
     assert (await store.functions.get("default", layered.id)).build_key is None
+
+
+async def test_executions_keep_their_container_across_the_upgrade_and_downgrade(
+    store: Store,
+) -> None:
+    function = await make_function(store)
+    running = Execution(
+        id="e-0011",
+        function_id=function.id,
+        function_name=function.name,
+        status=ExecutionStatus.RUNNING,
+        node_id="n",
+    )
+    await store.executions.create(running)
+    async with store.db.transaction() as conn:
+        await conn.run_sync(step, "0010")  # the schema before executions kept their container
+        before = await conn.run_sync(schema)
+        assert "container_id" not in before["executions"]
+        await conn.run_sync(step, "head")
+    upgraded = await store.executions.get("default", running.id)
+    assert (upgraded.status, upgraded.container_id) == (ExecutionStatus.RUNNING, None)
+
+    ended = running.evolve(status=ExecutionStatus.SUCCESS, container_id="c" * 64)
+    assert await store.executions.finish(ended, logs="")
+    assert (await store.executions.get("default", running.id)).container_id == "c" * 64
+    async with store.db.transaction() as conn:
+        await conn.run_sync(step, "0010")
+        assert await conn.run_sync(schema) == before
+        status = await conn.execute(text("SELECT status FROM executions WHERE id = 'e-0011'"))
+        assert status.scalar_one() == "success"
+        await conn.run_sync(step, "head")

@@ -95,6 +95,7 @@ async def test_an_end_is_written_only_over_a_running_execution(store: Store) -> 
         status_reason=StatusReason.TIMEOUT,
         error=error,
         start_kind=StartKind.STEM,
+        container_id="c" * 64,
     )
     assert await store.executions.finish(ended, logs="tick\n")
     stored = await store.executions.get("default", running.id)
@@ -104,6 +105,7 @@ async def test_an_end_is_written_only_over_a_running_execution(store: Store) -> 
         error,
         StartKind.STEM,
     )
+    assert stored.container_id == "c" * 64
     # An ended execution stays ended: the same end again, or another one, writes nothing.
     assert not await store.executions.finish(ended.evolve(status=S.SUCCESS), logs="")
     assert not await store.executions.cancel_queued("default", running.id)
@@ -122,3 +124,4 @@ async def test_an_execution_not_started_yet_is_cancelled_at_once(store: Store) -
             None,
         )
         assert cancelled.finished_at is not None
+        assert cancelled.container_id is None  # it never reached one

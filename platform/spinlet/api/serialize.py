@@ -175,6 +175,7 @@ class ExecutionRecord(Record):
     start_kind: StartKind | None
     init_ms: float | None
     image_id: str | None
+    container_id: str | None  # the container it ran in; null while queued, or if it never ran
     source: ExecutionSource
     description: str | None
     expired: bool

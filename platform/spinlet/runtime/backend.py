@@ -93,6 +93,9 @@ class RunOutcome:
     start_kind: StartKind = StartKind.COLD
     init_ms: float | None = None
     image_id: str | None = None
+    # The container it ran in (the process's name for the process backend); None when it
+    # never reached one.
+    container_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,9 @@ class RuntimeBackend(Protocol):
 
         The output of initialising and of running goes to `log` as it arrives, and the
         outcome's `logs` is `log.text()` (without `log`, the backend keeps its own). When the
-        call is cancelled once the code runs, the `CancelledError` carries an outcome with the
-        logs, `duration_ms`, `start_kind` and `image_id` (`attached_outcome`)."""
+        call is cancelled once it has a container (starting it, or running the code), the
+        `CancelledError` carries an outcome with the logs, `duration_ms`, `start_kind`,
+        `image_id` and `container_id` (`attached_outcome`)."""
 
     async def containers(self) -> list[ContainerInfo]:
         """The containers currently held by this backend."""

@@ -334,8 +334,8 @@ class PoolBackend:
             if slot.exited is not None:
                 raise _Stale
             failure = await self._initialise(slot, loaders, StartKind.STEM, started)
-        except BaseException:
-            await asyncio.shield(self._discard(slot))
+        except BaseException as exc:
+            await self._abandon(slot, exc, StartKind.STEM, started, loaders.log)
             raise
         if failure is not None:
             await self._discard(slot)
@@ -363,13 +363,25 @@ class PoolBackend:
             failure = await self._wait_ready(slot, StartKind.COLD)
             if failure is None:
                 failure = await self._initialise(slot, loaders, StartKind.COLD, started)
-        except BaseException:
-            await asyncio.shield(self._discard(slot))
+        except BaseException as exc:
+            await self._abandon(slot, exc, StartKind.COLD, started, loaders.log)
             raise
         if failure is not None:
             await self._discard(slot)
             return failure
         return slot, StartKind.COLD, _ms_since(started)
+
+    async def _abandon(
+        self, slot: Slot, exc: BaseException, kind: StartKind, started: float, sink: LogSink
+    ) -> None:
+        """Discard a sandbox whose start was interrupted; a cancellation (a user's cancel
+        during a cold start) carries the outcome, naming the container it had reached."""
+        await asyncio.shield(self._discard(slot))
+        if isinstance(exc, asyncio.CancelledError):
+            logs = await text_of(sink)
+            attach_outcome(
+                exc, self._failed(slot, StatusReason.CANCELLED, kind, None, started, logs)
+            )
 
     async def _wait_ready(self, slot: Slot, kind: StartKind) -> RunOutcome | None:
         """Wait for a new sandbox's runtime to answer; None once it does, else the outcome
@@ -447,6 +459,7 @@ class PoolBackend:
             duration_ms=_ms_since(started),
             start_kind=kind,
             image_id=slot.sandbox.image_id,
+            container_id=slot.sandbox.id,
         )
 
     async def _run(
@@ -514,6 +527,7 @@ class PoolBackend:
             "start_kind": kind,
             "init_ms": init_ms,
             "image_id": slot.sandbox.image_id,
+            "container_id": slot.sandbox.id,
         }
         if "error" in reply:
             error = ExecutionError.parse(reply["error"])
@@ -540,6 +554,7 @@ class PoolBackend:
             start_kind=kind,
             init_ms=init_ms,
             image_id=slot.sandbox.image_id,
+            container_id=slot.sandbox.id,
         )
 
     async def _exit_reason(self, slot: Slot) -> StatusReason:

@@ -157,6 +157,7 @@ class ExecutionRunner:
                     start_kind=ran.start_kind,
                     init_ms=ran.init_ms,
                     image_id=ran.image_id,
+                    container_id=ran.container_id,
                 )
             return outcome
         except Exception:
@@ -337,6 +338,7 @@ class ExecutionRunner:
             start_kind=outcome.start_kind if outcome.image_id else None,
             init_ms=outcome.init_ms,
             image_id=outcome.image_id,
+            container_id=outcome.container_id,
             finished_at=now,
             updated_at=now,
         )

@@ -62,6 +62,7 @@ _RECORD_FIELDS = (
     "duration_ms",
     "init_ms",
     "image_id",
+    "container_id",
     "description",
     "node_id",
     "expired",

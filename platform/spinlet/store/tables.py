@@ -253,6 +253,7 @@ executions = Table(
     Column("start_kind", String(8)),
     Column("init_ms", Float),
     Column("image_id", String(128)),
+    Column("container_id", String(128)),
     Column("source", String(16), nullable=False),
     Column("description", Text),
     Column("node_id", String(64)),

@@ -190,6 +190,23 @@ async def _execute(
         return response.status, await response.json()
 
 
+async def _warm_latencies(
+    http: aiohttp.ClientSession, function_id: str, samples: int
+) -> list[float]:
+    """Milliseconds of `samples` sync executions one after another, each on a warm container,
+    after 20 unmeasured ones that warm the function up."""
+    for i in range(20):
+        await _execute(http, function_id, i)
+    calls = []
+    for i in range(samples):
+        started = time.perf_counter()
+        status, body = await _execute(http, function_id, i)
+        calls.append(_ms(started))
+        if status != 201 or body["start_kind"] != "warm":
+            raise RuntimeError(f"unexpected execution: {status} {body}")
+    return calls
+
+
 async def measure_spinlet(options: BenchOptions, report: Report, progress: Progress) -> None:
     """(c) and (d) through the public API of a node started for the purpose."""
     env = {"SPINLET_MAX_CONTAINERS": "200"}
@@ -199,16 +216,8 @@ async def measure_spinlet(options: BenchOptions, report: Report, progress: Progr
             function_id = await _create(
                 http, "bench-echo", concurrency=options.function_concurrency
             )
-            for i in range(20):
-                await _execute(http, function_id, i)
             progress(f"spinlet: sync executions, concurrency 1, x{options.samples}")
-            calls = []
-            for i in range(options.samples):
-                started = time.perf_counter()
-                status, body = await _execute(http, function_id, i)
-                calls.append(_ms(started))
-                if status != 201 or body["start_kind"] != "warm":
-                    raise RuntimeError(f"unexpected execution: {status} {body}")
+            calls = await _warm_latencies(http, function_id, options.samples)
             report.add("(c) spinlet warm sync, concurrency 1", calls)
             for clients in options.concurrency:
                 progress(f"spinlet: throughput with {clients} clients for {options.duration:g}s")
@@ -265,16 +274,8 @@ async def _measure_layer(
     )
     await _built(http, function_id)
     report.add("(e) layer build: resolve, install, store", [_ms(started)])
-    for i in range(20):
-        await _execute(http, function_id, i)
     progress(f"spinlet: sync executions with a layer, concurrency 1, x{options.samples}")
-    calls = []
-    for i in range(options.samples):
-        started = time.perf_counter()
-        status, body = await _execute(http, function_id, i)
-        calls.append(_ms(started))
-        if status != 201 or body["start_kind"] != "warm":
-            raise RuntimeError(f"unexpected execution: {status} {body}")
+    calls = await _warm_latencies(http, function_id, options.samples)
     report.add("(e) spinlet warm sync with a layer, concurrency 1", calls)
     progress(f"spinlet: first calls with a cached layer x{options.first_calls}")
     first, kinds = [], {"stem": 0, "cold": 0, "warm": 0}

@@ -325,3 +325,102 @@ async def test_a_follower_that_hangs_up_is_let_go_while_it_runs(
 
     await eventually(let_go)
     await release(fifo)
+
+
+#: Writes a 64 KiB block of numbered 1 KiB lines for each `+` read from the FIFO `gate`, and
+#: returns at anything else: the test decides how much is written, and when.
+FLOOD = """
+import sys
+
+def main(event, context):
+    n = 0
+    with open(event["gate"], "rb", buffering=0) as gate:
+        while gate.read(1) == b"+":
+            sys.stdout.write("".join(f"{i:07} ".ljust(1023, ".") + "\\n" for i in range(n, n + 64)))
+            sys.stdout.flush()
+            n += 64
+    return n
+"""
+
+
+#: What `FLOOD` writes for `blocks` `+`.
+def flooded(blocks: int) -> str:
+    return "".join(f"{i:07} ".ljust(1023, ".") + "\n" for i in range(blocks * 64))
+
+
+BLOCK = 64 * 1024
+#: More than the follower bound (256 KiB) plus what the sockets between the node and a client
+#: that reads nothing can hold (kernel buffers of a few MiB on loopback).
+FLOOD_BLOCKS = 384
+
+
+async def read_bytes(response: aiohttp.ClientResponse, size: int, seen: bytearray) -> None:
+    """Read the response until `seen` holds `size` bytes."""
+    while len(seen) < size:
+        chunk = await response.content.readany()
+        assert chunk, f"the response ended at byte {len(seen)} of {size}"
+        seen += chunk
+
+
+async def events_to(response: aiohttp.ClientResponse, event_id: str) -> list[dict[str, str]]:
+    """The events the response sent up to the one whose id is `event_id` (a long stream: read
+    as it comes, parsed once)."""
+    marker = f"\nid: {event_id}\n".encode()
+    seen = bytearray()
+    found = -1
+    while True:
+        chunk = await response.content.readany()
+        assert chunk, f"the response ended before the event {event_id}"
+        start = max(0, len(seen) - len(marker))
+        seen += chunk
+        if found < 0:
+            found = seen.find(marker, start)
+        if found >= 0 and (end := seen.find(b"\n\n", found)) >= 0:
+            return events(seen[: end + 2].decode())
+
+
+async def test_a_slow_follower_is_dropped_and_resumes_from_its_offset(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]], settings: Settings, tmp_path: Path
+) -> None:
+    api = await aiohttp_client(
+        create_app(settings.evolve(backend="process", log_limit=64 * 1024 * 1024))
+    )
+    await deploy(api, "flood", FLOOD)
+    fifo = gate(tmp_path)
+    execution_id = await start(api, fifo, "flood")
+    url = f"/v1/executions/{execution_id}/log?follow=true"
+    sse = {"Accept": "text/event-stream"}
+    slow = await api.get(url, headers=sse)  # never read while the function writes
+    normal = await api.get(url)
+    assert (slow.status, normal.status) == (200, 200)
+    fd = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)  # once the function waits on it
+    try:
+        received = bytearray()
+        for block in range(FLOOD_BLOCKS):  # the next block once the last one was read
+            os.write(fd, b"+")
+            await read_bytes(normal, (block + 1) * BLOCK, received)
+        written = flooded(FLOOD_BLOCKS)
+        assert received.decode() == written
+
+        # The slow follower was let go: its response ends (no `end` event) while it still runs.
+        async with asyncio.timeout(120):  # a hang guard only: it ends long before
+            dropped = events((await slow.content.read()).decode())
+        assert {e["event"] for e in dropped} == {"log"}
+        assert await status_of(api, execution_id) == "running"
+        got = "".join(e["data"] for e in dropped)
+        assert 0 < len(got) < len(written) and written.startswith(got)
+        assert dropped[-1]["id"] == str(len(got))
+
+        # A reconnect with Last-Event-ID resumes at that offset, while it still runs.
+        again = await api.get(url, headers={**sse, "Last-Event-ID": dropped[-1]["id"]})
+        resumed = await events_to(again, str(len(written)))
+        assert "".join(e["data"] for e in resumed) == written[len(got) :]
+        assert await status_of(api, execution_id) == "running"
+        os.write(fd, b".")  # now it ends
+    finally:
+        os.close(fd)
+    end = events((await again.content.read()).decode())
+    assert [e["event"] for e in end] == ["end"]
+    assert json.loads(end[0]["data"])["status"] == "success"
+    assert (await normal.content.read()) == b""  # the normal follower's log ended with it
+    assert await (await api.get(url.replace("true", "false"))).text() == written

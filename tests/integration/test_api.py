@@ -6,9 +6,11 @@ variant of the same paths is in test_api_docker.py.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import os
 import zipfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -313,3 +315,25 @@ async def test_nul_characters_in_input_result_and_logs_are_kept(api: Client) -> 
     log = await (await api.get(f"/v1/executions/{execution['id']}/log")).text()
     # NUL is kept as U+FFFD, as the runtime keeps undecodable bytes.
     assert sorted(log.splitlines()) == ["before\ufffdafter", "raw\ufffdbytes\ufffd"]
+
+
+async def test_a_cancel_while_its_code_is_imported_keeps_its_container(
+    api: Client, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    # Importing its code waits until the test opens the FIFO: the cancel comes during /init.
+    source = f"open({str(fifo)!r}).read()\n\n\ndef main(event):\n    return 1\n"
+    response = await api.post("/v1/functions", data=form("slow-import", data=make_package(source)))
+    assert response.status == 201, await response.text()
+    response = await api.post("/v1/executions", json={"function_id": "slow-import", "sync": False})
+    execution_id = (await response.json())["id"]
+    fd = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)  # once its import waits on it
+    try:
+        response = await api.post(f"/v1/executions/{execution_id}/cancel", json={"kill": True})
+        cancelled = await response.json()
+    finally:
+        os.close(fd)
+    assert cancelled["status"] == "cancelled", cancelled
+    # It had a container, being initialised: the record names it, and how it was started.
+    assert cancelled["container_id"] and cancelled["start_kind"] in ("cold", "stem")

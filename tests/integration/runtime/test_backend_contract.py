@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from spinlet.errors import RuntimeBackendError
-from spinlet.runtime.backend import OutcomeStatus, StartKind
+from spinlet.runtime.backend import OutcomeStatus, StartKind, attached_outcome
 from spinlet.runtime.factory import make_backend
 from spinlet.runtime.pool import PoolBackend
 from tests.helpers import eventually
@@ -44,6 +44,8 @@ async def test_hello_returns_its_result_and_all_its_output(
     assert outcome.error is None
     assert outcome.duration_ms > 0
     assert outcome.image_id
+    [container] = await backend.containers()
+    assert outcome.container_id == container.id  # the container it ran in, idle now
 
 
 async def test_an_exception_fails_the_execution_and_keeps_the_container(
@@ -250,9 +252,12 @@ async def test_a_cancelled_execution_destroys_its_container(
         return [info.state for info in await backend.containers()] == ["busy"]
 
     await eventually(busy)
+    [container] = await backend.containers()
     running.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(asyncio.CancelledError) as cancelled:
         await running
+    stopped = attached_outcome(cancelled.value)
+    assert stopped is not None and stopped.container_id == container.id
     assert await backend.containers() == []
     assert await target.leftovers() == []
     assert target.code_dirs() == []

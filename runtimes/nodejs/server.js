@@ -1,0 +1,873 @@
+'use strict';
+// Spinlet's Node.js runtime server: runtime protocols v1 and v2 (see runtimes/README.md).
+//
+// Standard library only (Node 20). It listens on the Unix socket $SPINLET_SOCKET (default
+// /run/spinlet/rt.sock), speaks HTTP/1.1 with keep-alive and handles one request at a time:
+//
+// - GET /health: {"protocol": 1, "protocols": [1, 2], "initialized": bool,
+//   "features": ["code_dir"]}. No "layer_dir": a Node function brings its dependencies as
+//   node_modules/ inside its package; an /init with a layer_dir is a 400 of type InvalidLayer.
+// - POST /init (once): agree on the protocol, start the worker, a child process of this
+//   server that loads the function's module from code_dir ("module.func": module.js, .mjs or
+//   .cjs; CommonJS or an ES module) and stays warm for every run. A base64 zip ("code") is
+//   refused with a 400 of type InvalidPackage: Node's standard library reads no zip, and the
+//   node sends code_dir to a server that announces the feature.
+// - POST /run: one execution in the worker: one message each way. The worker's fds 1 and 2
+//   are this server's pipes, so console.log, process.stdout, fs.writeSync(1, ...) and the
+//   output of a child spawned with inherited stdio all land in the execution's log. In v1 the
+//   reply is one JSON body (the log capped at log_limit, head and tail); in v2 a chunked
+//   stream of log frames (stdout and stderr apart) as the function writes, then the result.
+//
+// The end of a run's output is a marker the worker writes to its pipes once the handler has
+// settled and its streams are flushed: what the pipes bring after it (a background process
+// the function left) is dropped until the next run starts.
+//
+// A worker that exits (process.exit in the function, a crash) takes the server with it, as
+// the Python server's os._exit does: the node sees its container end ("crashed"); in v2 the
+// output written before is sent first. Time limits are the control plane's job: it destroys
+// the container when a deadline passes; nothing here interrupts the function.
+//
+// Run as `node /opt/spinlet/server.js`; the worker is the same file, `--worker`.
+
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const { StringDecoder } = require('node:string_decoder');
+const { pathToFileURL } = require('node:url');
+const util = require('node:util');
+
+const PROTOCOL = 1;
+const PROTOCOLS = [1, 2];
+const STREAMING = 2;
+const FEATURES = ['code_dir'];
+const DEFAULT_SOCKET = '/run/spinlet/rt.sock';
+const DEFAULT_LOG_LIMIT = 1024 * 1024;
+const MAX_BODY = 1024 * 1024 * 1024;
+// How long to wait for the rest of a dead worker's output before the server exits.
+const EXIT_DRAIN_MS = 200;
+const TRUNCATION_MARKER = (dropped) => `\n[spinlet: log truncated, ${dropped} bytes dropped]\n`;
+
+// --- errors -----------------------------------------------------------------------------------
+
+class RequestError extends Error {
+  constructor(status, type, message, close = false) {
+    super(message);
+    this.status = status;
+    this.type = type;
+    this.close = close;
+  }
+
+  asError() {
+    return { type: this.type, message: this.message, traceback: '' };
+  }
+}
+
+const badRequest = (message) => new RequestError(400, 'BadRequest', message);
+
+// --- the log cap (as runtimes/python/server.py's fit_log and spinlet.logcap) -------------------
+
+// Where the head of `data` ends: after the last whole line in its first `room` bytes, or after
+// the last whole character when they hold no line's end.
+function headEnd(data, room) {
+  const end = Math.min(room, data.length);
+  if (end <= 0) return 0;
+  const newline = data.lastIndexOf(0x0a, end - 1);
+  if (newline >= 0) return newline + 1;
+  let start = end - 1; // the last character's first byte, within 4 bytes
+  while (start > 0 && end - start < 4 && (data[start] & 0xc0) === 0x80) start -= 1;
+  const lead = data[start];
+  const size = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+  return start + size > end ? start : end;
+}
+
+// Where the tail of `data` starts: at the first whole line in its last `room` bytes, or at the
+// first whole character when no line starts there.
+function tailStart(data, room) {
+  let start = data.length - room;
+  if (start <= 0) return 0;
+  if (data[start - 1] === 0x0a) return start;
+  const newline = data.indexOf(0x0a, start);
+  if (newline >= 0 && newline < data.length - 1) return newline + 1;
+  const begin = start;
+  while (start < data.length && start - begin < 3 && (data[start] & 0xc0) === 0x80) start += 1;
+  return start;
+}
+
+// A log of `head`, then `gap` bytes not kept, then `tail`, in at most `limit` bytes.
+function fitLog(head, tail, gap, limit) {
+  if (!gap && head.length + tail.length <= limit) {
+    return Buffer.concat([head, tail]).toString('utf8');
+  }
+  if (!gap) head = tail = Buffer.concat([head, tail]);
+  const half = Math.floor(limit / 2);
+  const first = head.subarray(0, headEnd(head, half));
+  const last = tail.subarray(tailStart(tail, limit - half));
+  const total = gap ? head.length + gap + tail.length : head.length;
+  const dropped = total - first.length - last.length;
+  return first.toString('utf8') + TRUNCATION_MARKER(dropped) + last.toString('utf8');
+}
+
+// What a run (v1) or /init writes, kept as its head and tail within `limit` bytes.
+class LogKeeper {
+  constructor(limit) {
+    this.limit = limit;
+    this.headRoom = Math.floor(limit / 2);
+    this.tailRoom = limit - this.headRoom + 1; // the tail's half, and the byte before it
+    this.head = [];
+    this.headLength = 0;
+    this.tail = [];
+    this.tailLength = 0;
+    this.seen = 0;
+  }
+
+  keep(chunk) {
+    this.seen += chunk.length;
+    const room = this.headRoom - this.headLength;
+    if (room > 0) {
+      const part = chunk.subarray(0, room);
+      this.head.push(part);
+      this.headLength += part.length;
+      chunk = chunk.subarray(room);
+    }
+    if (!chunk.length) return;
+    this.tail.push(chunk);
+    this.tailLength += chunk.length;
+    if (this.tailLength > 2 * this.tailRoom) { // trimmed now and then, not on every chunk
+      const whole = Buffer.concat(this.tail);
+      const kept = whole.subarray(whole.length - this.tailRoom);
+      this.tail = [kept];
+      this.tailLength = kept.length;
+    }
+  }
+
+  // The log, then `ending` (a traceback) on a line of its own, in at most `limit` bytes.
+  log(ending = '') {
+    const head = Buffer.concat(this.head);
+    let tail = Buffer.concat(this.tail);
+    const gap = this.seen - head.length - tail.length;
+    if (ending) {
+      const last = tail.length ? tail[tail.length - 1] : head.length ? head[head.length - 1] : -1;
+      const sep = last !== -1 && last !== 0x0a ? '\n' : '';
+      tail = Buffer.concat([tail, Buffer.from(sep + ending, 'utf8')]);
+    }
+    return fitLog(head, tail, gap, this.limit);
+  }
+}
+
+// --- streamed output (protocol v2) -------------------------------------------------------------
+
+const logFrame = (stream, text, t) =>
+  `{"type":"log","stream":"${stream}","data":${JSON.stringify(text)},"t":${t}}\n`;
+
+// The result (or error) reply as JSON text: `member` (a preformatted "name":value) first, or
+// after the result or error, as the Python server writes it.
+function reply(outcome, member, first) {
+  const body = outcome.error
+    ? `"error":${JSON.stringify(outcome.error)}`
+    : `"result":${outcome.json}`;
+  const [a, b] = first ? [member, body] : [body, member];
+  return `{${a},${b},"duration_ms":${outcome.durationMs}}`;
+}
+
+// --- the worker, seen from the server ----------------------------------------------------------
+
+// One pipe of the worker (its fd 1 or 2): what a run gets of it ends at the worker's marker.
+class WorkerPipe {
+  constructor(stream, readable, marker, onData, onEnd) {
+    this.stream = stream;
+    this.readable = readable;
+    this.marker = marker;
+    this.onData = onData; // (pipe, buffer): output of the current run
+    this.onEnd = onEnd; // (pipe): the marker came (or end of file)
+    this.capturing = false;
+    this.held = Buffer.alloc(0); // the start of what may be a marker, split between reads
+    this.decoder = new StringDecoder('utf8');
+    readable.on('data', (chunk) => this.read(chunk));
+    readable.on('end', () => this.ended());
+    readable.on('error', () => {});
+  }
+
+  start() {
+    this.capturing = true;
+  }
+
+  read(chunk) {
+    if (!this.capturing) return; // a background process's, after its run ended: dropped
+    if (this.held.length) {
+      chunk = Buffer.concat([this.held, chunk]);
+      this.held = Buffer.alloc(0);
+    }
+    const at = chunk.indexOf(this.marker);
+    if (at >= 0) {
+      this.capturing = false;
+      if (at > 0) this.onData(this, chunk.subarray(0, at));
+      this.onEnd(this);
+      return;
+    }
+    const keep = partialMarker(chunk, this.marker);
+    if (keep) {
+      this.held = Buffer.from(chunk.subarray(chunk.length - keep));
+      chunk = chunk.subarray(0, chunk.length - keep);
+    }
+    if (chunk.length) this.onData(this, chunk);
+  }
+
+  ended() {
+    if (this.held.length) {
+      const rest = this.held;
+      this.held = Buffer.alloc(0);
+      if (this.capturing) this.onData(this, rest);
+    }
+    this.closed = true;
+    if (this.capturing) {
+      this.capturing = false;
+      this.onEnd(this);
+    }
+  }
+}
+
+// How many bytes at the end of `chunk` begin `marker` (and may be the start of it).
+function partialMarker(chunk, marker) {
+  const first = marker[0];
+  for (let size = Math.min(marker.length - 1, chunk.length); size > 0; size -= 1) {
+    const start = chunk.length - size;
+    if (chunk[start] === first && chunk.subarray(start).equals(marker.subarray(0, size))) {
+      return size;
+    }
+  }
+  return 0;
+}
+
+// The function's process: started at /init, kept for the server's life.
+class Worker {
+  constructor(request) {
+    this.token = crypto.randomBytes(12).toString('hex');
+    this.marker = Buffer.from(`\u0000spinlet:end:${this.token}\u0000`);
+    this.merged = request.protocol < STREAMING; // v1: fd 2 is fd 1's pipe, order kept
+    const env = { ...process.env, ...request.environment };
+    const args = [__filename, '--worker'];
+    const options = { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env, serialization: 'advanced' };
+    this.child = this.merged
+      ? spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', process.execPath, ...args], options)
+      : spawn(process.execPath, args, options);
+    this.run = null; // the run (or load) in progress: {onData, onEnd, onMessage}
+    const onData = (pipe, data) => this.run && this.run.onData(pipe.stream, data);
+    const onEnd = (pipe) => this.pipeEnded(pipe);
+    this.pipes = [new WorkerPipe('stdout', this.child.stdout, this.marker, onData, onEnd)];
+    if (!this.merged) {
+      this.pipes.push(new WorkerPipe('stderr', this.child.stderr, this.marker, onData, onEnd));
+    } else {
+      this.child.stderr.resume(); // only /bin/sh's own errors could come here
+    }
+    this.child.on('message', (message) => this.message(message));
+    this.child.on('exit', (code, signal) => this.exited(code, signal));
+    this.child.on('error', () => this.exited(1, null));
+  }
+
+  // Start a run (or the load): `handlers` get its output; resolves with the worker's answer
+  // once the answer and the end of the output on every pipe have come.
+  begin(message, handlers) {
+    return new Promise((resolve) => {
+      const run = { ...handlers, pending: this.pipes.length + 1, answer: null, resolve };
+      this.run = run;
+      for (const pipe of this.pipes) pipe.start();
+      this.child.send({ ...message, token: this.token, merged: this.merged });
+    });
+  }
+
+  pipeEnded() {
+    this.settle();
+  }
+
+  message(message) {
+    if (!this.run) return;
+    this.run.answer = message;
+    this.settle();
+  }
+
+  settle() {
+    const run = this.run;
+    if (!run) return;
+    run.pending -= 1;
+    if (run.pending === 0) {
+      this.run = null;
+      run.resolve(run.answer);
+    }
+  }
+
+  pause() {
+    for (const pipe of this.pipes) pipe.readable.pause();
+  }
+
+  resume() {
+    for (const pipe of this.pipes) pipe.readable.resume();
+  }
+
+  // The function ended its process (or it crashed): send what it wrote, then end the server,
+  // as the Python server (PID 1) ends with a function's os._exit.
+  exited(code, signal) {
+    if (this.gone) return;
+    this.gone = true;
+    const run = this.run;
+    const finish = () => {
+      if (run && run.onExit) run.onExit();
+      process.exit(signal ? 128 + (require('node:os').constants.signals[signal] || 9) : code || 1);
+    };
+    if (this.pipes.every((pipe) => pipe.closed)) {
+      finish();
+      return;
+    }
+    let left = this.pipes.filter((pipe) => !pipe.closed).length;
+    const timer = setTimeout(finish, EXIT_DRAIN_MS);
+    for (const pipe of this.pipes) {
+      if (pipe.closed) continue;
+      pipe.readable.once('close', () => {
+        left -= 1;
+        if (left === 0) {
+          clearTimeout(timer);
+          finish();
+        }
+      });
+    }
+  }
+}
+
+// --- protocol ----------------------------------------------------------------------------------
+
+class Runtime {
+  constructor() {
+    this.initAttempted = false;
+    this.initialized = false;
+    this.logLimit = DEFAULT_LOG_LIMIT;
+    this.protocol = PROTOCOL;
+    this.worker = null;
+  }
+
+  health() {
+    return {
+      protocol: PROTOCOL,
+      protocols: PROTOCOLS,
+      initialized: this.initialized,
+      features: FEATURES,
+    };
+  }
+
+  async init(body) {
+    if (this.initAttempted) {
+      throw new RequestError(409, 'AlreadyInitialized', 'this runtime has already been initialised');
+    }
+    const request = parseInit(body);
+    this.initAttempted = true;
+    this.logLimit = request.logLimit;
+    this.protocol = request.protocol;
+    const refused = loadRefusal(request);
+    if (refused) return [400, { error: refused, logs: '' }];
+    const started = performance.now();
+    const worker = new Worker(request);
+    const keeper = new LogKeeper(request.logLimit);
+    const answer = await worker.begin(
+      { type: 'load', codeDir: request.codeDir, entry: request.entry },
+      { onData: (stream, data) => keeper.keep(data) },
+    );
+    const initMs = performance.now() - started;
+    if (answer.error) {
+      worker.child.kill('SIGKILL');
+      worker.gone = true;
+      return [400, { error: answer.error, logs: keeper.log(answer.error.traceback) }];
+    }
+    this.worker = worker;
+    this.initialized = true;
+    return [200, { protocol: this.protocol, init_ms: initMs, logs: keeper.log() }];
+  }
+
+  checkRun(body) {
+    if (!this.initialized) {
+      throw new RequestError(409, 'NotInitialized', 'POST /init has not succeeded yet');
+    }
+    return parseRun(body);
+  }
+
+  // One execution (protocol v1): the reply body, its log capped.
+  async run(body) {
+    const message = this.checkRun(body);
+    const keeper = new LogKeeper(this.logLimit);
+    const answer = await this.worker.begin(message, { onData: (stream, data) => keeper.keep(data) });
+    const outcome = settle(answer);
+    const traceback = outcome.error ? outcome.error.traceback : '';
+    return reply(outcome, `"logs":${JSON.stringify(keeper.log(traceback))}`, false);
+  }
+
+  // One execution (protocol v2): frames to `frames` as the function writes, then its result.
+  async streamRun(message, frames) {
+    const worker = this.worker;
+    const answer = await worker.begin(message, {
+      onData: (stream, data) => frames.log(stream, data),
+      onExit: () => frames.flush(),
+    });
+    const outcome = settle(answer);
+    frames.finish(reply(outcome, '"type":"result"', true), outcome.error ? outcome.error.traceback : '');
+  }
+}
+
+// The worker's answer as an outcome: the result's JSON text, or an error; and the duration.
+function settle(answer) {
+  if (answer.error) return { error: answer.error, durationMs: answer.durationMs };
+  return { json: answer.json, durationMs: answer.durationMs };
+}
+
+// Why /init cannot load anything: a base64 zip, or a dependency layer (neither is supported).
+function loadRefusal(request) {
+  if (request.codeDir === null) {
+    return {
+      type: 'InvalidPackage',
+      message:
+        'this runtime loads code from "code_dir" only (it announces the code_dir feature); ' +
+        'a base64 zip ("code") is not extracted here',
+      traceback: '',
+    };
+  }
+  if (request.layerDir !== null) {
+    return {
+      type: 'InvalidLayer',
+      message:
+        'this runtime does not load dependency layers: bring node_modules/ inside the package',
+      traceback: '',
+    };
+  }
+  return null;
+}
+
+const isInt = (value) => Number.isInteger(value);
+
+function parseInit(body) {
+  if (!isObject(body)) throw badRequest('the body must be a JSON object');
+  const code = body.code ?? null;
+  const codeDir = body.code_dir ?? null;
+  const layerDir = body.layer_dir ?? null;
+  const entry = body.entry ?? 'main.main';
+  const environment = body.environment || {};
+  const logLimit = body.log_limit ?? DEFAULT_LOG_LIMIT;
+  const asked = body.protocol ?? null;
+  if ((code === null) === (codeDir === null)) {
+    throw badRequest('either "code_dir" (a directory) or "code" (a base64 zip) is required');
+  }
+  for (const [name, directory] of [['code_dir', codeDir], ['layer_dir', layerDir]]) {
+    if (directory !== null && !(typeof directory === 'string' && directory.startsWith('/'))) {
+      throw badRequest(`"${name}" must be an absolute path`);
+    }
+  }
+  if (code !== null && typeof code !== 'string') throw badRequest('"code" must be a base64 zip');
+  if (typeof entry !== 'string') throw badRequest('"entry" must be a string "module.function"');
+  if (!isObject(environment) || !Object.values(environment).every((v) => typeof v === 'string')) {
+    throw badRequest('"environment" must be an object of strings');
+  }
+  if (!isInt(logLimit) || logLimit < 0) {
+    throw badRequest('"log_limit" must be a non-negative integer');
+  }
+  if (asked !== null && (!isInt(asked) || asked < 1)) {
+    throw badRequest('"protocol" must be a positive integer (the highest the node speaks)');
+  }
+  return {
+    codeDir,
+    layerDir,
+    entry,
+    environment,
+    logLimit,
+    protocol: asked === null ? PROTOCOL : agreedProtocol(asked),
+  };
+}
+
+function agreedProtocol(asked) {
+  const common = PROTOCOLS.filter((version) => version <= asked);
+  return common.length ? Math.max(...common) : Math.min(...PROTOCOLS);
+}
+
+function parseRun(body) {
+  if (!isObject(body)) throw badRequest('the body must be a JSON object');
+  const deadline = body.deadline ?? null;
+  const version = body.function_version ?? 0;
+  if (deadline !== null && typeof deadline !== 'number') {
+    throw badRequest('"deadline" must be a number (unix seconds)');
+  }
+  if (!isInt(version)) throw badRequest('"function_version" must be an integer');
+  const strings = {};
+  for (const key of ['execution_id', 'function_id', 'function_name']) {
+    const value = body[key] || '';
+    if (typeof value !== 'string') throw badRequest(`"${key}" must be a string`);
+    strings[key] = value;
+  }
+  return {
+    type: 'run',
+    input: body.input === undefined ? null : body.input,
+    context: { ...strings, function_version: version, deadline },
+  };
+}
+
+function isObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+// --- HTTP --------------------------------------------------------------------------------------
+
+// The body of a v2 /run reply: a chunk per frame, written as they come. While the node does not
+// read, the worker's pipes are not read either: its writes block (bounded memory both sides).
+class FrameWriter {
+  constructor(response, worker) {
+    this.response = response;
+    this.worker = worker;
+    this.lineEnded = true;
+    this.decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
+    this.paused = false;
+    response.on('drain', () => {
+      if (this.paused) {
+        this.paused = false;
+        worker.resume();
+      }
+    });
+  }
+
+  log(stream, data) {
+    this.send(stream, this.decoders[stream].write(data));
+  }
+
+  send(stream, text) {
+    if (!text) return;
+    this.lineEnded = text.endsWith('\n');
+    const more = this.response.write(logFrame(stream, text, Date.now() / 1000));
+    if (!more && !this.paused) {
+      this.paused = true;
+      this.worker.pause();
+    }
+  }
+
+  // What the decoders hold back (a character cut at a pipe's end).
+  flush() {
+    for (const stream of ['stdout', 'stderr']) this.send(stream, this.decoders[stream].end());
+  }
+
+  finish(result, traceback) {
+    this.flush();
+    let data = '';
+    if (traceback) {
+      const text = this.lineEnded ? traceback : '\n' + traceback;
+      data = logFrame('stderr', text, Date.now() / 1000);
+    }
+    this.response.end(data + result + '\n');
+    if (this.paused) {
+      this.paused = false;
+      this.worker.resume();
+    }
+  }
+}
+
+function respondJson(response, status, body) {
+  respond(response, status, JSON.stringify(body));
+}
+
+function respond(response, status, text) {
+  const body = Buffer.from(text, 'utf8');
+  response.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': body.length,
+  });
+  response.end(body);
+}
+
+function readBody(request) {
+  return new Promise((resolve, reject) => {
+    if ((request.headers['transfer-encoding'] || '').toLowerCase().includes('chunked')) {
+      reject(new RequestError(411, 'LengthRequired', 'send a Content-Length', true));
+      return;
+    }
+    const length = Number(request.headers['content-length'] || '0');
+    if (length > MAX_BODY) {
+      reject(new RequestError(413, 'TooLarge', 'the request body is too large', true));
+      return;
+    }
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', () => resolve(Buffer.concat(chunks)));
+    request.on('error', reject);
+  });
+}
+
+function parseJson(body) {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw new RequestError(400, 'BadRequest', `the body is not valid JSON: ${error.message}`);
+  }
+}
+
+async function dispatch(runtime, request, response) {
+  const method = request.method;
+  const where = request.url.split('?')[0];
+  try {
+    const body = await readBody(request);
+    if (where === '/health' && method === 'GET') {
+      respondJson(response, 200, runtime.health());
+    } else if (where === '/init' && method === 'POST') {
+      const [status, answer] = await runtime.init(parseJson(body));
+      respondJson(response, status, answer);
+    } else if (where === '/run' && method === 'POST') {
+      await run(runtime, parseJson(body), response);
+    } else if (['/health', '/init', '/run'].includes(where)) {
+      throw new RequestError(405, 'MethodNotAllowed', `${method} ${where} is not allowed`);
+    } else {
+      throw new RequestError(404, 'NotFound', `no such endpoint: ${where}`);
+    }
+  } catch (error) {
+    if (response.headersSent) {
+      response.destroy(); // mid-body: nothing can be said on this connection
+      return;
+    }
+    if (error instanceof RequestError) {
+      if (error.close) response.shouldKeepAlive = false;
+      respondJson(response, error.status, { error: error.asError() });
+    } else { // a bug here must not take the server down
+      respondJson(response, 500, { error: describeError(error) });
+    }
+  }
+}
+
+async function run(runtime, body, response) {
+  if (runtime.protocol < STREAMING) {
+    respond(response, 200, await runtime.run(body));
+    return;
+  }
+  const message = runtime.checkRun(body); // refusals are JSON, before any frame
+  response.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+  await runtime.streamRun(message, new FrameWriter(response, runtime.worker));
+}
+
+// One request at a time: requests wait for the one before them (the node sends one at a time).
+function serve(socketPath) {
+  const runtime = new Runtime();
+  let queue = Promise.resolve();
+  const server = http.createServer((request, response) => {
+    response.sendDate = false;
+    queue = queue.then(() => dispatch(runtime, request, response));
+  });
+  server.keepAliveTimeout = 0; // the node keeps its connection for the container's life
+  server.headersTimeout = 0;
+  server.requestTimeout = 0;
+  server.on('clientError', (error, socket) => {
+    if (!socket.writable) return;
+    const body = JSON.stringify({
+      error: { type: 'BadRequest', message: `bad request: ${error.code || error.message}`, traceback: '' },
+    });
+    socket.end(
+      'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+  fs.mkdirSync(path.dirname(socketPath), { recursive: true });
+  try {
+    if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath); // an earlier server's
+  } catch {}
+  const oldUmask = process.umask(0o111); // connectable by the host (another uid)
+  server.listen(socketPath, () => {
+    process.umask(oldUmask);
+    fs.chmodSync(socketPath, 0o666);
+  });
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    process.on(signal, () => {
+      try {
+        fs.unlinkSync(socketPath);
+      } catch {}
+      process.exit(128 + require('node:os').constants.signals[signal]);
+    });
+  }
+}
+
+// --- the worker: the function's process --------------------------------------------------------
+
+// {type, message, traceback} of what the function threw; the traceback is its stack, without
+// this file's frames nor Node's own.
+function describeError(error) {
+  if (error instanceof Error || (error && typeof error.stack === 'string')) {
+    const type = (error.constructor && error.constructor.name) || error.name || 'Error';
+    const lines = String(error.stack || `${type}: ${error.message}`).split('\n');
+    const kept = lines.filter(
+      (line, index) =>
+        index === 0 || !(line.includes(__filename) || /\(node:internal|at node:internal/.test(line)),
+    );
+    return { type, message: String(error.message ?? ''), traceback: kept.join('\n') + '\n' };
+  }
+  const type = error === null ? 'null' : (error.constructor && error.constructor.name) || typeof error;
+  const shown = util.inspect(error);
+  return { type, message: String(error), traceback: `Uncaught ${shown}\n` };
+}
+
+function loadError(type, message) {
+  return { type, message, traceback: '' };
+}
+
+// The module file of `module` in `codeDir` ("a" or "dir/a", or a dotted "dir.a").
+function findModule(codeDir, module) {
+  const names = [module];
+  if (module.includes('.')) names.push(module.split('.').join('/'));
+  for (const name of names) {
+    for (const extension of ['.js', '.mjs', '.cjs']) {
+      const file = path.join(codeDir, name + extension);
+      if (file.startsWith(codeDir + path.sep) && fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
+        return file;
+      }
+    }
+  }
+  return null;
+}
+
+async function loadHandler(codeDir, entry) {
+  const dot = entry.lastIndexOf('.');
+  const module = entry.slice(0, dot);
+  const name = entry.slice(dot + 1);
+  if (dot <= 0 || !name) {
+    return { error: loadError('InvalidEntry', `entry ${JSON.stringify(entry)} is not of the form module.function`) };
+  }
+  if (!fs.statSync(codeDir, { throwIfNoEntry: false })?.isDirectory()) {
+    return { error: loadError('InvalidPackage', `the code directory ${codeDir} does not exist`) };
+  }
+  const file = findModule(codeDir, module);
+  if (file === null) {
+    return {
+      error: loadError(
+        'ModuleNotFoundError',
+        `module ${JSON.stringify(module)} of entry ${JSON.stringify(entry)} is not in the package ` +
+          `(no ${module}.js, ${module}.mjs or ${module}.cjs)`,
+      ),
+    };
+  }
+  let exports;
+  try {
+    if (file.endsWith('.mjs')) {
+      exports = await import(pathToFileURL(file).href);
+    } else {
+      try {
+        exports = require(file);
+      } catch (error) {
+        if (!error || error.code !== 'ERR_REQUIRE_ESM') throw error;
+        exports = await import(pathToFileURL(file).href); // .js of a "type": "module" package
+      }
+    }
+  } catch (error) {
+    return { error: describeError(error) };
+  }
+  let handler = exports == null ? undefined : exports[name];
+  if (handler === undefined && exports && exports.default != null && typeof exports.default === 'object') {
+    handler = exports.default[name]; // an ES module importing a CommonJS one's exports
+  }
+  if (handler === undefined) {
+    return {
+      error: loadError('EntryNotFound', `module ${JSON.stringify(module)} has no function ${JSON.stringify(name)}`),
+    };
+  }
+  if (typeof handler !== 'function') {
+    return { error: loadError('EntryNotFound', `${JSON.stringify(entry)} is not a function`) };
+  }
+  return { handler };
+}
+
+function makeLogger(write) {
+  const line = (level) => (...args) =>
+    write(`${new Date().toISOString().replace('T', ' ').replace('Z', '')} ${level} ${util.format(...args)}\n`);
+  return { debug: () => {}, info: line('INFO'), warn: line('WARNING'), warning: line('WARNING'), error: line('ERROR') };
+}
+
+function makeContext(fields, logger) {
+  const deadline = fields.deadline;
+  const remaining = () => (deadline === null ? Infinity : Math.max(0, deadline - Date.now() / 1000));
+  return {
+    executionId: fields.execution_id,
+    execution_id: fields.execution_id,
+    functionId: fields.function_id,
+    function_id: fields.function_id,
+    functionName: fields.function_name,
+    function_name: fields.function_name,
+    functionVersion: fields.function_version,
+    function_version: fields.function_version,
+    deadline,
+    remainingTime: remaining,
+    remaining_time: remaining,
+    logger,
+  };
+}
+
+// The result as JSON text (undefined is null), or a ResultNotSerializable error.
+function serialise(result) {
+  let json;
+  try {
+    json = JSON.stringify(result === undefined ? null : result);
+  } catch (error) {
+    const message = `the result is not JSON-serialisable: ${error && error.message}`;
+    return { error: { type: 'ResultNotSerializable', message, traceback: '' } };
+  }
+  if (json === undefined) {
+    const message = `the result is not JSON-serialisable: a ${typeof result} is not JSON`;
+    return { error: { type: 'ResultNotSerializable', message, traceback: '' } };
+  }
+  return { json };
+}
+
+function worker() {
+  let handler = null;
+  let settleRun = null; // ends the run in progress with an error (an uncaught one)
+  const logger = makeLogger((text) => process.stderr.write(text));
+
+  // Once the streams have written what they hold, the marker ends the run's output on each.
+  const flushed = (stream) =>
+    new Promise((resolve) => (stream.writableLength ? stream.once('drain', resolve) : resolve()));
+  const mark = (stream, marker) => new Promise((resolve) => stream.write(marker, () => resolve()));
+  async function end(message, answer) {
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    const marker = Buffer.from(`\u0000spinlet:end:${message.token}\u0000`);
+    const streams = message.merged ? [process.stdout] : [process.stdout, process.stderr];
+    await Promise.all(streams.map((stream) => mark(stream, marker)));
+    process.send(answer);
+  }
+
+  const uncaught = (error) => {
+    if (settleRun) {
+      settleRun(error);
+    } else {
+      process.stderr.write(describeError(error).traceback);
+    }
+  };
+  process.on('uncaughtException', uncaught);
+  process.on('unhandledRejection', uncaught);
+
+  process.on('message', async (message) => {
+    if (message.type === 'load') {
+      const loaded = await loadHandler(message.codeDir, message.entry);
+      handler = loaded.handler || null;
+      await end(message, loaded.error ? { error: loaded.error } : { ok: true });
+      return;
+    }
+    const started = performance.now();
+    let outcome;
+    try {
+      const result = await new Promise((resolve, reject) => {
+        settleRun = reject;
+        Promise.resolve()
+          .then(() => handler(message.input, makeContext(message.context, logger)))
+          .then(resolve, reject);
+      });
+      outcome = serialise(result);
+    } catch (error) {
+      outcome = { error: describeError(error) };
+    }
+    settleRun = null;
+    outcome.durationMs = performance.now() - started;
+    await end(message, outcome);
+  });
+}
+
+if (require.main !== module) {
+  module.exports = { LogKeeper, fitLog }; // for tests
+} else if (process.argv[2] === '--worker') {
+  worker();
+} else {
+  serve(process.env.SPINLET_SOCKET || DEFAULT_SOCKET);
+}

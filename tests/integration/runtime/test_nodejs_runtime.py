@@ -1,0 +1,345 @@
+"""The Node.js runtime (`runtimes/nodejs/`) in real containers, through the Docker backend.
+
+The image is built from `runtimes/nodejs` on the bootstrapped trixie base when it is missing or
+was built from other sources (a label carries their hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spinlet.logspool import LogSpool
+from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, RunOutcome, RunRequest, StartKind
+from spinlet.runtime.pool import PoolBackend
+from tests.helpers import package_hash, zipped
+from tests.integration.runtime.backends import Target
+
+pytestmark = pytest.mark.docker
+
+RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtimes" / "nodejs"
+NODE_IMAGE = "spinlet/runtime-nodejs20:1"
+NODE_BASE = "spinlet/base:trixie"
+SOURCE_LABEL = "spinlet.runtime.source"
+
+HELLO = """
+const fs = require('node:fs');
+const { spawnSync } = require('node:child_process');
+
+module.exports.main = (event, context) => {
+  console.log('hello from console.log');
+  process.stdout.write('hello from stdout.write\\n');
+  fs.writeSync(1, 'hello from fd 1\\n');
+  spawnSync('echo', ['hello from a child'], { stdio: 'inherit' });
+  console.error('hello from stderr');
+  return { greeting: 'hello ' + event.name };
+};
+"""
+
+RAISES = """
+function check(event) {
+  throw new RangeError('boom ' + event);
+}
+module.exports.main = async (event) => {
+  console.log('about to fail');
+  check(event);
+};
+"""
+
+CONTEXT = """
+module.exports.main = async (event, context) => {
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  return {
+    executionId: context.executionId,
+    execution_id: context.execution_id,
+    functionId: context.functionId,
+    functionName: context.functionName,
+    functionVersion: context.functionVersion,
+    deadline: context.deadline,
+    remaining: context.remainingTime(),
+  };
+};
+"""
+
+ESM = """
+import { hostname } from 'node:os';
+let calls = 0;
+export async function main(event) {
+  calls += 1;
+  return { calls, module: typeof require, host: typeof hostname() };
+}
+"""
+
+RESULTS = """
+module.exports.main = (event) => {
+  if (event === 'bigint') return 10n;
+  if (event === 'cycle') { const a = {}; a.self = a; return a; }
+  if (event === 'function') return () => 1;
+  return undefined;
+};
+"""
+
+FLOOD = """
+module.exports.main = (event) => {
+  for (let i = 0; i < event; i += 1) console.log(`line ${i} ` + 'x'.repeat(60));
+  return event;
+};
+"""
+
+USES_DEPENDENCY = """
+const shout = require('shout');
+module.exports.main = (event) => shout(event);
+"""
+
+BUSY_LOOP = """
+module.exports.main = (event) => {
+  if (!event) return 'warm';
+  console.log('before the loop');
+  for (;;) {}
+};
+"""
+
+EXITS = """
+module.exports.main = (event) => {
+  if (!event) return 'alive';
+  console.log('before exit');
+  process.exit(3);
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def node_image(docker_client: Any) -> str:
+    """The Node.js runtime image, built from `runtimes/nodejs` when missing or stale."""
+    import docker.errors
+
+    digest = hashlib.sha256()
+    for name in ("Dockerfile", "server.js"):
+        digest.update((RUNTIME_DIR / name).read_bytes())
+    source = digest.hexdigest()[:16]
+    try:
+        image = docker_client.images.get(NODE_IMAGE)
+    except docker.errors.ImageNotFound:
+        image = None
+    if image is None or (image.labels or {}).get(SOURCE_LABEL) != source:
+        try:
+            docker_client.images.get(NODE_BASE)
+        except docker.errors.ImageNotFound:
+            pytest.skip(f"the base image {NODE_BASE} is not present")
+        docker_client.images.build(
+            path=str(RUNTIME_DIR),
+            tag=NODE_IMAGE,
+            buildargs={"BASE": NODE_BASE},
+            labels={SOURCE_LABEL: source},
+            rm=True,
+        )
+    return NODE_IMAGE
+
+
+@pytest.fixture
+def node_target(docker_client: Any, node_image: str, socket_root: Path) -> Target:
+    return Target("docker", f"test-{uuid.uuid4().hex[:8]}", socket_root, node_image, docker_client)
+
+
+@pytest.fixture
+async def backend(node_target: Target) -> AsyncIterator[PoolBackend]:
+    async with node_target.opened(keep_alive=60.0) as backend:
+        yield backend
+
+
+def node_spec(
+    target: Target, source: str, *, extra: dict[str, str] | None = None, **changes: Any
+) -> tuple[FunctionSpec, bytes]:
+    """A Node.js function of `source` as `index.js` (and `extra` files), entry `index.main`."""
+    package = zipped({"index.js": source, **(extra or {})})
+    fixed = {"entry": "index.main", "function_name": "node-function"}
+    spec, _ = target.spec("", **{**fixed, "package_hash": package_hash(package), **changes})
+    return spec, package
+
+
+class Recorder(LogSpool):
+    """A log that also notes each write's stream."""
+
+    def __init__(self, limit: int = 1024 * 1024) -> None:
+        super().__init__(limit)
+        self.writes: list[tuple[str, str]] = []
+
+    def write(self, stream: str, data: str, t: float) -> None:
+        super().write(stream, data, t)
+        self.writes.append((stream, data))
+
+    def stream(self, name: str) -> str:
+        return "".join(data for stream, data in self.writes if stream == name)
+
+
+async def execute(
+    backend: PoolBackend,
+    spec: FunctionSpec,
+    package: bytes,
+    data: Any = None,
+    log: LogSpool | None = None,
+) -> RunOutcome:
+    async def load_code() -> bytes:
+        return package
+
+    request = RunRequest(execution_id=str(uuid.uuid4()), input=data)
+    return await backend.execute(spec, load_code, request, log=log)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    with Recorder() as log:
+        yield log
+
+
+async def test_hello_keeps_all_four_kinds_of_output_in_order_and_streams_apart(
+    node_target: Target, backend: PoolBackend, recorder: Recorder
+) -> None:
+    spec, package = node_spec(node_target, HELLO)
+    outcome = await execute(backend, spec, package, {"name": "world"}, recorder)
+    assert outcome.status is OutcomeStatus.SUCCESS, outcome
+    assert outcome.result == {"greeting": "hello world"}
+    assert recorder.stream("stdout") == (
+        "hello from console.log\nhello from stdout.write\nhello from fd 1\nhello from a child\n"
+    )
+    assert recorder.stream("stderr") == "hello from stderr\n"
+    assert "hello from stderr\n" in outcome.logs
+    again = await execute(backend, spec, package, {"name": "again"})
+    assert (again.result, again.start_kind) == ({"greeting": "hello again"}, StartKind.WARM)
+    assert again.logs.startswith("hello from console.log\n")
+
+
+async def test_an_error_carries_its_stack_and_ends_the_log(
+    node_target: Target, backend: PoolBackend, recorder: Recorder
+) -> None:
+    spec, package = node_spec(node_target, RAISES)
+    outcome = await execute(backend, spec, package, 42, recorder)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.status_reason == "exception"
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.message) == ("RangeError", "boom 42")
+    traceback = outcome.error.traceback
+    assert traceback.startswith("RangeError: boom 42\n")
+    assert "at check (/var/spinlet/code/index.js:3:" in traceback
+    assert "server.js" not in traceback and "node:internal" not in traceback
+    assert outcome.logs == "about to fail\n" + traceback
+    assert recorder.writes[-1] == ("stderr", traceback)
+    [container] = await backend.containers()
+    assert container.state == "idle"
+
+
+async def test_the_context_names_the_execution_and_its_deadline(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(node_target, CONTEXT, timeout=30.0)
+    before = time.time()
+    outcome = await execute(backend, spec, package)
+    assert outcome.status is OutcomeStatus.SUCCESS, outcome
+    result = outcome.result
+    assert result["executionId"] == result["execution_id"] and len(result["executionId"]) == 36
+    assert (result["functionId"], result["functionName"], result["functionVersion"]) == (
+        spec.function_id,
+        "node-function",
+        1,
+    )
+    assert before + 20 < result["deadline"] < time.time() + 30
+    assert 0 < result["remaining"] <= 30
+
+
+async def test_an_es_module_runs_and_keeps_its_state_warm(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    for files in ({"index.mjs": ESM}, {"index.js": ESM, "package.json": '{"type": "module"}'}):
+        package = zipped(files)
+        spec, _ = node_spec(node_target, "", package_hash=package_hash(package))
+        first = await execute(backend, spec, package)
+        second = await execute(backend, spec, package)
+        assert first.status is OutcomeStatus.SUCCESS, first
+        assert first.result == {"calls": 1, "module": "undefined", "host": "string"}
+        assert (second.result["calls"], second.start_kind) == (2, StartKind.WARM)
+
+
+async def test_a_result_that_is_not_json_is_an_error_and_undefined_is_null(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(node_target, RESULTS)
+    for event in ("bigint", "cycle", "function"):
+        outcome = await execute(backend, spec, package, event)
+        assert outcome.status is OutcomeStatus.FAILED, event
+        assert outcome.error is not None and outcome.error.type == "ResultNotSerializable"
+    outcome = await execute(backend, spec, package, "undefined")
+    assert (outcome.status, outcome.result) == (OutcomeStatus.SUCCESS, None)
+
+
+async def test_a_long_log_keeps_its_head_and_tail_around_one_marker(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(node_target, FLOOD)
+    with LogSpool(4096) as log:
+        outcome = await execute(backend, spec, package, 5000, log)
+    assert outcome.result == 5000
+    line = "x" * 60 + "\n"
+    assert outcome.logs.startswith("line 0 " + line)
+    assert outcome.logs.endswith("line 4999 " + line)
+    assert outcome.logs.count("[spinlet: log truncated, ") == 1
+    assert len(outcome.logs.encode()) <= 4096
+
+
+async def test_node_modules_inside_the_package_are_found(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(
+        node_target,
+        USES_DEPENDENCY,
+        extra={
+            "node_modules/shout/package.json": '{"name": "shout", "main": "lib.js"}',
+            "node_modules/shout/lib.js": "module.exports = (s) => String(s).toUpperCase() + '!';",
+        },
+    )
+    outcome = await execute(backend, spec, package, "hi")
+    assert (outcome.status, outcome.result) == (OutcomeStatus.SUCCESS, "HI!")
+
+
+async def test_a_missing_entry_fails_the_init_clearly(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(node_target, HELLO, entry="index.nope")
+    outcome = await execute(backend, spec, package)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.error is not None and "nope" in outcome.error.message
+    spec, package = node_spec(node_target, HELLO, entry="other.main")
+    outcome = await execute(backend, spec, package)
+    assert outcome.error is not None and outcome.error.type == "ModuleNotFoundError"
+    assert await backend.containers() == []
+
+
+async def test_a_busy_loop_is_stopped_at_its_timeout_keeping_its_output(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(node_target, BUSY_LOOP, timeout=3.0)
+    assert (await execute(backend, spec, package, False)).result == "warm"
+    outcome = await execute(backend, spec, package, True)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.status_reason == "timeout"
+    assert outcome.logs == "before the loop\n"
+    assert await backend.containers() == []
+    assert await node_target.leftovers() == []
+
+
+async def test_process_exit_ends_the_container_as_a_crash_keeping_its_output(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(node_target, EXITS)
+    assert (await execute(backend, spec, package, False)).result == "alive"
+    outcome = await execute(backend, spec, package, True)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.status_reason == "crashed"
+    assert outcome.logs == "before exit\n"
+    again = await execute(backend, spec, package, False)
+    assert (again.result, again.start_kind) == ("alive", StartKind.COLD)

@@ -816,15 +816,12 @@ function worker() {
   let settleRun = null; // ends the run in progress with an error (an uncaught one)
   const logger = makeLogger((text) => process.stderr.write(text));
 
-  // Once the streams have written what they hold, the marker ends the run's output on each.
-  const flushed = (stream) =>
-    new Promise((resolve) => (stream.writableLength ? stream.once('drain', resolve) : resolve()));
-  const mark = (stream, marker) => new Promise((resolve) => stream.write(marker, () => resolve()));
-  async function end(message, answer) {
-    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
-    const marker = Buffer.from(`\u0000spinlet:end:${message.token}\u0000`);
-    const streams = message.merged ? [process.stdout] : [process.stdout, process.stderr];
-    await Promise.all(streams.map((stream) => mark(stream, marker)));
+  // The marker ends the run's output on each pipe: written through the streams, it follows
+  // whatever they still hold (fs.writeSync and child processes wrote before it already).
+  function end(message, answer) {
+    const marker = `\u0000spinlet:end:${message.token}\u0000`;
+    process.stdout.write(marker);
+    if (!message.merged) process.stderr.write(marker);
     process.send(answer);
   }
 
@@ -842,7 +839,7 @@ function worker() {
     if (message.type === 'load') {
       const loaded = await loadHandler(message.codeDir, message.entry);
       handler = loaded.handler || null;
-      await end(message, loaded.error ? { error: loaded.error } : { ok: true });
+      end(message, loaded.error ? { error: loaded.error } : { ok: true });
       return;
     }
     const started = performance.now();
@@ -860,7 +857,7 @@ function worker() {
     }
     settleRun = null;
     outcome.durationMs = performance.now() - started;
-    await end(message, outcome);
+    end(message, outcome);
   });
 }
 

@@ -15,10 +15,15 @@ from typing import Any
 
 import pytest
 
+from spinlet.errors import RuntimeBackendError
+from spinlet.logcap import fit_log
 from spinlet.logspool import LogSpool
 from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, RunOutcome, RunRequest, StartKind
+from spinlet.runtime.docker_driver import DockerDriver
+from spinlet.runtime.driver import Sandbox, SandboxShape
 from spinlet.runtime.pool import PoolBackend
-from tests.helpers import package_hash, zipped
+from spinlet.runtime.protocol import RuntimeConnection
+from tests.helpers import eventually, package_hash, zipped
 from tests.integration.runtime.backends import Target
 
 pytestmark = pytest.mark.docker
@@ -120,7 +125,7 @@ def node_image(docker_client: Any) -> str:
     import docker.errors
 
     digest = hashlib.sha256()
-    for name in ("Dockerfile", "server.js"):
+    for name in ("Dockerfile", "server.js", "init.sh"):
         digest.update((RUNTIME_DIR / name).read_bytes())
     source = digest.hexdigest()[:16]
     try:
@@ -343,3 +348,148 @@ async def test_process_exit_ends_the_container_as_a_crash_keeping_its_output(
     assert outcome.logs == "before exit\n"
     again = await execute(backend, spec, package, False)
     assert (again.result, again.start_kind) == ("alive", StartKind.COLD)
+
+
+UNCAUGHT = """
+module.exports.main = (event) => {
+  setTimeout(() => { throw new SyntaxError('thrown later'); }, 5);
+  return new Promise(() => {}); // never settles: the uncaught error ends the run
+};
+"""
+
+
+async def test_an_error_thrown_outside_the_handler_ends_its_run(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    spec, package = node_spec(node_target, UNCAUGHT)
+    outcome = await execute(backend, spec, package)
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.message) == ("SyntaxError", "thrown later")
+    [container] = await backend.containers()
+    assert container.state == "idle"
+
+
+ORPHANS = """
+const fs = require('node:fs');
+const { spawnSync } = require('node:child_process');
+
+function processes() {
+  const found = { zombie: 0, sleeping: 0 };
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(pid)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) found.zombie += 1;
+      else if (stat.includes('(sleep)')) found.sleeping += 1;
+    } catch {} // it ended meanwhile
+  }
+  return found;
+}
+
+module.exports.main = (event) => {
+  if (event === 'leave') {
+    for (let i = 0; i < 30; i += 1) spawnSync('sh', ['-c', 'sleep 1 &'], { stdio: 'ignore' });
+  }
+  return processes();
+};
+"""
+
+
+async def test_orphaned_processes_are_reaped_not_left_as_zombies(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    """Orphans go to PID 1: the container's init reaps them, so they hold no pid."""
+    spec, package = node_spec(node_target, ORPHANS)
+    left = await execute(backend, spec, package, "leave")
+    assert left.result["sleeping"] > 0  # orphans, sleeping when the run ended
+
+    async def sleeps_ended() -> bool:
+        return (await execute(backend, spec, package)).result["sleeping"] == 0
+
+    await eventually(sleeps_ended, within=20)
+    outcome = await execute(backend, spec, package)
+    assert (outcome.result, outcome.start_kind) == ({"zombie": 0, "sleeping": 0}, StartKind.WARM)
+
+
+# --- the protocol itself, spoken to a container of the real driver ------------------------------
+
+
+@pytest.fixture
+async def sandbox(node_target: Target) -> AsyncIterator[tuple[DockerDriver, Sandbox]]:
+    """A started Node.js runtime container, not yet initialised; removed afterwards."""
+    driver = DockerDriver(
+        node_target.node_id, node_target.socket_root, client=node_target.docker_client
+    )
+    image_id = await driver.image_id(node_target.image)
+    assert image_id is not None
+    made = await driver.create(SandboxShape(image_id, 128 * 1024 * 1024, 1000))
+    try:
+        yield driver, made
+    finally:
+        await driver.destroy(made)
+        await driver.close()
+
+
+async def connect(sandbox: Sandbox) -> RuntimeConnection:
+    connection = RuntimeConnection(sandbox.socket_path)
+    await connection.wait_ready(30)
+    return connection
+
+
+async def test_protocol_v1_answers_once_with_the_log_capped_as_the_python_runtime_caps_it(
+    sandbox: tuple[DockerDriver, Sandbox],
+) -> None:
+    driver, made = sandbox
+    source = HELLO.replace(
+        "return {", "for (let i = 0; i < 300; i += 1) console.log(`line ${i} ✓`);\n  return {"
+    )
+    filled = await driver.fill_code(
+        made, zipped({"index.js": 'console.log("importing");\n' + source})
+    )
+    connection = await connect(made)
+    health = await connection.health()
+    assert health == {
+        "protocol": 1,
+        "protocols": [1, 2],
+        "initialized": False,
+        "features": ["code_dir"],
+    }
+    init = await connection.init(filled.code, "index.main", {"GREETING": "hi"}, 2000, protocol=1)
+    assert (init.ok, init.protocol, init.logs) == (True, 1, "importing\n")
+    reply = await connection.run({"input": {"name": "v1"}, "execution_id": "e-1"})
+    assert reply["result"] == {"greeting": "hello v1"}
+    whole = (
+        "hello from console.log\nhello from stdout.write\nhello from fd 1\nhello from a child\n"
+        "hello from stderr\n" + "".join(f"line {i} ✓\n" for i in range(300))
+    ).encode()
+    assert reply["logs"] == fit_log(whole, b"", 0, 2000)
+    assert "[spinlet: log truncated, " in reply["logs"]
+    assert (await connection.health())["initialized"] is True
+    with pytest.raises(RuntimeBackendError, match="409"):
+        await connection.init(filled.code, "index.main", {}, 2000)
+    await connection.close()
+
+
+async def test_a_zip_or_a_dependency_layer_is_refused_at_init(
+    sandbox: tuple[DockerDriver, Sandbox],
+) -> None:
+    _, made = sandbox
+    connection = await connect(made)
+    init = await connection.init(zipped({"index.js": HELLO}), "index.main", {}, 1000)
+    assert init.error is not None and init.error["type"] == "InvalidPackage"
+    assert "code_dir" in init.error["message"]
+    await connection.close()
+
+
+async def test_a_layer_dir_is_refused_at_init_as_an_invalid_layer(
+    sandbox: tuple[DockerDriver, Sandbox],
+) -> None:
+    driver, made = sandbox
+    filled = await driver.fill_code(made, zipped({"index.js": HELLO}))
+    connection = await connect(made)
+    init = await connection.init(
+        filled.code, "index.main", {}, 1000, layer_dir="/var/spinlet/layer"
+    )
+    assert init.error is not None and init.error["type"] == "InvalidLayer"
+    assert "node_modules" in init.error["message"]
+    await connection.close()

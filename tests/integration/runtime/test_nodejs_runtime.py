@@ -23,12 +23,13 @@ from spinlet.runtime.docker_driver import DockerDriver
 from spinlet.runtime.driver import Sandbox, SandboxShape
 from spinlet.runtime.pool import PoolBackend
 from spinlet.runtime.protocol import RuntimeConnection
+from tests.conftest import FUNCTIONS, REPO
 from tests.helpers import eventually, package_hash, zipped
 from tests.integration.runtime.backends import Target
 
 pytestmark = pytest.mark.docker
 
-RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtimes" / "nodejs"
+RUNTIME_DIR = REPO / "runtimes" / "nodejs"
 NODE_IMAGE = "spinlet/runtime-nodejs20:1"
 NODE_BASE = "spinlet/base:trixie"
 SOURCE_LABEL = "spinlet.runtime.source"
@@ -493,3 +494,14 @@ async def test_a_layer_dir_is_refused_at_init_as_an_invalid_layer(
     assert init.error is not None and init.error["type"] == "InvalidLayer"
     assert "node_modules" in init.error["message"]
     await connection.close()
+
+
+async def test_the_hello_node_example_runs(node_target: Target, backend: PoolBackend) -> None:
+    example = FUNCTIONS / "hello-node"
+    package = zipped({path.name: path.read_text() for path in example.iterdir()})
+    spec, _ = node_spec(node_target, "", package_hash=package_hash(package))
+    outcome = await execute(backend, spec, package, {"name": "Ada"})
+    assert outcome.status is OutcomeStatus.SUCCESS, outcome
+    assert outcome.result["greeting"] == "hello Ada"
+    assert outcome.result["node"].startswith("v20.")
+    assert outcome.logs == "hello Ada from node-function v1\n"

@@ -520,12 +520,14 @@ class FrameWriter {
     this.lineEnded = true;
     this.decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
     this.paused = false;
-    response.on('drain', () => {
+    this.resume = () => {
       if (this.paused) {
         this.paused = false;
         worker.resume();
       }
-    });
+    };
+    response.on('drain', this.resume);
+    response.on('close', this.resume); // the node went away: the rest is read, and dropped
   }
 
   log(stream, data) {
@@ -533,7 +535,7 @@ class FrameWriter {
   }
 
   send(stream, text) {
-    if (!text) return;
+    if (!text || this.response.destroyed) return; // the node went away: nothing to send to
     this.lineEnded = text.endsWith('\n');
     const more = this.response.write(logFrame(stream, text, Date.now() / 1000));
     if (!more && !this.paused) {
@@ -554,11 +556,8 @@ class FrameWriter {
       const text = this.lineEnded ? traceback : '\n' + traceback;
       data = logFrame('stderr', text, Date.now() / 1000);
     }
-    this.response.end(data + result + '\n');
-    if (this.paused) {
-      this.paused = false;
-      this.worker.resume();
-    }
+    if (!this.response.destroyed) this.response.end(data + result + '\n');
+    this.resume(); // what the pipes bring now is a background process's: dropped
   }
 }
 
@@ -812,6 +811,14 @@ function serialise(result) {
 }
 
 function worker() {
+  // libuv makes a pipe non-blocking, for fs.writeSync(1, ...) too (the file description is
+  // shared): a write to a full pipe would then be cut short or fail with EAGAIN. Blocking, a
+  // write waits for the server to read, as a process's write to its stdout does elsewhere.
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream._handle && typeof stream._handle.setBlocking === 'function') {
+      stream._handle.setBlocking(true);
+    }
+  }
   let handler = null;
   let settleRun = null; // ends the run in progress with an error (an uncaught one)
   const logger = makeLogger((text) => process.stderr.write(text));

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from spinlet.errors import RuntimeBackendError
-from spinlet.logcap import fit_log
+from spinlet.logcap import fit_log, split_capped
 from spinlet.logspool import LogSpool
 from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, RunOutcome, RunRequest, StartKind
 from spinlet.runtime.docker_driver import DockerDriver
@@ -95,6 +95,16 @@ FLOOD = """
 module.exports.main = (event) => {
   for (let i = 0; i < event; i += 1) console.log(`line ${i} ` + 'x'.repeat(60));
   return event;
+};
+"""
+
+BIG_WRITES = """
+const fs = require('node:fs');
+module.exports.main = (event) => {
+  let written = 0;
+  for (let i = 0; i < event; i += 1) written += fs.writeSync(1, 'y'.repeat(1 << 20) + '\\n');
+  console.log('done');
+  return written;
 };
 """
 
@@ -295,6 +305,20 @@ async def test_a_long_log_keeps_its_head_and_tail_around_one_marker(
     assert outcome.logs.endswith("line 4999 " + line)
     assert outcome.logs.count("[spinlet: log truncated, ") == 1
     assert len(outcome.logs.encode()) <= 4096
+
+
+async def test_large_writes_to_fd_1_are_written_whole_while_the_node_reads(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    """fs.writeSync(1, …) blocks while the pipe is full (libuv makes pipes non-blocking: a
+    write would be cut short); the log keeps its head and its tail."""
+    spec, package = node_spec(node_target, BIG_WRITES)
+    with LogSpool(64 * 1024) as log:
+        outcome = await execute(backend, spec, package, 16, log)
+    assert (outcome.status, outcome.result) == (OutcomeStatus.SUCCESS, 16 * ((1 << 20) + 1))
+    head, dropped, tail = split_capped(outcome.logs.encode())
+    assert (head[:3], tail) == (b"yyy", b"done\n")  # the last 1 MiB line is longer than a half
+    assert len(head) + dropped + len(tail) == 16 * ((1 << 20) + 1) + len("done\n")
 
 
 async def test_node_modules_inside_the_package_are_found(

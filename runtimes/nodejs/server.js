@@ -31,7 +31,9 @@
 
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const http = require('node:http');
+const http = require('node:http'); // its status phrases only
+const net = require('node:net');
+const os = require('node:os');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { StringDecoder } = require('node:string_decoder');
@@ -45,6 +47,9 @@ const FEATURES = ['code_dir'];
 const DEFAULT_SOCKET = '/run/spinlet/rt.sock';
 const DEFAULT_LOG_LIMIT = 1024 * 1024;
 const MAX_BODY = 1024 * 1024 * 1024;
+// Limits of a request's head: how many headers, and its whole length.
+const MAX_HEADERS = 100;
+const MAX_HEAD = 65536 * 4;
 // How long to wait for the rest of a dead worker's output before the server exits.
 const EXIT_DRAIN_MS = 200;
 const TRUNCATION_MARKER = (dropped) => `\n[spinlet: log truncated, ${dropped} bytes dropped]\n`;
@@ -248,7 +253,8 @@ class Worker {
     this.merged = request.protocol < STREAMING; // v1: fd 2 is fd 1's pipe, order kept
     const env = { ...process.env, ...request.environment };
     const args = [__filename, '--worker'];
-    const options = { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env, serialization: 'advanced' };
+    // JSON messages: cheaper than 'advanced' for a run's small ones (the result is JSON text).
+    const options = { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env, serialization: 'json' };
     this.child = this.merged
       ? spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', process.execPath, ...args], options)
       : spawn(process.execPath, args, options);
@@ -313,7 +319,7 @@ class Worker {
     const run = this.run;
     const finish = () => {
       if (run && run.onExit) run.onExit();
-      process.exit(signal ? 128 + (require('node:os').constants.signals[signal] || 9) : code || 1);
+      process.exit(signal ? 128 + (os.constants.signals[signal] || 9) : code || 1);
     };
     if (this.pipes.every((pipe) => pipe.closed)) {
       finish();
@@ -528,6 +534,10 @@ class FrameWriter {
     };
     response.on('drain', this.resume);
     response.on('close', this.resume); // the node went away: the rest is read, and dropped
+    this.detach = () => {
+      response.off('drain', this.resume);
+      response.off('close', this.resume);
+    };
   }
 
   log(stream, data) {
@@ -557,40 +567,147 @@ class FrameWriter {
       data = logFrame('stderr', text, Date.now() / 1000);
     }
     if (!this.response.destroyed) this.response.end(data + result + '\n');
+    this.detach();
     this.resume(); // what the pipes bring now is a background process's: dropped
   }
 }
 
-function respondJson(response, status, body) {
-  respond(response, status, JSON.stringify(body));
-}
+// One connection of the node: requests parsed here (the node sends a few plain headers; the
+// http module's machinery costs a small function's run again), one at a time, each answered in
+// a single write but a streamed /run's.
+class Connection {
+  constructor(socket, handle) {
+    this.socket = socket;
+    this.handle = handle; // (request, reply) => Promise: serves one request
+    this.buffer = Buffer.alloc(0);
+    this.busy = false;
+    socket.on('data', (data) => {
+      this.buffer = this.buffer.length ? Buffer.concat([this.buffer, data]) : data;
+      this.next();
+    });
+    socket.on('error', () => {});
+  }
 
-function respond(response, status, text) {
-  const body = Buffer.from(text, 'utf8');
-  response.writeHead(status, {
-    'Content-Type': 'application/json',
-    'Content-Length': body.length,
-  });
-  response.end(body);
-}
-
-function readBody(request) {
-  return new Promise((resolve, reject) => {
-    if ((request.headers['transfer-encoding'] || '').toLowerCase().includes('chunked')) {
-      reject(new RequestError(411, 'LengthRequired', 'send a Content-Length', true));
+  // Serve the next request once it is whole, unless one is being served.
+  next() {
+    if (this.busy || this.socket.destroyed) return;
+    const end = this.buffer.indexOf('\r\n\r\n');
+    if (end < 0) {
+      if (this.buffer.length > MAX_HEAD) this.refuse(431, 'the request head is too long');
       return;
     }
-    const length = Number(request.headers['content-length'] || '0');
+    const [line, ...lines] = this.buffer.subarray(0, end).toString('latin1').split('\r\n');
+    const words = line.split(' ');
+    if (words.length !== 3 || !['HTTP/1.0', 'HTTP/1.1'].includes(words[2])) {
+      this.refuse(400, `bad request syntax (${JSON.stringify(line)})`);
+      return;
+    }
+    if (lines.length > MAX_HEADERS) {
+      this.refuse(431, 'too many headers');
+      return;
+    }
+    const headers = {};
+    for (const header of lines) {
+      const colon = header.indexOf(':');
+      if (colon > 0) headers[header.slice(0, colon).trim().toLowerCase()] = header.slice(colon + 1).trim();
+    }
+    const connection = (headers.connection || '').toLowerCase();
+    const close = connection === 'close' || (words[2] === 'HTTP/1.0' && connection !== 'keep-alive');
+    if ((headers['transfer-encoding'] || '').toLowerCase().includes('chunked')) {
+      this.refuse(411, 'send a Content-Length', 'LengthRequired');
+      return;
+    }
+    const raw = headers['content-length'] || '0';
+    if (!/^[0-9]+$/.test(raw)) {
+      this.refuse(400, 'invalid Content-Length');
+      return;
+    }
+    const length = Number(raw);
     if (length > MAX_BODY) {
-      reject(new RequestError(413, 'TooLarge', 'the request body is too large', true));
+      this.refuse(413, 'the request body is too large', 'TooLarge');
       return;
     }
-    const chunks = [];
-    request.on('data', (chunk) => chunks.push(chunk));
-    request.on('end', () => resolve(Buffer.concat(chunks)));
-    request.on('error', reject);
-  });
+    if (this.buffer.length < end + 4 + length) return; // the rest of the body is to come
+    const body = this.buffer.subarray(end + 4, end + 4 + length);
+    this.buffer = this.buffer.subarray(end + 4 + length);
+    this.busy = true;
+    const reply = new Reply(this.socket, close);
+    this.handle({ method: words[0], url: words[1], body }, reply).finally(() => {
+      this.busy = false;
+      if (reply.close) this.socket.end();
+      else this.next();
+    });
+  }
+
+  // A request that cannot be read: a JSON error, and the connection closed.
+  refuse(status, message, type = 'BadRequest') {
+    this.busy = true;
+    const reply = new Reply(this.socket, true);
+    reply.json(status, { error: { type, message, traceback: '' } });
+    this.socket.end();
+  }
 }
+
+// The answer to one request: JSON in one write, or (a v2 /run) chunks, the head with the first.
+class Reply {
+  constructor(socket, close) {
+    this.socket = socket;
+    this.close = close;
+    this.head = null; // a streamed reply's head, not yet sent
+    this.started = false;
+  }
+
+  get destroyed() {
+    return this.socket.destroyed;
+  }
+
+  headOf(status, type, length) {
+    let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] || 'Unknown'}\r\nContent-Type: ${type}\r\n`;
+    head += length === null ? 'Transfer-Encoding: chunked\r\n' : `Content-Length: ${length}\r\n`;
+    if (this.close) head += 'Connection: close\r\n';
+    return head + '\r\n';
+  }
+
+  json(status, body) {
+    this.send(status, JSON.stringify(body));
+  }
+
+  send(status, text) {
+    this.started = true;
+    const body = Buffer.from(text, 'utf8');
+    this.socket.write(Buffer.concat([Buffer.from(this.headOf(status, 'application/json', body.length), 'latin1'), body]));
+  }
+
+  stream(status, type) {
+    this.head = this.headOf(status, type, null);
+  }
+
+  // A chunk of the streamed body; false when the node reads slower than it is written.
+  write(text) {
+    return this.socket.write(this.take() + chunk(text));
+  }
+
+  end(text) {
+    this.socket.write(this.take() + (text ? chunk(text) : '') + '0\r\n\r\n');
+  }
+
+  take() {
+    const head = this.head || '';
+    this.head = null;
+    this.started = true;
+    return head;
+  }
+
+  on(event, listener) {
+    this.socket.on(event, listener);
+  }
+
+  off(event, listener) {
+    this.socket.off(event, listener);
+  }
+}
+
+const chunk = (text) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
 
 function parseJson(body) {
   try {
@@ -600,68 +717,49 @@ function parseJson(body) {
   }
 }
 
-async function dispatch(runtime, request, response) {
+async function dispatch(runtime, request, reply) {
   const method = request.method;
   const where = request.url.split('?')[0];
   try {
-    const body = await readBody(request);
     if (where === '/health' && method === 'GET') {
-      respondJson(response, 200, runtime.health());
+      reply.json(200, runtime.health());
     } else if (where === '/init' && method === 'POST') {
-      const [status, answer] = await runtime.init(parseJson(body));
-      respondJson(response, status, answer);
+      const [status, answer] = await runtime.init(parseJson(request.body));
+      reply.json(status, answer);
     } else if (where === '/run' && method === 'POST') {
-      await run(runtime, parseJson(body), response);
+      await run(runtime, parseJson(request.body), reply);
     } else if (['/health', '/init', '/run'].includes(where)) {
       throw new RequestError(405, 'MethodNotAllowed', `${method} ${where} is not allowed`);
     } else {
       throw new RequestError(404, 'NotFound', `no such endpoint: ${where}`);
     }
   } catch (error) {
-    if (response.headersSent) {
-      response.destroy(); // mid-body: nothing can be said on this connection
-      return;
-    }
-    if (error instanceof RequestError) {
-      if (error.close) response.shouldKeepAlive = false;
-      respondJson(response, error.status, { error: error.asError() });
+    if (reply.started) {
+      reply.socket.destroy(); // mid-body: nothing can be said on this connection
+    } else if (error instanceof RequestError) {
+      reply.json(error.status, { error: error.asError() });
     } else { // a bug here must not take the server down
-      respondJson(response, 500, { error: describeError(error) });
+      reply.json(500, { error: describeError(error) });
     }
   }
 }
 
-async function run(runtime, body, response) {
+async function run(runtime, body, reply) {
   if (runtime.protocol < STREAMING) {
-    respond(response, 200, await runtime.run(body));
+    reply.send(200, await runtime.run(body));
     return;
   }
   const message = runtime.checkRun(body); // refusals are JSON, before any frame
-  response.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
-  await runtime.streamRun(message, new FrameWriter(response, runtime.worker));
+  reply.stream(200, 'application/x-ndjson');
+  await runtime.streamRun(message, new FrameWriter(reply, runtime.worker));
 }
 
-// One request at a time: requests wait for the one before them (the node sends one at a time).
+// One request at a time, whatever the connection (the node sends one at a time).
 function serve(socketPath) {
   const runtime = new Runtime();
   let queue = Promise.resolve();
-  const server = http.createServer((request, response) => {
-    response.sendDate = false;
-    queue = queue.then(() => dispatch(runtime, request, response));
-  });
-  server.keepAliveTimeout = 0; // the node keeps its connection for the container's life
-  server.headersTimeout = 0;
-  server.requestTimeout = 0;
-  server.on('clientError', (error, socket) => {
-    if (!socket.writable) return;
-    const body = JSON.stringify({
-      error: { type: 'BadRequest', message: `bad request: ${error.code || error.message}`, traceback: '' },
-    });
-    socket.end(
-      'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n' +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-  });
+  const handle = (request, reply) => (queue = queue.then(() => dispatch(runtime, request, reply)));
+  const server = net.createServer((socket) => new Connection(socket, handle));
   fs.mkdirSync(path.dirname(socketPath), { recursive: true });
   try {
     if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath); // an earlier server's
@@ -676,7 +774,7 @@ function serve(socketPath) {
       try {
         fs.unlinkSync(socketPath);
       } catch {}
-      process.exit(128 + require('node:os').constants.signals[signal]);
+      process.exit(128 + os.constants.signals[signal]);
     });
   }
 }

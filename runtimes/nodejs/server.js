@@ -18,9 +18,10 @@
 //   reply is one JSON body (the log capped at log_limit, head and tail); in v2 a chunked
 //   stream of log frames (stdout and stderr apart) as the function writes, then the result.
 //
-// The end of a run's output is a marker the worker writes to its pipes once the handler has
-// settled and its streams are flushed: what the pipes bring after it (a background process
-// the function left) is dropped until the next run starts.
+// The worker's fds 1 and 2 block when their pipe is full, and it answers a run once the
+// handler has settled: by then what the run wrote is in the pipes, which the server reads to
+// their current end before it answers in turn. What the pipes bring between runs (a
+// background process the function left) is dropped.
 //
 // A worker that exits (process.exit in the function, a crash) takes the server with it, as
 // the Python server's os._exit does: the node sees its container end ("crashed"); in v2 the
@@ -29,7 +30,6 @@
 //
 // Run as `node /opt/spinlet/server.js`; the worker is the same file, `--worker`.
 
-const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http'); // its status phrases only
 const net = require('node:net');
@@ -178,19 +178,22 @@ function reply(outcome, member, first) {
 
 // --- the worker, seen from the server ----------------------------------------------------------
 
-// One pipe of the worker (its fd 1 or 2): what a run gets of it ends at the worker's marker.
+// A read of a pipe at a run's end (one buffer: the server is one thread).
+const READ_SIZE = 65536;
+const READ_BUFFER = Buffer.alloc(READ_SIZE);
+
+// One pipe of the worker (its fd 1 or 2), read as data comes; a run gets what comes while it
+// is on (`start`) and, at its end, what the pipe still holds (`drain`).
 class WorkerPipe {
-  constructor(stream, readable, marker, onData, onEnd) {
+  constructor(stream, readable, onData) {
     this.stream = stream;
     this.readable = readable;
-    this.marker = marker;
+    this.fd = readable._handle.fd; // the server's end, non-blocking
     this.onData = onData; // (pipe, buffer): output of the current run
-    this.onEnd = onEnd; // (pipe): the marker came (or end of file)
     this.capturing = false;
-    this.held = Buffer.alloc(0); // the start of what may be a marker, split between reads
-    this.decoder = new StringDecoder('utf8');
-    readable.on('data', (chunk) => this.read(chunk));
-    readable.on('end', () => this.ended());
+    this.closed = false;
+    readable.on('data', (chunk) => this.capturing && this.onData(this, chunk));
+    readable.on('end', () => (this.closed = true));
     readable.on('error', () => {});
   }
 
@@ -198,58 +201,28 @@ class WorkerPipe {
     this.capturing = true;
   }
 
-  read(chunk) {
-    if (!this.capturing) return; // a background process's, after its run ended: dropped
-    if (this.held.length) {
-      chunk = Buffer.concat([this.held, chunk]);
-      this.held = Buffer.alloc(0);
+  // Read what the pipe holds now: the worker's writes block until done, and its answer is sent
+  // after them, so once the answer is here, this is the rest of the run's output. What comes
+  // later (a background process's) is dropped until the next run starts.
+  drain() {
+    while (this.readable.readableLength > 0 && this.readable.read() !== null); // paused: held
+    while (!this.closed && !this.readable.destroyed) { // a closed fd's number may be reused
+      let size;
+      try {
+        size = fs.readSync(this.fd, READ_BUFFER, 0, READ_SIZE, null);
+      } catch (error) {
+        break; // EAGAIN: nothing more
+      }
+      if (size === 0) break;
+      this.onData(this, Buffer.from(READ_BUFFER.subarray(0, size)));
     }
-    const at = chunk.indexOf(this.marker);
-    if (at >= 0) {
-      this.capturing = false;
-      if (at > 0) this.onData(this, chunk.subarray(0, at));
-      this.onEnd(this);
-      return;
-    }
-    const keep = partialMarker(chunk, this.marker);
-    if (keep) {
-      this.held = Buffer.from(chunk.subarray(chunk.length - keep));
-      chunk = chunk.subarray(0, chunk.length - keep);
-    }
-    if (chunk.length) this.onData(this, chunk);
+    this.capturing = false;
   }
-
-  ended() {
-    if (this.held.length) {
-      const rest = this.held;
-      this.held = Buffer.alloc(0);
-      if (this.capturing) this.onData(this, rest);
-    }
-    this.closed = true;
-    if (this.capturing) {
-      this.capturing = false;
-      this.onEnd(this);
-    }
-  }
-}
-
-// How many bytes at the end of `chunk` begin `marker` (and may be the start of it).
-function partialMarker(chunk, marker) {
-  const first = marker[0];
-  for (let size = Math.min(marker.length - 1, chunk.length); size > 0; size -= 1) {
-    const start = chunk.length - size;
-    if (chunk[start] === first && chunk.subarray(start).equals(marker.subarray(0, size))) {
-      return size;
-    }
-  }
-  return 0;
 }
 
 // The function's process: started at /init, kept for the server's life.
 class Worker {
   constructor(request) {
-    this.token = crypto.randomBytes(12).toString('hex');
-    this.marker = Buffer.from(`\u0000spinlet:end:${this.token}\u0000`);
     this.merged = request.protocol < STREAMING; // v1: fd 2 is fd 1's pipe, order kept
     const env = { ...process.env, ...request.environment };
     const args = [__filename, '--worker'];
@@ -258,49 +231,35 @@ class Worker {
     this.child = this.merged
       ? spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', process.execPath, ...args], options)
       : spawn(process.execPath, args, options);
-    this.run = null; // the run (or load) in progress: {onData, onEnd, onMessage}
+    this.run = null; // the run (or load) in progress: {onData, onExit, resolve}
     const onData = (pipe, data) => this.run && this.run.onData(pipe.stream, data);
-    const onEnd = (pipe) => this.pipeEnded(pipe);
-    this.pipes = [new WorkerPipe('stdout', this.child.stdout, this.marker, onData, onEnd)];
+    this.pipes = [new WorkerPipe('stdout', this.child.stdout, onData)];
     if (!this.merged) {
-      this.pipes.push(new WorkerPipe('stderr', this.child.stderr, this.marker, onData, onEnd));
+      this.pipes.push(new WorkerPipe('stderr', this.child.stderr, onData));
     } else {
       this.child.stderr.resume(); // only /bin/sh's own errors could come here
     }
-    this.child.on('message', (message) => this.message(message));
+    this.child.on('message', (message) => this.answered(message));
     this.child.on('exit', (code, signal) => this.exited(code, signal));
     this.child.on('error', () => this.exited(1, null));
   }
 
-  // Start a run (or the load): `handlers` get its output; resolves with the worker's answer
-  // once the answer and the end of the output on every pipe have come.
+  // Start a run (or the load): `handlers` get its output; resolves with the worker's answer,
+  // once all the output written before it is handed on.
   begin(message, handlers) {
     return new Promise((resolve) => {
-      const run = { ...handlers, pending: this.pipes.length + 1, answer: null, resolve };
-      this.run = run;
+      this.run = { ...handlers, resolve };
       for (const pipe of this.pipes) pipe.start();
-      this.child.send({ ...message, token: this.token, merged: this.merged });
+      this.child.send(message);
     });
   }
 
-  pipeEnded() {
-    this.settle();
-  }
-
-  message(message) {
-    if (!this.run) return;
-    this.run.answer = message;
-    this.settle();
-  }
-
-  settle() {
+  answered(message) {
     const run = this.run;
     if (!run) return;
-    run.pending -= 1;
-    if (run.pending === 0) {
-      this.run = null;
-      run.resolve(run.answer);
-    }
+    for (const pipe of this.pipes) pipe.drain();
+    this.run = null;
+    run.resolve(message);
   }
 
   pause() {
@@ -921,12 +880,14 @@ function worker() {
   let settleRun = null; // ends the run in progress with an error (an uncaught one)
   const logger = makeLogger((text) => process.stderr.write(text));
 
-  // The marker ends the run's output on each pipe: written through the streams, it follows
-  // whatever they still hold (fs.writeSync and child processes wrote before it already).
-  function end(message, answer) {
-    const marker = `\u0000spinlet:end:${message.token}\u0000`;
-    process.stdout.write(marker);
-    if (!message.merged) process.stderr.write(marker);
+  // The answer follows the run's output: fds 1 and 2 block, so what the function wrote is in
+  // the pipes once written; the streams are waited for all the same, should they hold any.
+  const flushed = (stream) =>
+    new Promise((resolve) => (stream.writableLength ? stream.once('drain', resolve) : resolve()));
+  async function end(answer) {
+    if (process.stdout.writableLength || process.stderr.writableLength) {
+      await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    }
     process.send(answer);
   }
 
@@ -944,7 +905,7 @@ function worker() {
     if (message.type === 'load') {
       const loaded = await loadHandler(message.codeDir, message.entry);
       handler = loaded.handler || null;
-      end(message, loaded.error ? { error: loaded.error } : { ok: true });
+      await end(loaded.error ? { error: loaded.error } : { ok: true });
       return;
     }
     const started = performance.now();
@@ -962,7 +923,7 @@ function worker() {
     }
     settleRun = null;
     outcome.durationMs = performance.now() - started;
-    end(message, outcome);
+    await end(outcome);
   });
 }
 

@@ -57,11 +57,10 @@ const TRUNCATION_MARKER = (dropped) => `\n[spinlet: log truncated, ${dropped} by
 // --- errors -----------------------------------------------------------------------------------
 
 class RequestError extends Error {
-  constructor(status, type, message, close = false) {
+  constructor(status, type, message) {
     super(message);
     this.status = status;
     this.type = type;
-    this.close = close;
   }
 
   asError() {
@@ -321,7 +320,8 @@ class Runtime {
 
   async init(body) {
     if (this.initAttempted) {
-      throw new RequestError(409, 'AlreadyInitialized', 'this runtime has already been initialised');
+      const message = 'this runtime has already been initialised';
+      throw new RequestError(409, 'AlreadyInitialized', message);
     }
     const request = parseInit(body);
     this.initAttempted = true;
@@ -358,7 +358,8 @@ class Runtime {
   async run(body) {
     const message = this.checkRun(body);
     const keeper = new LogKeeper(this.logLimit);
-    const answer = await this.worker.begin(message, { onData: (stream, data) => keeper.keep(data) });
+    const onData = (stream, data) => keeper.keep(data);
+    const answer = await this.worker.begin(message, { onData });
     const outcome = settle(answer);
     const traceback = outcome.error ? outcome.error.traceback : '';
     return reply(outcome, `"logs":${JSON.stringify(keeper.log(traceback))}`, false);
@@ -372,7 +373,8 @@ class Runtime {
       onExit: () => frames.flush(),
     });
     const outcome = settle(answer);
-    frames.finish(reply(outcome, '"type":"result"', true), outcome.error ? outcome.error.traceback : '');
+    const traceback = outcome.error ? outcome.error.traceback : '';
+    frames.finish(reply(outcome, '"type":"result"', true), traceback);
   }
 }
 
@@ -568,10 +570,13 @@ class Connection {
     const headers = {};
     for (const header of lines) {
       const colon = header.indexOf(':');
-      if (colon > 0) headers[header.slice(0, colon).trim().toLowerCase()] = header.slice(colon + 1).trim();
+      if (colon > 0) {
+        headers[header.slice(0, colon).trim().toLowerCase()] = header.slice(colon + 1).trim();
+      }
     }
     const connection = (headers.connection || '').toLowerCase();
-    const close = connection === 'close' || (words[2] === 'HTTP/1.0' && connection !== 'keep-alive');
+    const close =
+      connection === 'close' || (words[2] === 'HTTP/1.0' && connection !== 'keep-alive');
     if ((headers['transfer-encoding'] || '').toLowerCase().includes('chunked')) {
       this.refuse(411, 'send a Content-Length', 'LengthRequired');
       return;
@@ -621,7 +626,8 @@ class Reply {
   }
 
   headOf(status, type, length) {
-    let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] || 'Unknown'}\r\nContent-Type: ${type}\r\n`;
+    const phrase = http.STATUS_CODES[status] || 'Unknown';
+    let head = `HTTP/1.1 ${status} ${phrase}\r\nContent-Type: ${type}\r\n`;
     head += length === null ? 'Transfer-Encoding: chunked\r\n' : `Content-Length: ${length}\r\n`;
     if (this.close) head += 'Connection: close\r\n';
     return head + '\r\n';
@@ -634,7 +640,8 @@ class Reply {
   send(status, text) {
     this.started = true;
     const body = Buffer.from(text, 'utf8');
-    this.socket.write(Buffer.concat([Buffer.from(this.headOf(status, 'application/json', body.length), 'latin1'), body]));
+    const head = Buffer.from(this.headOf(status, 'application/json', body.length), 'latin1');
+    this.socket.write(Buffer.concat([head, body]));
   }
 
   stream(status, type) {
@@ -748,11 +755,12 @@ function describeError(error) {
     const lines = String(error.stack || `${type}: ${error.message}`).split('\n');
     const kept = lines.filter(
       (line, index) =>
-        index === 0 || !(line.includes(__filename) || /\(node:internal|at node:internal/.test(line)),
+        index === 0 || !(line.includes(__filename) || /[( ]node:internal\//.test(line)),
     );
     return { type, message: String(error.message ?? ''), traceback: kept.join('\n') + '\n' };
   }
-  const type = error === null ? 'null' : (error.constructor && error.constructor.name) || typeof error;
+  const type =
+    error === null ? 'null' : (error.constructor && error.constructor.name) || typeof error;
   const shown = util.inspect(error);
   return { type, message: String(error), traceback: `Uncaught ${shown}\n` };
 }
@@ -768,7 +776,8 @@ function findModule(codeDir, module) {
   for (const name of names) {
     for (const extension of ['.js', '.mjs', '.cjs']) {
       const file = path.join(codeDir, name + extension);
-      if (file.startsWith(codeDir + path.sep) && fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
+      const inside = file.startsWith(codeDir + path.sep);
+      if (inside && fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
         return file;
       }
     }
@@ -781,7 +790,8 @@ async function loadHandler(codeDir, entry) {
   const module = entry.slice(0, dot);
   const name = entry.slice(dot + 1);
   if (dot <= 0 || !name) {
-    return { error: loadError('InvalidEntry', `entry ${JSON.stringify(entry)} is not of the form module.function`) };
+    const message = `entry ${JSON.stringify(entry)} is not of the form module.function`;
+    return { error: loadError('InvalidEntry', message) };
   }
   if (!fs.statSync(codeDir, { throwIfNoEntry: false })?.isDirectory()) {
     return { error: loadError('InvalidPackage', `the code directory ${codeDir} does not exist`) };
@@ -791,7 +801,8 @@ async function loadHandler(codeDir, entry) {
     return {
       error: loadError(
         'ModuleNotFoundError',
-        `module ${JSON.stringify(module)} of entry ${JSON.stringify(entry)} is not in the package ` +
+        `module ${JSON.stringify(module)} of entry ${JSON.stringify(entry)} ` +
+          'is not in the package ' +
           `(no ${module}.js, ${module}.mjs or ${module}.cjs)`,
       ),
     };
@@ -812,12 +823,16 @@ async function loadHandler(codeDir, entry) {
     return { error: describeError(error) };
   }
   let handler = exports == null ? undefined : exports[name];
-  if (handler === undefined && exports && exports.default != null && typeof exports.default === 'object') {
-    handler = exports.default[name]; // an ES module importing a CommonJS one's exports
+  const inner = exports && exports.default;
+  if (handler === undefined && inner != null && typeof inner === 'object') {
+    handler = inner[name]; // a CommonJS module's exports, imported as an ES module's default
   }
   if (handler === undefined) {
     return {
-      error: loadError('EntryNotFound', `module ${JSON.stringify(module)} has no function ${JSON.stringify(name)}`),
+      error: loadError(
+        'EntryNotFound',
+        `module ${JSON.stringify(module)} has no function ${JSON.stringify(name)}`,
+      ),
     };
   }
   if (typeof handler !== 'function') {
@@ -827,14 +842,18 @@ async function loadHandler(codeDir, entry) {
 }
 
 function makeLogger(write) {
-  const line = (level) => (...args) =>
-    write(`${new Date().toISOString().replace('T', ' ').replace('Z', '')} ${level} ${util.format(...args)}\n`);
-  return { debug: () => {}, info: line('INFO'), warn: line('WARNING'), warning: line('WARNING'), error: line('ERROR') };
+  const line = (level) => (...args) => {
+    const time = new Date().toISOString().replace('T', ' ').replace('Z', '');
+    write(`${time} ${level} ${util.format(...args)}\n`);
+  };
+  const warning = line('WARNING');
+  return { debug: () => {}, info: line('INFO'), warn: warning, warning, error: line('ERROR') };
 }
 
 function makeContext(fields, logger) {
   const deadline = fields.deadline;
-  const remaining = () => (deadline === null ? Infinity : Math.max(0, deadline - Date.now() / 1000));
+  const remaining = () =>
+    deadline === null ? Infinity : Math.max(0, deadline - Date.now() / 1000);
   return {
     executionId: fields.execution_id,
     execution_id: fields.execution_id,
@@ -900,6 +919,7 @@ function worker() {
   };
   process.on('uncaughtException', uncaught);
   process.on('unhandledRejection', uncaught);
+  process.on('disconnect', () => process.exit(0)); // the server is gone: so is its worker
 
   process.on('message', async (message) => {
     if (message.type === 'load') {

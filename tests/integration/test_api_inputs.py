@@ -191,7 +191,7 @@ async def test_runtime_get_update_and_delete(api: Client) -> None:
     stored = await (await api.get("/v1/runtimes/custom")).json()
     assert stored["description"] == "second" and stored["image"] == "example/custom:1"
     listed = (await (await api.get("/v1/runtimes")).json())["runtimes"]
-    assert sorted(rt["name"] for rt in listed) == ["custom", "python3"]
+    assert sorted(rt["name"] for rt in listed) == ["custom", "nodejs20", "python3", "python3.13"]
 
     deleted = await api.delete(f"/v1/runtimes/{runtime['id']}")
     assert deleted.status == 204
@@ -199,7 +199,7 @@ async def test_runtime_get_update_and_delete(api: Client) -> None:
     await expect_error(await api.get("/v1/runtimes/custom"), 404, "not_found")
     await expect_error(await api.delete(f"/v1/runtimes/{runtime['id']}"), 404, "not_found")
     listed = (await (await api.get("/v1/runtimes")).json())["runtimes"]
-    assert [rt["name"] for rt in listed] == ["python3"]
+    assert [rt["name"] for rt in listed] == ["python3", "python3.13", "nodejs20"]
 
 
 async def test_runtime_rename_clash_and_bad_bodies(api: Client) -> None:

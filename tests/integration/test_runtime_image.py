@@ -93,7 +93,9 @@ def patch_bootstrap(monkeypatch: pytest.MonkeyPatch, engine: FakeEngine) -> list
     """Replace the debootstrap run by one that makes the image appear in `engine`."""
     calls: list[str] = []
 
-    def bootstrap(tag: str, *, mirror: str | None = None, progress: Any = print) -> None:
+    def bootstrap(
+        tag: str, *, offline: Any, mirror: str | None = None, progress: Any = print
+    ) -> None:
         calls.append(tag)
         engine.present.add(tag)
 
@@ -118,7 +120,10 @@ def test_an_image_built_from_other_sources_is_rebuilt(no_base_env: None) -> None
     engine.labels[DEFAULT_RUNTIME_IMAGE] = {SOURCE_LABEL: "stale"}
     _, lines = ensure(engine)
     assert [b["tag"] for b in engine.builds] == [DEFAULT_RUNTIME_IMAGE]
-    assert engine.labels[DEFAULT_RUNTIME_IMAGE] == {SOURCE_LABEL: source_hash()}
+    assert engine.labels[DEFAULT_RUNTIME_IMAGE] == {
+        SOURCE_LABEL: source_hash(),
+        images.RUNTIME_LABEL: "python3",
+    }
     assert any("built from other sources" in line for line in lines)
 
 

@@ -267,24 +267,6 @@ async def test_a_runtime_no_function_uses_has_an_empty_pool(api: Client) -> None
     assert unused["capacity"] == {"total": 0, "available": 0}
 
 
-@pytest.fixture
-async def docker_api(
-    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]],
-    settings: Settings,
-    docker_client: Any,
-    runtime_image_tag: str,
-) -> AsyncIterator[Client]:
-    """The API on Docker, which can tell whether an image exists (the process backend
-    accepts any image name, so a missing image cannot be seen there)."""
-    client = await aiohttp_client(create_app(settings.evolve(backend="docker", stem_cells=0)))
-    yield client
-    await client.close()
-    left = docker_client.containers.list(
-        all=True, ignore_removed=True, filters={"label": f"spinlet.node={settings.node_id}"}
-    )
-    assert left == [], "containers left behind"
-
-
 @pytest.mark.docker
 async def test_a_runtime_image_that_does_not_exist_is_a_400(
     docker_api: Client, runtime_image_tag: str

@@ -7,14 +7,20 @@ wheel, so the same wheel serves both Pythons.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import uuid
 from typing import Any
 
+import docker.errors
 import pytest
 from aiohttp.test_utils import TestClient
 
 from spinlet.api.keys import SERVICES
+from spinlet.domain import RuntimeStatus
 from spinlet.runtime.catalog import PYTHON313
-from spinlet.runtime.images import ensure_runtime_image
+from spinlet.runtime.images import SOURCE_LABEL, ensure_runtime_image, image_present, source_hash
+from spinlet.services.runtime_builds import DockerImages, RuntimeBuilds
 from tests.integration.test_dependencies import built, create, invoke, package
 
 pytestmark = pytest.mark.docker
@@ -65,3 +71,30 @@ async def test_same_requirements_on_311_and_313_get_builds_of_their_own(api: Cli
         assert execution["status"] == "success", execution
         assert execution["result"]["version"] == version
         assert execution["result"]["six"].startswith("/var/spinlet/layer/")
+
+
+async def test_a_first_use_build_makes_the_image_for_real(docker_client: Any) -> None:
+    """What a node does on first use, with the real engine (under a throwaway tag)."""
+    tag = f"spinlet/runtime-python3.13:test-{uuid.uuid4().hex[:8]}"
+    entry = PYTHON313.evolve(image=tag)
+
+    async def image_id(ref: str) -> str | None:
+        return await asyncio.to_thread(
+            lambda: docker_client.images.get(ref).id if image_present(docker_client, ref) else None
+        )
+
+    builds = RuntimeBuilds(DockerImages(image_id), (entry,))
+    try:
+        assert (await builds.state(entry)).status is RuntimeStatus.NOT_BUILT
+        assert await builds.ensure(tag) == entry  # started
+        assert (await builds.state(entry)).status is RuntimeStatus.BUILDING
+        await builds.wait(tag)
+        assert (await builds.state(entry)).status is RuntimeStatus.AVAILABLE
+        labels = (await asyncio.to_thread(docker_client.images.get, tag)).labels
+        assert labels["spinlet.runtime"] == "python3.13"
+        assert labels[SOURCE_LABEL] == await asyncio.to_thread(source_hash, "python")
+        await builds.check_ready(tag)  # no longer refused
+    finally:
+        await builds.close()
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            await asyncio.to_thread(docker_client.images.remove, tag)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spinlet.paths import deploy_dir, runtimes_dir
+from spinlet.paths import deploy_dir, project_root, runtimes_dir
 from spinlet.runtime.catalog import CATALOG, DEFAULT, TRIXIE, catalog, markdown_table, shipped
 
 
@@ -46,6 +46,11 @@ def test_the_readme_table_names_each_runtime_and_how_to_bring_dependencies() -> 
     assert len(table) == 2 + len(CATALOG)
     assert "`nodejs20` | Node.js 20 | `module.exports.main" in table[4]
     assert "node_modules/" in table[4] and "requirements.txt" in table[3]
+
+
+def test_the_readme_shows_the_catalogue() -> None:
+    readme = (project_root() / "README.md").read_text()
+    assert markdown_table() in readme
 
 
 # --- the bootstrap script's choice of mirror ---------------------------------------------------

@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --include) include="$2"; shift 2 ;;
     --mirror) mirror="$2"; shift 2 ;;
     --print-mirror) print_mirror=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bootstrap: unknown option $1" >&2; exit 2 ;;
   esac
 done

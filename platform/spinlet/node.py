@@ -204,7 +204,7 @@ async def running_node(
             metrics=MetricsService(metrics, store, runtime_backend, runner),
             runner=runner,
             layers=layers,
-            versions=VersionService(store, package_store, runtime_backend),
+            versions=VersionService(store, package_store, runtime_backend, builds=builds),
             aliases=AliasService(store),
             tokens=tokens,
         )

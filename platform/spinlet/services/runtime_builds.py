@@ -163,8 +163,8 @@ class RuntimeBuilds:
         """None when `image` can run here now; else the shipped runtime it is, whose build
         has now started (or was running)."""
         entry = self._by_image.get(image)
-        if entry is None or (entry.name not in self._tasks and await self._present(entry)):
-            return None
+        if entry is None or await self._present(entry):
+            return None  # (while a rebuild runs, the image there still serves)
         self.start(entry)
         return entry
 

@@ -43,6 +43,7 @@ class RuntimeStatus(_Readable):
     AVAILABLE = "available"
     ERROR = "error"
     NOT_BUILT = "not_built"  # a built-in runtime whose image this node has not built yet
+    BUILDING = "building"  # a built-in runtime whose image this node is building now
     UNKNOWN = "unknown"  # a newer node's status (never written)
 
 
@@ -278,6 +279,8 @@ class Runtime:
     project_id: str = DEFAULT_PROJECT
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime | None = None
+    #: Why it is `error` (a built-in runtime's failed build on this node); never stored.
+    status_message: str | None = None
 
     def evolve(self, **changes: Any) -> Self:
         return replace(self, **changes)

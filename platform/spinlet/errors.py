@@ -109,6 +109,23 @@ class FunctionNotReady(Conflict):
     code = "function_not_ready"
 
 
+class RuntimeNotReady(Conflict):
+    """The function's runtime is not built on this node yet: its image is being built (first
+    use); nothing was run or recorded. Retry once it is `available`."""
+
+    code = "runtime_not_ready"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 30) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class NotBuildable(Conflict):
+    """Only the runtimes shipped with Spinlet are built by a node; a registered image is
+    built and loaded by whoever registered it."""
+
+    code = "not_buildable"
+
+
 class InUse(Conflict):
     """The resource is still in use."""
 

@@ -16,6 +16,7 @@ from spinlet.livelogs import LiveLogs
 from spinlet.metrics import Metrics
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import RuntimeBackend
+from spinlet.runtime.catalog import catalog
 from spinlet.runtime.factory import make_backend
 from spinlet.services.aliases import AliasService
 from spinlet.services.concurrency import ExecutionGates
@@ -29,6 +30,7 @@ from spinlet.services.metrics import MetricsService
 from spinlet.services.remotelogs import FOLLOW, LOG, RemoteLogs
 from spinlet.services.retention import Janitor
 from spinlet.services.runner import ExecutionRunner
+from spinlet.services.runtime_builds import DockerImages, HostPython, ImageMaker, RuntimeBuilds
 from spinlet.services.runtimes import RuntimeService
 from spinlet.services.targets import TargetResolver
 from spinlet.services.tokens import TokenService
@@ -69,9 +71,10 @@ class Services:
 
 @asynccontextmanager
 async def running_node(
-    settings: Settings, backend: RuntimeBackend | None = None
+    settings: Settings, backend: RuntimeBackend | None = None, images: ImageMaker | None = None
 ) -> AsyncIterator[Services]:
-    """A node that runs until the block ends (`backend`: one to use instead of the settings').
+    """A node that runs until the block ends (`backend`: one to use instead of the settings';
+    `images`: where the shipped runtimes' images come from, instead of the backend's).
 
     Each part is closed once the block ends, or once a later part fails to start: in the
     reverse order of their starts.
@@ -104,8 +107,15 @@ async def running_node(
         # Nodes sharing a PostgreSQL store share the packages through it too.
         shared = store.blobs if store.db.dialect == "postgresql" else None
         package_store = PackageStore(settings.packages_dir, shared)
-        runtime_service = RuntimeService(store, runtime_backend)
-        await runtime_service.ensure_builtin(settings.runtime_image)
+        if images is None:
+            docker = settings.backend == "docker"
+            images = DockerImages(runtime_backend.image_id) if docker else HostPython()
+        # Every shipped runtime is offered; only the default's image is built up front (by
+        # `spinlet serve`), the others on first use or when asked.
+        builds = RuntimeBuilds(images, catalog(settings.runtime_image))
+        stack.push_async_callback(builds.close)
+        runtime_service = RuntimeService(store, runtime_backend, builds)
+        await runtime_service.register_shipped()
         # First calls of functions with the default limits find a stem cell ready.
         runtime_backend.prewarm(
             settings.runtime_image, settings.default_memory_size, settings.default_cpu
@@ -136,9 +146,20 @@ async def running_node(
         metrics = Metrics()
         # Layers live beside the sandboxes' code directories: linked into them at /init.
         layer_cache = LayerCache(settings.code_root(node_id) / "layers")
-        layers = LayerService(store, runtime_backend, layer_cache, settings, node_id=node_id)
+        layers = LayerService(
+            store, runtime_backend, layer_cache, settings, node_id=node_id, builds=builds
+        )
         runner = ExecutionRunner(
-            store, package_store, runtime_backend, targets, events, settings, layers, metrics, live
+            store,
+            package_store,
+            runtime_backend,
+            targets,
+            events,
+            settings,
+            layers,
+            metrics,
+            live,
+            builds=builds,
         )
         dispatcher = Dispatcher(
             store, runner, events, gate, targets, node_id=node_id, workers=settings.workers
@@ -173,15 +194,17 @@ async def running_node(
             store=store,
             backend=runtime_backend,
             runtimes=runtime_service,
-            functions=FunctionService(store, package_store, runtime_backend, settings, layers),
+            functions=FunctionService(
+                store, package_store, runtime_backend, settings, layers, builds=builds
+            ),
             executions=ExecutionService(
-                store, runner, targets, events, gate, settings, node_id, remote_logs
+                store, runner, targets, events, gate, settings, node_id, remote_logs, builds=builds
             ),
             janitor=janitor,
             metrics=MetricsService(metrics, store, runtime_backend, runner),
             runner=runner,
             layers=layers,
-            versions=VersionService(store, package_store, runtime_backend),
+            versions=VersionService(store, package_store, runtime_backend, builds=builds),
             aliases=AliasService(store),
             tokens=tokens,
         )

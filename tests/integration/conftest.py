@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -42,3 +42,24 @@ def api_factory(
         return await aiohttp_client(create_app(settings.evolve(backend=request.param, **changes)))
 
     return make
+
+
+@pytest.fixture
+async def docker_api(
+    aiohttp_client: Callable[..., Coroutine[Any, Any, TestClient[Any, Any]]],
+    settings: Settings,
+    docker_client: Any,
+    runtime_image_tag: str,
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The API on Docker, which can tell whether an image exists (the process backend
+    accepts any image name, so a missing image cannot be seen there); no container of its
+    node may be left once it closes."""
+    from spinlet.api.app import create_app
+
+    client = await aiohttp_client(create_app(settings.evolve(backend="docker", stem_cells=0)))
+    yield client
+    await client.close()
+    left = docker_client.containers.list(
+        all=True, ignore_removed=True, filters={"label": f"spinlet.node={settings.node_id}"}
+    )
+    assert left == [], "containers left behind"

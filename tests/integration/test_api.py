@@ -78,7 +78,7 @@ async def expect_error(response: aiohttp.ClientResponse, status: int, code: str)
 
 async def test_builtin_runtime_is_registered(api: Client) -> None:
     runtimes = (await (await api.get("/v1/runtimes")).json())["runtimes"]
-    assert [rt["name"] for rt in runtimes] == ["python3"]
+    assert [rt["name"] for rt in runtimes] == ["python3", "python3.13", "nodejs20"]
     by_name = await (await api.get("/v1/runtimes/python3")).json()
     assert by_name["id"] == runtimes[0]["id"] and by_name["status"] == "available"
 

@@ -191,7 +191,7 @@ async def test_runtime_get_update_and_delete(api: Client) -> None:
     stored = await (await api.get("/v1/runtimes/custom")).json()
     assert stored["description"] == "second" and stored["image"] == "example/custom:1"
     listed = (await (await api.get("/v1/runtimes")).json())["runtimes"]
-    assert sorted(rt["name"] for rt in listed) == ["custom", "python3"]
+    assert sorted(rt["name"] for rt in listed) == ["custom", "nodejs20", "python3", "python3.13"]
 
     deleted = await api.delete(f"/v1/runtimes/{runtime['id']}")
     assert deleted.status == 204
@@ -199,7 +199,7 @@ async def test_runtime_get_update_and_delete(api: Client) -> None:
     await expect_error(await api.get("/v1/runtimes/custom"), 404, "not_found")
     await expect_error(await api.delete(f"/v1/runtimes/{runtime['id']}"), 404, "not_found")
     listed = (await (await api.get("/v1/runtimes")).json())["runtimes"]
-    assert [rt["name"] for rt in listed] == ["python3"]
+    assert [rt["name"] for rt in listed] == ["python3", "python3.13", "nodejs20"]
 
 
 async def test_runtime_rename_clash_and_bad_bodies(api: Client) -> None:
@@ -265,24 +265,6 @@ async def test_a_runtime_no_function_uses_has_an_empty_pool(api: Client) -> None
     assert python3["capacity"] == {"total": 2, "available": 2}  # version 0 and version 1
     unused = await (await api.get("/v1/runtimes/unused/pool")).json()
     assert unused["capacity"] == {"total": 0, "available": 0}
-
-
-@pytest.fixture
-async def docker_api(
-    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]],
-    settings: Settings,
-    docker_client: Any,
-    runtime_image_tag: str,
-) -> AsyncIterator[Client]:
-    """The API on Docker, which can tell whether an image exists (the process backend
-    accepts any image name, so a missing image cannot be seen there)."""
-    client = await aiohttp_client(create_app(settings.evolve(backend="docker", stem_cells=0)))
-    yield client
-    await client.close()
-    left = docker_client.containers.list(
-        all=True, ignore_removed=True, filters={"label": f"spinlet.node={settings.node_id}"}
-    )
-    assert left == [], "containers left behind"
 
 
 @pytest.mark.docker

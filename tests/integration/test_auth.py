@@ -138,7 +138,8 @@ async def test_every_route_hides_another_projects_objects(api: Client) -> None:
     assert (await intruder.ok("GET", "/v1/aliases"))["function_aliases"] == []
     assert (await intruder.ok("GET", "/v1/executions"))["executions"] == []
     runtimes = (await intruder.ok("GET", "/v1/runtimes"))["runtimes"]
-    assert [rt["name"] for rt in runtimes] == ["python3"]  # the public one only
+    # the public (shipped) ones only
+    assert [rt["name"] for rt in runtimes] == ["python3", "python3.13", "nodejs20"]
     assert (await intruder.ok("DELETE", "/v1/executions?keep_last=0"))["deleted"] == 0
     # The owner still has everything, unchanged.
     function = await owner.ok("GET", f"/v1/functions/{objects['function']}")
@@ -258,8 +259,13 @@ async def test_admins_alone_list_all_projects_and_manage_runtimes(api: Client) -
     assert (await admin.call("GET", "/metrics")).status == 200
     # Members run their functions on the public runtime all the same.
     assert [rt["name"] for rt in (await member.ok("GET", "/v1/runtimes"))["runtimes"]] == [
-        "python3"
+        "python3",
+        "python3.13",
+        "nodejs20",
     ]
+    assert (await member.call("POST", "/v1/runtimes/python3.13/build")).status == 403
+    building = await admin.ok("POST", "/v1/runtimes/python3.13/build", 202)
+    assert building["name"] == "python3.13"
 
 
 async def test_tokens_never_reach_the_log(api: Client, caplog: pytest.LogCaptureFixture) -> None:

@@ -30,6 +30,7 @@ import pytest
 
 from spinlet.errors import RuntimeBackendError
 from spinlet.runtime import images
+from spinlet.runtime.catalog import PYTHON313, TRIXIE
 from spinlet.runtime.images import (
     BOOTSTRAP_BASE,
     DEFAULT_BASE,
@@ -93,8 +94,10 @@ def patch_bootstrap(monkeypatch: pytest.MonkeyPatch, engine: FakeEngine) -> list
     """Replace the debootstrap run by one that makes the image appear in `engine`."""
     calls: list[str] = []
 
-    def bootstrap(tag: str, *, mirror: str | None = None, progress: Any = print) -> None:
-        calls.append(tag)
+    def bootstrap(
+        tag: str, *, offline: Any, mirror: str | None = None, progress: Any = print
+    ) -> None:
+        calls.append(f"{tag} {offline.suite} {','.join(offline.packages)}")
         engine.present.add(tag)
 
     monkeypatch.setattr(images, "bootstrap_base", bootstrap)
@@ -118,7 +121,10 @@ def test_an_image_built_from_other_sources_is_rebuilt(no_base_env: None) -> None
     engine.labels[DEFAULT_RUNTIME_IMAGE] = {SOURCE_LABEL: "stale"}
     _, lines = ensure(engine)
     assert [b["tag"] for b in engine.builds] == [DEFAULT_RUNTIME_IMAGE]
-    assert engine.labels[DEFAULT_RUNTIME_IMAGE] == {SOURCE_LABEL: source_hash()}
+    assert engine.labels[DEFAULT_RUNTIME_IMAGE] == {
+        SOURCE_LABEL: source_hash(),
+        images.RUNTIME_LABEL: "python3",
+    }
     assert any("built from other sources" in line for line in lines)
 
 
@@ -161,7 +167,7 @@ def test_missing_bootstrapped_base_is_bootstrapped(
     engine = FakeEngine()
     bootstrapped = patch_bootstrap(monkeypatch, engine)
     ensure(engine)
-    assert bootstrapped == [BOOTSTRAP_BASE]
+    assert bootstrapped == [f"{BOOTSTRAP_BASE} bookworm python3"]
     assert engine.builds[0]["buildargs"] == {"BASE": BOOTSTRAP_BASE}
 
 
@@ -170,7 +176,35 @@ def test_bootstrap_base_is_never_pulled(no_base_env: None, monkeypatch: pytest.M
     bootstrapped = patch_bootstrap(monkeypatch, engine)
     ensure(engine, base=BOOTSTRAP_BASE)
     assert engine.pulled == []
-    assert bootstrapped == [BOOTSTRAP_BASE]
+    assert bootstrapped == [f"{BOOTSTRAP_BASE} bookworm python3"]
+
+
+def test_python313_is_built_on_the_trixie_base_that_is_here(
+    no_base_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeEngine(TRIXIE.tag)
+    bootstrapped = patch_bootstrap(monkeypatch, engine)
+    image_id, lines = ensure(engine, runtime=PYTHON313)
+    assert image_id == f"sha256:{PYTHON313.image}"
+    assert engine.pulled == ["python:3.13-slim-trixie"]
+    assert bootstrapped == []  # reused
+    [build] = engine.builds
+    assert (build["tag"], build["buildargs"]) == (PYTHON313.image, {"BASE": "spinlet/base:trixie"})
+    assert Path(build["path"]).name == "python"
+    assert build["labels"] == {SOURCE_LABEL: source_hash("python"), "spinlet.runtime": "python3.13"}
+    assert f"base image {TRIXIE.tag} is present" in lines
+    # The default runtime's base setting is not another runtime's.
+    monkeypatch.setenv("SPINLET_RUNTIME_BASE", "example/python:3.11")
+    assert ensure(engine, runtime=PYTHON313)[1] == []
+
+
+def test_a_missing_trixie_base_is_bootstrapped_with_python_and_nodejs(
+    no_base_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeEngine(pull="fail")
+    bootstrapped = patch_bootstrap(monkeypatch, engine)
+    ensure(engine, runtime=PYTHON313)
+    assert bootstrapped == ["spinlet/base:trixie trixie python3,nodejs"]
 
 
 def test_base_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

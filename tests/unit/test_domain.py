@@ -122,6 +122,7 @@ def test_the_states_the_next_issues_build_on_are_fixed() -> None:
         "available",
         "error",
         "not_built",
+        "building",
         "unknown",
     ]
     assert [s.value for s in JobStatus] == ["running", "paused", "done", "cancelled"]

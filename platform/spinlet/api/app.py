@@ -16,6 +16,7 @@ from spinlet.api.serialize import Health, Service, respond
 from spinlet.metrics import CONTENT_TYPE
 from spinlet.node import running_node
 from spinlet.runtime.backend import RuntimeBackend
+from spinlet.services.runtime_builds import ImageMaker
 from spinlet.settings import Settings
 
 routes = web.RouteTableDef()
@@ -51,8 +52,11 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def create_app(settings: Settings, *, backend: RuntimeBackend | None = None) -> web.Application:
-    """A Spinlet application; the store, backend and services open with the app."""
+def create_app(
+    settings: Settings, *, backend: RuntimeBackend | None = None, images: ImageMaker | None = None
+) -> web.Application:
+    """A Spinlet application; the store, backend and services open with the app (`backend`
+    and `images`: to use instead of those the settings choose)."""
     app = web.Application(
         middlewares=[errors, refuse_browsers, no_nul, authenticate],
         client_max_size=settings.max_request_size,
@@ -66,7 +70,7 @@ def create_app(settings: Settings, *, backend: RuntimeBackend | None = None) -> 
     app.add_routes(tokens.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async with running_node(settings, backend) as node:
+        async with running_node(settings, backend, images) as node:
             app[SERVICES] = node
             yield
 

@@ -190,6 +190,15 @@ OPERATIONS = (
     ),
     Operation("delete", "/v1/runtimes/{id}", "Delete an unused runtime (admins)", 204),
     Operation("get", "/v1/runtimes/{id}/pool", "The runtime's containers", answer=Pool),
+    Operation(
+        "post",
+        "/v1/runtimes/{id}/build",
+        "Build a shipped runtime's image on this node, in the background (admins); "
+        "a runtime registered by an admin is not built by a node (409)",
+        202,
+        RuntimeRecord,
+        errors=(409,),
+    ),
     Operation("get", "/v1/functions", "List functions", answer=FunctionList, query=(ALL_PROJECTS,)),
     Operation(
         "post",

@@ -55,3 +55,12 @@ async def delete_runtime(request: web.Request) -> web.Response:
 async def runtime_pool(request: web.Request) -> web.Response:
     pool = await services(request).runtimes.pool(project_of(request), request.match_info["id"])
     return respond(Pool.model_validate({"name": pool.runtime_id, "capacity": pool}))
+
+
+@routes.post("/v1/runtimes/{id}/build")
+async def build_runtime(request: web.Request) -> web.Response:
+    """Start building a shipped runtime's image on this node (202: it goes on in the
+    background; the runtime's status says when it is `available`)."""
+    require_admin(request, "building a runtime")
+    runtime = await services(request).runtimes.build(project_of(request), request.match_info["id"])
+    return respond(RuntimeRecord.model_validate(runtime), status=202)

@@ -68,7 +68,12 @@ class RuntimeRecord(Record):
     name: str
     image: str
     description: str | None
-    status: RuntimeStatus
+    status: RuntimeStatus = Field(
+        description="what this node can do with it: available; not_built or building (a "
+        "shipped runtime whose image this node has not built yet: built on first use, or by "
+        "POST /v1/runtimes/{id}/build); error (its last build here failed: status_message)"
+    )
+    status_message: str | None = None
     is_public: bool
     trusted: bool
     project_id: str

@@ -12,11 +12,19 @@ from spinlet.cli import output
 from spinlet.settings import DEFAULT_PORT, Settings
 
 
-def build_runtime_image(image: str, *, base: str | None = None, rebuild: bool = False) -> str:
-    """Build the runtime image (and its base, if no registry has one), showing each step."""
+def build_runtime_image(
+    image: str, *, name: str = "python3", base: str | None = None, rebuild: bool = False
+) -> str:
+    """Build the image of the shipped runtime `name` as `image` (and its base, if no registry
+    has one), showing each step."""
     import docker
 
+    from spinlet.runtime.catalog import shipped
     from spinlet.runtime.images import ensure_runtime_image
+
+    runtime = shipped(name)
+    if runtime is None:
+        raise click.ClickException(f"no shipped runtime is called {name!r}")
 
     console = output.console()
     started = time.monotonic()
@@ -31,7 +39,7 @@ def build_runtime_image(image: str, *, base: str | None = None, rebuild: bool = 
         client = docker.from_env()
         try:
             image_id = ensure_runtime_image(
-                client, image=image, base=base, rebuild=rebuild, progress=progress
+                client, runtime=runtime, image=image, base=base, rebuild=rebuild, progress=progress
             )
         finally:
             client.close()
@@ -100,16 +108,34 @@ def serve(
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
 
 
+def _shipped_names() -> list[str]:
+    from spinlet.runtime.catalog import CATALOG
+
+    return [entry.name for entry in CATALOG]
+
+
 @click.command("build")
+@click.argument("name", default="python3", required=False)
 @click.option("--rebuild", is_flag=True, help="Build even if the image exists.")
-@click.option("--base", help="Base image (default python:3.11-slim-bookworm, or a bootstrap).")
-@click.option("--image", help="Tag of the runtime image (default spinlet/runtime-python3:1).")
-def runtimes_build(rebuild: bool, base: str | None, image: str | None) -> None:
-    """Build the Python runtime image, bootstrapping a base image if none can be pulled.
+@click.option("--base", help="Base image (default: the runtime's public one, or a bootstrap).")
+@click.option("--image", help="Tag of the runtime image (default: the runtime's own).")
+def runtimes_build(name: str, rebuild: bool, base: str | None, image: str | None) -> None:
+    """Build the image of a shipped runtime on this machine, bootstrapping a base image from
+    Debian packages if none can be pulled. NAME: python3 (the default), python3.13, nodejs20.
+
+    A node builds the others on first use too (`spinlet runtimes list` shows `building`).
 
     \b
     Examples:
       spinlet runtimes build
+      spinlet runtimes build python3.13
       spinlet runtimes build --base python:3.11-slim-bookworm --image my/runtime:1
     """
-    build_runtime_image(image or Settings.from_env().runtime_image, base=base, rebuild=rebuild)
+    from spinlet.runtime.catalog import DEFAULT, shipped
+
+    entry = shipped(name)
+    if entry is None:
+        known = ", ".join(_shipped_names())
+        raise click.BadParameter(f"no shipped runtime is called {name!r} (shipped: {known})")
+    default = Settings.from_env().runtime_image if entry is DEFAULT else entry.image
+    build_runtime_image(image or default, name=name, base=base, rebuild=rebuild)

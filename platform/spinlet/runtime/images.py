@@ -1,10 +1,11 @@
-"""Building the runtime image (`runtimes/python/Dockerfile`), registry or not.
+"""Building the image of a shipped runtime (`catalog.ShippedRuntime`), registry or not.
 
-`ensure_runtime_image` returns the id of the runtime image, building it when it is missing: on
-the base given, else `$SPINLET_RUNTIME_BASE`, else the official slim Python image. A base that is
-not present locally is pulled; where no registry can be reached, the base is bootstrapped from
-Debian packages (`deploy/bootstrap-base-image.sh`) instead. Every step is reported through
-`progress`, one line at a time.
+`ensure_runtime_image` returns the id of a runtime's image, building it from its directory of
+`runtimes/` when it is missing or was built from other sources: on the base given, else (for
+the default runtime) `$SPINLET_RUNTIME_BASE`, else the runtime's public base image. A base that
+is not present locally is pulled; where no registry can be reached, the runtime's offline base is
+bootstrapped from Debian packages (`deploy/bootstrap-base-image.sh`) instead, or reused when it
+is already here. Every step is reported through `progress`, one line at a time.
 
 The Docker SDK is blocking: call this from the CLI, or through `asyncio.to_thread`.
 """
@@ -26,18 +27,21 @@ from docker import DockerClient
 
 from spinlet.errors import RuntimeBackendError
 from spinlet.paths import deploy_dir, runtimes_dir
+from spinlet.runtime.catalog import DEFAULT, OfflineBase, ShippedRuntime
 from spinlet.runtime.protocol import PROTOCOL_VERSION
 
 #: The runtime protocol the image must speak: the one this node speaks (checked at `/init`).
 RUNTIME_PROTOCOL = PROTOCOL_VERSION
-DEFAULT_BASE = "python:3.11-slim-bookworm"
-BOOTSTRAP_BASE = "spinlet/base-python:bookworm"
-DEFAULT_RUNTIME_IMAGE = "spinlet/runtime-python3:1"
+DEFAULT_BASE = DEFAULT.public_base
+BOOTSTRAP_BASE = DEFAULT.offline_base.tag
+DEFAULT_RUNTIME_IMAGE = DEFAULT.image
 
 #: The image label carrying the runtime protocol version.
 PROTOCOL_LABEL = "spinlet.runtime.protocol"
 #: The image label carrying a hash of the sources it was built from (to notice stale images).
 SOURCE_LABEL = "spinlet.runtime.source"
+#: The image label naming the shipped runtime it was built for.
+RUNTIME_LABEL = "spinlet.runtime"
 #: Give up on pulling a base after this long (a pull without a registry normally fails fast).
 PULL_TIMEOUT = 60.0
 
@@ -66,32 +70,45 @@ def image_present(client: DockerClient, ref: str) -> bool:
 def ensure_runtime_image(
     client: DockerClient,
     *,
-    image: str = DEFAULT_RUNTIME_IMAGE,
+    runtime: ShippedRuntime = DEFAULT,
+    image: str | None = None,
     base: str | None = None,
     rebuild: bool = False,
     progress: Progress = print,
 ) -> str:
-    """The id of the runtime image `image`, built first if it is missing (or `rebuild`)."""
-    chosen = base or os.environ.get("SPINLET_RUNTIME_BASE") or DEFAULT_BASE
+    """The id of the image of `runtime` (tagged `image`, default its own), built first when it
+    is missing or was built from other sources (or when `rebuild`)."""
+    image = image or runtime.image
+    env_base = os.environ.get("SPINLET_RUNTIME_BASE") if runtime.name == DEFAULT.name else None
+    chosen = base or env_base or runtime.public_base
+    sources = source_hash(runtime.context)
     if rebuild:
         progress(f"rebuilding runtime image {image} from {chosen}")
     elif not image_present(client, image):
         progress(f"runtime image {image} is missing: building it from {chosen}")
-    elif _labels(client, image).get(SOURCE_LABEL) != source_hash():
+    elif _labels(client, image).get(SOURCE_LABEL) != sources:
         progress(f"runtime image {image} was built from other sources: rebuilding it")
     else:
         return _image_id(client, image)
-    usable = provide_base(client, chosen, progress)
-    return _build(client, image, usable, progress)
+    usable = provide_base(client, chosen, progress, offline=runtime.offline_base)
+    return _build(client, runtime, image, usable, progress)
 
 
-def bootstrap_base(tag: str, *, mirror: str | None = None, progress: Progress = print) -> None:
-    """Make the base image `tag` from Debian packages, without a registry (needs root).
+def bootstrap_base(
+    tag: str,
+    *,
+    offline: OfflineBase = DEFAULT.offline_base,
+    mirror: str | None = None,
+    progress: Progress = print,
+) -> None:
+    """Make the base image `tag` from the Debian packages `offline` names, without a registry
+    (needs root).
 
     Runs `deploy/bootstrap-base-image.sh`, reporting each line of its output.
     """
     script = deploy_dir() / "bootstrap-base-image.sh"
-    command = ["bash", str(script), "--tag", tag]
+    command = ["bash", str(script), "--tag", tag, "--suite", offline.suite]
+    command += ["--include", ",".join(offline.packages)]
     if mirror:
         command += ["--mirror", mirror]
     progress(f"bootstrapping base image {tag} from Debian packages (a minute or two)")
@@ -120,23 +137,31 @@ def bootstrap_base(tag: str, *, mirror: str | None = None, progress: Progress = 
     progress(f"bootstrapped base image {tag} in {time.monotonic() - started:.0f} s")
 
 
-def provide_base(client: DockerClient, base: str, progress: Progress = print) -> str:
-    """A base image that is present locally: `base` itself, pulled, or the bootstrapped one."""
+def provide_base(
+    client: DockerClient,
+    base: str,
+    progress: Progress = print,
+    *,
+    offline: OfflineBase = DEFAULT.offline_base,
+) -> str:
+    """A base image that is present locally: `base` itself, pulled, or the offline one
+    (`offline.tag`, reused when present, else bootstrapped)."""
+    fallback = offline.tag
     if image_present(client, base):
         progress(f"base image {base} is present")
         return base
-    if base != BOOTSTRAP_BASE:  # a local-only name: never pull it from a registry
+    if base != fallback:  # a local-only name: never pull it from a registry
         progress(f"base image {base} is not present: pulling {base}…")
         failure = _pull(client, base, PULL_TIMEOUT)
         if failure is None:
             progress(f"pulled {base}")
             return base
-        progress(f"cannot pull {base} ({failure}): using the bootstrapped base {BOOTSTRAP_BASE}")
-    if image_present(client, BOOTSTRAP_BASE):
-        progress(f"base image {BOOTSTRAP_BASE} is present")
+        progress(f"cannot pull {base} ({failure}): using the bootstrapped base {fallback}")
+    if image_present(client, fallback):
+        progress(f"base image {fallback} is present")
     else:
-        bootstrap_base(BOOTSTRAP_BASE, progress=progress)
-    return BOOTSTRAP_BASE
+        bootstrap_base(fallback, offline=offline, progress=progress)
+    return fallback
 
 
 def _pull(client: DockerClient, ref: str, timeout: float) -> str | None:
@@ -161,9 +186,11 @@ def _pull(client: DockerClient, ref: str, timeout: float) -> str | None:
     return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
-def _build(client: DockerClient, image: str, base: str, progress: Progress) -> str:
-    """Build `runtimes/python` as `image` on `base`; return the new image's id."""
-    context = runtimes_dir() / "python"
+def _build(
+    client: DockerClient, runtime: ShippedRuntime, image: str, base: str, progress: Progress
+) -> str:
+    """Build the runtime's directory of `runtimes/` as `image` on `base`; return its id."""
+    context = runtimes_dir() / runtime.context
     if not (context / "Dockerfile").is_file():
         raise RuntimeBackendError(f"no runtime Dockerfile in {context}")
     progress(f"building {image} from {base}")
@@ -173,7 +200,7 @@ def _build(client: DockerClient, image: str, base: str, progress: Progress) -> s
             path=str(context),
             tag=image,
             buildargs={"BASE": base},
-            labels={SOURCE_LABEL: source_hash()},
+            labels={SOURCE_LABEL: source_hash(runtime.context), RUNTIME_LABEL: runtime.name},
             rm=True,
             decode=True,
             pull=False,
@@ -195,10 +222,11 @@ def _report_build_item(item: dict[str, Any], image: str, progress: Progress) -> 
             progress(line.rstrip())
 
 
-def source_hash() -> str:
-    """A hash over the runtime's build context: an image with another one is stale."""
+def source_hash(context_name: str = DEFAULT.context) -> str:
+    """A hash over a runtime's build context (a directory of `runtimes/`): an image with
+    another one is stale."""
     digest = hashlib.sha256()
-    context = runtimes_dir() / "python"
+    context = runtimes_dir() / context_name
     for path in sorted(
         p for p in context.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     ):

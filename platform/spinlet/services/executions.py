@@ -20,6 +20,7 @@ from spinlet.services.concurrency import ExecutionGates
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.follow import LogFollowing, RemoteFollow
 from spinlet.services.runner import ExecutionRunner
+from spinlet.services.runtime_builds import RuntimeBuilds
 from spinlet.services.targets import TargetResolver
 from spinlet.settings import Settings
 from spinlet.store import Store
@@ -54,8 +55,11 @@ class ExecutionService:
         settings: Settings,
         node_id: str,
         remote_logs: RemoteFollow | None = None,
+        *,
+        builds: RuntimeBuilds,
     ) -> None:
         self.store = store
+        self.builds = builds
         self.following = LogFollowing(store, runner.live, remote_logs)
         self.runner = runner
         self.targets = targets
@@ -131,6 +135,9 @@ class ExecutionService:
             if created:
                 self.events.announce_queued()
             return recorded, created
+        # A shipped runtime not built on this node: its build starts, and the call is refused
+        # (409) before anything is recorded.
+        await self.builds.check_ready(target.image)
         # Beyond its project's quota or its function's concurrency a sync execution waits in
         # line, or is refused
         # (429) before anything is recorded.

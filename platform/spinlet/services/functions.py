@@ -14,6 +14,7 @@ from spinlet.packages import PackageLimits, PackageStore
 from spinlet.runtime.backend import RuntimeBackend
 from spinlet.services.layers import LayerService, build_key
 from spinlet.services.packages import forget_package
+from spinlet.services.runtime_builds import RuntimeBuilds
 from spinlet.services.runtimes import BUILTIN_RUNTIME, check_name
 from spinlet.services.versions import release_images
 from spinlet.settings import Settings
@@ -120,12 +121,15 @@ class FunctionService:
         backend: RuntimeBackend,
         settings: Settings,
         layers: LayerService,
+        *,
+        builds: RuntimeBuilds,
     ) -> None:
         self.store = store
         self.package_store = package_store
         self.backend = backend
         self.settings = settings
         self.layers = layers
+        self.builds = builds
         self.limits = PackageLimits(max_size=settings.max_package_size)
 
     async def _check_limits(self, fields: FunctionFields) -> None:
@@ -214,6 +218,7 @@ class FunctionService:
         await self._check_limits(fields)
         runtime = await self.store.runtimes.get(project_id, fields.runtime or BUILTIN_RUNTIME)
         package, entry, own = await self._store_package(upload, fields.entry, fields.md5sum)
+        await self.builds.ensure(runtime.image)  # first use: its image is built meanwhile
         s = self.settings
         function = Function(
             id=str(uuid.uuid4()),
@@ -251,7 +256,9 @@ class FunctionService:
         if fields.name is not None:
             changes["name"] = check_function_name(fields.name)
         if fields.runtime is not None:
-            changes["runtime_id"] = (await self.store.runtimes.get(project_id, fields.runtime)).id
+            runtime = await self.store.runtimes.get(project_id, fields.runtime)
+            changes["runtime_id"] = runtime.id
+            await self.builds.ensure(runtime.image)
         for attr in (
             "description",
             "timeout",

@@ -36,6 +36,7 @@ from spinlet.layers.cache import LayerCache
 from spinlet.layers.target import PythonTarget
 from spinlet.requirements import Requirements
 from spinlet.runtime.backend import RuntimeBackend
+from spinlet.services.runtime_builds import RuntimeBuilds
 from spinlet.settings import Settings
 from spinlet.store import Store
 
@@ -65,9 +66,11 @@ class LayerService:
         settings: Settings,
         *,
         node_id: str,
+        builds: RuntimeBuilds,
     ) -> None:
         self.store = store
         self.backend = backend
+        self.builds = builds
         self.cache = cache
         self.settings = settings
         self.node_id = node_id
@@ -201,6 +204,7 @@ class LayerService:
         target = self._targets.get(runtime.image)
         if target is None:
             try:
+                await self.builds.wait(runtime.image)  # a shipped runtime not built here yet
                 target = await self.backend.python_target(runtime.image)
             except RuntimeBackendError as exc:
                 raise LayerBuildFailed(

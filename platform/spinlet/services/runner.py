@@ -46,6 +46,7 @@ from spinlet.runtime.backend import (
 )
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.layers import LayerService
+from spinlet.services.runtime_builds import RuntimeBuilds
 from spinlet.services.targets import Target, TargetResolver
 from spinlet.settings import Settings
 from spinlet.store import Store
@@ -88,8 +89,11 @@ class ExecutionRunner:
         layers: LayerService,
         metrics: Metrics | None = None,
         live: LiveLogs | None = None,
+        *,
+        builds: RuntimeBuilds,
     ) -> None:
         self.store = store
+        self.builds = builds
         #: The logs of the executions running here, for their followers.
         self.live = live if live is not None else LiveLogs()
         self.package_store = package_store
@@ -225,6 +229,12 @@ class ExecutionRunner:
                 return platform_error(StatusReason.NOT_FOUND, exc.message)
             except FunctionNotReady as exc:
                 return platform_error(StatusReason.DEPENDENCIES, exc.message)
+        try:
+            # A shipped runtime not built on this node yet: its build runs first (the
+            # execution's timeout counts from the run, not from the build).
+            await self.builds.wait(target.image)
+        except ImageMissing as exc:
+            return platform_error(StatusReason.NO_IMAGE, exc.message)
         if target.status is FunctionStatus.BUILDING:
             try:
                 target = await self._when_built(target)
@@ -262,6 +272,7 @@ class ExecutionRunner:
         except InvalidPackage as exc:
             return platform_error(StatusReason.NO_PACKAGE, exc.message)
         except ImageMissing as exc:
+            self.builds.forget(target.image)
             return platform_error(StatusReason.NO_IMAGE, exc.message)
         except RuntimeProtocolMismatch as exc:
             return platform_error(StatusReason.PROTOCOL_MISMATCH, exc.message)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from spinlet.domain import DEFAULT_PROJECT, Runtime, RuntimeStatus
-from spinlet.errors import AlreadyExists, Forbidden, ImageNotFound, ValidationFailed
+from spinlet.errors import AlreadyExists, Forbidden, ImageNotFound, NotBuildable, ValidationFailed
 from spinlet.runtime.backend import RuntimeBackend
+from spinlet.runtime.catalog import DEFAULT, ShippedRuntime
+from spinlet.services.runtime_builds import RuntimeBuilds
 from spinlet.store import Store
 
-BUILTIN_RUNTIME = "python3"
+BUILTIN_RUNTIME = DEFAULT.name
+
+log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
@@ -33,27 +38,55 @@ class PoolState:
 
 
 class RuntimeService:
-    def __init__(self, store: Store, backend: RuntimeBackend) -> None:
+    def __init__(self, store: Store, backend: RuntimeBackend, builds: RuntimeBuilds) -> None:
         self.store = store
         self.backend = backend
+        self.builds = builds
 
-    async def ensure_builtin(self, image: str) -> Runtime:
-        """Register the built-in `python3` runtime at first start (its image may change)."""
-        existing = await self.store.runtimes.find(DEFAULT_PROJECT, BUILTIN_RUNTIME)
+    async def register_shipped(self) -> list[Runtime]:
+        """Register every shipped runtime at start (public, built in); their images and
+        descriptions follow this node's catalogue. Nothing is built here."""
+        return [await self._register(entry) for entry in self.builds.catalog]
+
+    async def _register(self, entry: ShippedRuntime) -> Runtime:
+        existing = await self.store.runtimes.find(DEFAULT_PROJECT, entry.name)
+        if existing is not None and not existing.is_public:
+            log.warning(
+                "runtime %s is an image registered in the default project: the shipped runtime "
+                "of that name is not offered (rename the registered one to offer it)",
+                entry.name,
+            )
+            return existing
         if existing is None:
             runtime = Runtime(
                 id=str(uuid.uuid4()),
-                name=BUILTIN_RUNTIME,
-                image=image,
-                description="Python 3.11 (built in)",
+                name=entry.name,
+                image=entry.image,
+                description=entry.description,
             )
             try:
                 return await self.store.runtimes.create(runtime)
             except AlreadyExists:  # another node starting at the same time registered it
-                existing = await self.store.runtimes.get(DEFAULT_PROJECT, BUILTIN_RUNTIME)
-        if existing.image != image:
-            return await self.store.runtimes.update(existing.evolve(image=image))
+                existing = await self.store.runtimes.get(DEFAULT_PROJECT, entry.name)
+        if (existing.image, existing.description) != (entry.image, entry.description):
+            return await self.store.runtimes.update(
+                existing.evolve(image=entry.image, description=entry.description)
+            )
         return existing
+
+    async def build(self, project_id: str, ref: str, *, rebuild: bool = False) -> Runtime:
+        """Start building a shipped runtime's image on this node (in the background); the
+        runtime as it is then (`building`, or `available` when there was nothing to do)."""
+        runtime = await self.store.runtimes.get(project_id, ref)
+        entry = self.builds.shipped(runtime)
+        if entry is None:
+            raise NotBuildable(
+                f"runtime {runtime.name!r} is an image registered by an admin, not one shipped "
+                "with Spinlet: build or load its image on each node yourself"
+            )
+        if rebuild or await self.builds.ensure(runtime.image) is not None:
+            self.builds.start(entry, rebuild=rebuild)
+        return await self.builds.with_status(runtime)
 
     async def _check_image(self, image: str) -> None:
         if await self.backend.image_id(image) is None:
@@ -79,10 +112,13 @@ class RuntimeService:
         return await self.store.runtimes.create(runtime)
 
     async def get(self, project_id: str, ref: str) -> Runtime:
-        return await self.store.runtimes.get(project_id, ref)
+        """The runtime, with its status on this node."""
+        return await self.builds.with_status(await self.store.runtimes.get(project_id, ref))
 
     async def list(self, project_id: str) -> list[Runtime]:
-        return await self.store.runtimes.list(project_id)
+        """The runtimes the project sees, with their statuses on this node."""
+        found = await self.store.runtimes.list(project_id)
+        return [await self.builds.with_status(runtime) for runtime in found]
 
     async def _owned(self, project_id: str, ref: str) -> Runtime:
         runtime = await self.store.runtimes.get(project_id, ref)

@@ -18,6 +18,7 @@ from spinlet.errors import Forbidden, FunctionNotReady, ImageNotFound, NotFound
 from spinlet.packages import PackageStore
 from spinlet.runtime.backend import RuntimeBackend
 from spinlet.services.packages import forget_package
+from spinlet.services.runtime_builds import RuntimeBuilds
 from spinlet.store import Store
 
 
@@ -73,16 +74,26 @@ def snapshot(
 
 
 class VersionService:
-    def __init__(self, store: Store, package_store: PackageStore, backend: RuntimeBackend) -> None:
+    def __init__(
+        self,
+        store: Store,
+        package_store: PackageStore,
+        backend: RuntimeBackend,
+        *,
+        builds: RuntimeBuilds,
+    ) -> None:
         self.store = store
         self.package_store = package_store
         self.backend = backend
+        self.builds = builds
 
     async def _image_id(self, function: Function) -> str:
         """The id of the image the function's runtime names now (it must be present)."""
         runtime = await self.store.runtimes.get(function.project_id, function.runtime_id)
         image_id = await self.backend.image_id(runtime.image)
         if image_id is None:
+            self.builds.forget(runtime.image)
+            await self.builds.check_ready(runtime.image)  # a shipped runtime: 409, building
             raise ImageNotFound(
                 f"the image {runtime.image!r} of runtime {runtime.name!r} is not present on this "
                 "node: a version needs it (build it with `spinlet runtimes build`)"

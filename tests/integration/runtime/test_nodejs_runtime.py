@@ -1,12 +1,11 @@
 """The Node.js runtime (`runtimes/nodejs/`) in real containers, through the Docker backend.
 
-The image is built from `runtimes/nodejs` on the bootstrapped trixie base when it is missing or
-was built from other sources (a label carries their hash).
+The image is built as the node builds it (`ensure_runtime_image`) when it is missing or was built
+from other sources.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,20 +18,18 @@ from spinlet.errors import RuntimeBackendError
 from spinlet.logcap import fit_log, split_capped
 from spinlet.logspool import LogSpool
 from spinlet.runtime.backend import FunctionSpec, OutcomeStatus, RunOutcome, RunRequest, StartKind
+from spinlet.runtime.catalog import NODEJS20
 from spinlet.runtime.docker_driver import DockerDriver
 from spinlet.runtime.driver import Sandbox, SandboxShape
+from spinlet.runtime.images import ensure_runtime_image
 from spinlet.runtime.pool import PoolBackend
 from spinlet.runtime.protocol import RuntimeConnection
-from tests.conftest import FUNCTIONS, REPO
+from tests.conftest import FUNCTIONS
 from tests.helpers import eventually, package_hash, zipped
 from tests.integration.runtime.backends import Target
 
 pytestmark = pytest.mark.docker
 
-RUNTIME_DIR = REPO / "runtimes" / "nodejs"
-NODE_IMAGE = "spinlet/runtime-nodejs20:1"
-NODE_BASE = "spinlet/base:trixie"
-SOURCE_LABEL = "spinlet.runtime.source"
 
 HELLO = """
 const fs = require('node:fs');
@@ -133,29 +130,8 @@ module.exports.main = (event) => {
 @pytest.fixture(scope="module")
 def node_image(docker_client: Any) -> str:
     """The Node.js runtime image, built from `runtimes/nodejs` when missing or stale."""
-    import docker.errors
-
-    digest = hashlib.sha256()
-    for name in ("Dockerfile", "server.js", "init.sh"):
-        digest.update((RUNTIME_DIR / name).read_bytes())
-    source = digest.hexdigest()[:16]
-    try:
-        image = docker_client.images.get(NODE_IMAGE)
-    except docker.errors.ImageNotFound:
-        image = None
-    if image is None or (image.labels or {}).get(SOURCE_LABEL) != source:
-        try:
-            docker_client.images.get(NODE_BASE)
-        except docker.errors.ImageNotFound:
-            pytest.skip(f"the base image {NODE_BASE} is not present")
-        docker_client.images.build(
-            path=str(RUNTIME_DIR),
-            tag=NODE_IMAGE,
-            buildargs={"BASE": NODE_BASE},
-            labels={SOURCE_LABEL: source},
-            rm=True,
-        )
-    return NODE_IMAGE
+    ensure_runtime_image(docker_client, runtime=NODEJS20, progress=lambda line: None)
+    return NODEJS20.image
 
 
 @pytest.fixture

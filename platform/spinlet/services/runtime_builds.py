@@ -116,9 +116,12 @@ class RuntimeBuilds:
         return BuildState(RuntimeStatus.NOT_BUILT)
 
     async def with_status(self, runtime: Runtime) -> Runtime:
-        """The runtime with its status on this node (a shipped one's; others as stored)."""
+        """The runtime with its status on this node (a shipped one's; others as stored).
+
+        Only a stored `available` is refined by this node's build: a status written elsewhere
+        (another one, or one this node does not know) stays as stored."""
         entry = self.shipped(runtime)
-        if entry is None:
+        if entry is None or runtime.status is not RuntimeStatus.AVAILABLE:
             return runtime
         state = await self.state(entry)
         return runtime.evolve(status=state.status, status_message=state.message)

@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -16,6 +19,9 @@ from aiohttp.test_utils import TestClient
 
 from spinlet.api.app import create_app
 from spinlet.api.keys import SERVICES
+from spinlet.paths import runtimes_dir
+from spinlet.runtime.conformance import CHECKS, check_image
+from spinlet.runtime.docker_driver import DockerDriver
 from spinlet.runtime.images import BOOTSTRAP_BASE
 from spinlet.settings import Settings
 from tests.conftest import REPO
@@ -197,3 +203,35 @@ def test_check_of_a_missing_image_is_one_line(docker_client: Any) -> None:
     missing = "image 'spinlet/no-such-image:0' is not present on this node"
     assert done.stderr.strip() == f"error: {missing}"
     assert "Traceback" not in done.stderr
+
+
+def readme_dockerfile() -> str:
+    """The Dockerfile recipe of runtimes/README.md ("Spinlet's Python server in an image you
+    already have")."""
+    text = (REPO / "runtimes" / "README.md").read_text()
+    section = text.split("<!-- byo-dockerfile:start -->", 1)[1].split("<!-- byo-dockerfile:end")[0]
+    [block] = re.findall(r"```dockerfile\n(.*?)```", section, flags=re.DOTALL)
+    return block
+
+
+@pytest.mark.docker
+async def test_the_readme_recipe_makes_a_runtime_of_an_image(
+    docker_client: Any, runtime_image_tag: str, tmp_path: Path
+) -> None:
+    """Spinlet's Python server added to an image that has Python and nothing of Spinlet's (the
+    bootstrapped base): it passes the whole suite."""
+    recipe = readme_dockerfile()
+    assert recipe.count("\nFROM ") == 1 or recipe.startswith("FROM ")
+    ours = re.sub(r"^FROM .*$", f"FROM {BOOTSTRAP_BASE}", recipe, count=1, flags=re.MULTILINE)
+    server = (runtimes_dir() / "python" / "server.py").read_text()
+    tag = build(docker_client, tmp_path / "byo", {"Dockerfile": ours, "server.py": server})
+    socket_root = Path(tempfile.mkdtemp(prefix="spl-"))  # short: a Unix socket's path
+    driver = DockerDriver(f"test-{uuid.uuid4().hex[:8]}", socket_root, client=docker_client)
+    try:
+        report = await check_image(driver, tag)
+    finally:
+        await driver.close()
+        docker_client.images.remove(tag)
+        shutil.rmtree(socket_root, ignore_errors=True)
+    assert report.passed, report.summary()
+    assert (report.language, len(report.results)) == ("python", len(CHECKS))

@@ -2,11 +2,13 @@
 
 Adding a shipped runtime to every such test is one line in `SHIPPED` (its language's
 functions being in `SOURCES`). The tests taking `shipped` (`tests/conftest.py`) run once per
-runtime: the conformance suite (tests/integration/runtime/test_conformance.py) and the hostile
+runtime: the conformance suite (tests/integration/runtime/test_conformance.py), the behaviour
+of functions in the pool (tests/integration/runtime/test_shipped_runtimes.py) and the hostile
 functions (tests/integration/test_hostile.py).
 
 Each hostile function is written as `attack(event)` in its language; `package` wraps it in a
-handler that answers `"ping"` with `"pong"` and attacks on any other input.
+handler that answers `"ping"` with `"pong"` and attacks on any other input. The others
+(`hello`, `counter`, `raises`) are whole handlers.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Shipped:
 
 #: Every runtime Spinlet ships (one line each).
 SHIPPED = (Shipped("python3", "spinlet/runtime-python3:1", "python"),)
+
+#: The type of the error `raises` raises, in each language.
+RAISED = {"python": "ValueError", "nodejs": "Error"}
 
 #: The attacks (wrapped in `POLITE`); the other functions are whole.
 ATTACKS = ("fork bomb", "memory bomb", "flood", "spin", "exit")
@@ -77,6 +82,31 @@ PIDS_EXHAUSTED = {
 
 SOURCES: dict[str, dict[str, str]] = {
     "python": {
+        # Writes through the language, to fd 1 itself, from a child and to stderr.
+        "hello": """
+            import os, subprocess, sys
+
+            def main(event, context):
+                print("hello from print")
+                sys.stdout.flush()
+                os.write(1, b"hello from fd 1\\n")
+                subprocess.run(["echo", "hello from a child"], check=True)
+                print("hello from stderr", file=sys.stderr)
+                return {"greeting": "hello " + event["name"], "execution_id": context.execution_id}
+            """,
+        "counter": """
+            calls = 0
+
+            def main(event):
+                global calls
+                calls += 1
+                return calls
+            """,
+        "raises": """
+            def main(event):
+                print("about to fail")
+                raise ValueError("boom " + str(event))
+            """,
         # Forks (every child forking too) until the pids limit refuses.
         "fork bomb": """
             import os
@@ -116,6 +146,33 @@ SOURCES: dict[str, dict[str, str]] = {
             """,
     },
     "nodejs": {
+        "hello": """
+            const childProcess = require("child_process");
+            const fs = require("fs");
+
+            module.exports.main = async (event, context) => {
+              console.log("hello from print");
+              fs.writeSync(1, "hello from fd 1\\n");
+              childProcess.execFileSync("echo", ["hello from a child"], { stdio: "inherit" });
+              console.error("hello from stderr");
+              const id = context.executionId ?? context.execution_id;
+              return { greeting: "hello " + event.name, execution_id: id };
+            };
+            """,
+        "counter": """
+            let calls = 0;
+
+            module.exports.main = async (event) => {
+              calls += 1;
+              return calls;
+            };
+            """,
+        "raises": """
+            module.exports.main = (event) => {
+              console.log("about to fail");
+              throw new Error("boom " + String(event));
+            };
+            """,
         # No fork in Node.js: processes that leave a sleeping child each, until the pids
         # limit refuses one.
         "fork bomb": """

@@ -173,17 +173,18 @@ SOURCES: dict[str, dict[str, str]] = {
               throw new Error("boom " + String(event));
             };
             """,
-        # No fork in Node.js: processes that leave a sleeping child each, until the pids
-        # limit refuses one.
+        # No fork in Node.js: children that sleep, until the pids limit refuses one (a
+        # failed spawn is an `error` event: `spawn sleep EAGAIN`).
         "fork bomb": """
             const childProcess = require("child_process");
 
-            function attack(event) {
+            async function attack(event) {
               for (;;) {
-                const ran = childProcess.spawnSync("sh", ["-c", "sleep 600 &"]);
-                if (ran.error) {
-                  throw ran.error;
-                }
+                const child = childProcess.spawn("sleep", ["600"], { stdio: "ignore" });
+                await new Promise((resolve, reject) => {
+                  child.once("spawn", resolve);
+                  child.once("error", reject);
+                });
               }
             }
             """,

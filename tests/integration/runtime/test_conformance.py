@@ -16,8 +16,9 @@ import pytest
 
 from spinlet.errors import ImageMissing
 from spinlet.paths import runtimes_dir
-from spinlet.runtime.conformance import CHECKS, QUICK, Report, check_image
+from spinlet.runtime.conformance import CHECKS, CPU, MEMORY_SIZE, QUICK, Report, check_image
 from spinlet.runtime.docker_driver import DockerDriver
+from spinlet.runtime.driver import SandboxShape
 from spinlet.runtime.process_driver import ProcessDriver
 from spinlet.runtime.protocol import MAX_PROTOCOL
 from tests.integration.runtime.test_protocol_version import fake_runtime
@@ -177,3 +178,29 @@ async def test_an_image_without_a_server_exits_at_once(
 async def test_a_missing_image_is_not_checked(docker_driver: DockerDriver) -> None:
     with pytest.raises(ImageMissing):
         await check_image(docker_driver, "spinlet/no-such-image:0")
+
+
+@pytest.mark.docker
+async def test_the_checked_container_is_a_functions_sandbox_that_keeps_its_output(
+    docker_driver: DockerDriver, docker_client: Any, runtime_image_tag: str
+) -> None:
+    """The suite's container is made as a function's (`keep_output` changes its log driver
+    only), so an image that passes runs the same way for functions."""
+    image_id = await docker_driver.image_id(runtime_image_tag)
+    assert image_id is not None
+    shape = SandboxShape(image_id, MEMORY_SIZE, CPU)
+    checked = await docker_driver.create(shape, keep_output=True)
+    plain = await docker_driver.create(shape)
+    try:
+        configs = [docker_client.api.inspect_container(sandbox.id) for sandbox in (checked, plain)]
+    finally:
+        await docker_driver.destroy(checked)
+        await docker_driver.destroy(plain)
+    hosts = [config["HostConfig"] for config in configs]
+    assert [host.pop("LogConfig")["Type"] for host in hosts] == ["json-file", "none"]
+    for host in hosts:  # the socket and code directories are each sandbox's own
+        host.pop("Binds")
+    assert hosts[0] == hosts[1]
+    assert hosts[0]["ReadonlyRootfs"] is True
+    assert hosts[0]["CapDrop"] == ["ALL"]
+    assert configs[0]["Config"]["User"] == configs[1]["Config"]["User"] == "10001:10001"

@@ -19,6 +19,7 @@ from sqlalchemy import make_url
 from spinlet.domain import DEFAULT_PROJECT
 from spinlet.settings import Settings
 from spinlet.store import Store
+from tests.runtimes import SHIPPED, Shipped
 
 #: The session's wheelhouse (`wheelhouse`, `offline_pip`) for the tests that install wheels.
 pytest_plugins = ["tests.wheels"]
@@ -183,3 +184,20 @@ def runtime_image_tag(docker_client: Any) -> str:
 
     ensure_runtime_image(docker_client, image=DEFAULT_RUNTIME_IMAGE, progress=lambda line: None)
     return DEFAULT_RUNTIME_IMAGE
+
+
+@pytest.fixture(
+    params=[pytest.param(runtime, id=runtime.name, marks=pytest.mark.docker) for runtime in SHIPPED]
+)
+def shipped(request: pytest.FixtureRequest, docker_client: Any, runtime_image_tag: str) -> Shipped:
+    """Each shipped runtime in turn (`tests/runtimes.py`), its image present."""
+    runtime: Shipped = request.param
+    if runtime.image != runtime_image_tag:
+        try:
+            docker_client.images.get(runtime.image)
+        except docker.errors.ImageNotFound:
+            unavailable(
+                f"the image {runtime.image} of runtime {runtime.name} is not built "
+                f"(spinlet runtimes build {runtime.name})"
+            )
+    return runtime

@@ -68,6 +68,14 @@ class ImageNotFound(BadRequest):
     code = "image_not_found"
 
 
+class InvalidRuntime(BadRequest):
+    """The image is not a runtime this node can run functions in: it failed the runtime check
+    (`GET /health`, the protocol version, loading and running a tiny function). The body's
+    `checks` lists each check with whether it passed and why."""
+
+    code = "invalid_runtime"
+
+
 class Unauthorized(SpinletError):
     """This server requires an API token: send it in the X-Auth-Token header."""
 

@@ -267,3 +267,39 @@ def test_the_main_commands_have_examples_in_their_help(server: Server) -> None:
     for command in ("", "invoke", "functions", "functions create", "executions", "serve"):
         shown = spinlet(server, *command.split(), "--help").stdout
         assert re.search(r"Examples:\n +spinlet ", shown), command
+
+
+def test_a_runtime_is_registered_from_the_command_line(server: Server) -> None:
+    """Through the API, as the other resource commands (on the process backend every image
+    runs the node's own Python server: that passes the check)."""
+    record = as_json(
+        server, "runtimes", "create", "byo", "--image", "example/byo:1", "--description", "mine"
+    )
+    assert (record["name"], record["image"], record["description"]) == (
+        "byo",
+        "example/byo:1",
+        "mine",
+    )
+    assert record["status"] == "available"
+    listed = spinlet(server, "runtimes", "list").stdout
+    assert "byo" in listed and "example/byo:1" in listed
+    missing = spinlet(server, "runtimes", "create", "other", ok=False)
+    assert "Missing option '--image'" in missing.stderr
+
+
+@pytest.mark.docker
+def test_an_image_that_is_no_runtime_is_refused_from_the_command_line(
+    tmp_path: Path, docker_client: object
+) -> None:
+    from spinlet.runtime.images import BOOTSTRAP_BASE
+
+    docker = start_server(tmp_path, "docker")
+    try:
+        done = spinlet(docker, "runtimes", "create", "bare", "--image", BOOTSTRAP_BASE, ok=False)
+        assert done.returncode == 1
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"error: image '{BOOTSTRAP_BASE}' is not a Spinlet runtime: ")
+        assert "health: the runtime exits at once" in line
+        assert "bare" not in spinlet(docker, "runtimes", "list").stdout
+    finally:
+        stop_server(docker)

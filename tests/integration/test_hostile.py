@@ -3,6 +3,10 @@
 Each attack ends as a clean `failed` execution with a clear error (a log flood: as a success with
 its log capped), and afterwards the node answers, another function runs, and so does the hostile
 function itself again (each one answers `"ping"` politely).
+
+The attacks on the runtime (a fork bomb, a memory bomb, a stdout flood, a busy loop past the
+timeout, the process exiting) run in every shipped runtime (`shipped`: `tests/runtimes.py`);
+those on the sandbox itself, in Python.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from spinlet.api.app import create_app
 from spinlet.settings import Settings
 from tests.conftest import FUNCTIONS
 from tests.helpers import make_package
+from tests.runtimes import PIDS_EXHAUSTED, Shipped
 
 Client = TestClient[Any, Any]
 
@@ -36,14 +41,6 @@ POLITE = """
         return attack(event)
 """
 
-FORK_BOMB = """
-    import os
-
-    def attack(event):
-        while True:
-            os.fork()
-"""
-
 SPAWNER = """
     import subprocess
 
@@ -51,19 +48,6 @@ SPAWNER = """
         children = []
         while True:
             children.append(subprocess.Popen(["sleep", "600"]))
-"""
-
-MEMORY_BOMB = """
-    def attack(event):
-        chunks = []
-        while True:
-            chunks.append(b"x" * (16 * 1024 * 1024))
-"""
-
-CPU_SPIN = """
-    def attack(event):
-        while True:
-            pass
 """
 
 WRITER = """
@@ -80,17 +64,6 @@ TMP_FILLER = """
                 file.write(chunk)
                 file.flush()
         return "all written"
-"""
-
-FLOOD = """
-    import subprocess, sys
-
-    def attack(mib):
-        line = "y" * 1023 + "\\n"
-        for _ in range(mib * 1024):  # mib MiB from Python, then as much from a child
-            sys.stdout.write(line)
-        subprocess.run(["head", "-c", str(mib * 1024 * 1024), "/dev/zero"], check=True)
-        return "flooded"
 """
 
 DOCKER_SOCKET = """
@@ -166,14 +139,15 @@ async def api(
     assert left == [], "containers left behind"
 
 
-async def deploy(api: Client, name: str, attack: str, **fields: str) -> None:
-    """A function that runs `attack(event)` (defined in the source `attack`), or answers
-    "ping"."""
+async def deploy(api: Client, name: str, attack: str | bytes, **fields: str) -> None:
+    """A function that runs `attack(event)` (defined in the Python source `attack`), or
+    answers "ping"; or the package `attack` (`Shipped.package`), with its `runtime_id`."""
     body = aiohttp.FormData()
     body.add_field("name", name)
     for key, value in fields.items():
         body.add_field(key, value)
-    body.add_field("package", make_package(attack + POLITE), filename="package.zip")
+    package = attack if isinstance(attack, bytes) else make_package(attack + POLITE)
+    body.add_field("package", package, filename="package.zip")
     response = await api.post("/v1/functions", data=body)
     assert response.status == 201, await response.text()
 
@@ -208,6 +182,11 @@ async def still_works(api: Client, function: str, *, start_kind: str | None = No
         assert ping["start_kind"] == start_kind
 
 
+def on(shipped: Shipped) -> dict[str, str]:
+    """The fields that put a function on `shipped`."""
+    return {"runtime_id": shipped.name}
+
+
 def error_of(execution: dict[str, Any], status_reason: str) -> dict[str, Any]:
     assert execution["status"] == "failed", execution
     assert execution["status_reason"] == status_reason, execution["error"]
@@ -215,32 +194,42 @@ def error_of(execution: dict[str, Any], status_reason: str) -> dict[str, Any]:
     return error
 
 
-@pytest.mark.parametrize("attack", [FORK_BOMB, SPAWNER], ids=["forks-forking", "subprocesses"])
-async def test_a_fork_bomb_hits_the_pids_limit(api: Client, attack: str) -> None:
-    """Forking (every child forking too) or spawning until the pids limit refuses: the function
-    sees EAGAIN. Its forked children never answer in the server's place, and what it left
-    behind (sleeping children, zombies) is ended when the next execution finds no pid left, so
-    that the same warm container serves the next executions. Memory to spare: the limit hit is
-    the pids one."""
-    await deploy(api, "forks", attack, timeout="30", memory_size=str(512 * MiB))
+async def test_a_fork_bomb_hits_the_pids_limit(api: Client, shipped: Shipped) -> None:
+    """Forking (every child forking too) until the pids limit refuses: the function sees
+    EAGAIN. Its forked children never answer in the server's place, and what it left behind
+    (sleeping children, zombies) is ended when the next execution finds no pid left, so that
+    the same warm container serves the next executions. Memory to spare: the limit hit is the
+    pids one."""
+    package = shipped.package("fork bomb")
+    await deploy(api, "forks", package, timeout="30", memory_size=str(512 * MiB), **on(shipped))
     error = error_of(await run(api, "forks"), "exception")
+    assert re.search(PIDS_EXHAUSTED[shipped.language], error["message"]), error
+    await still_works(api, "forks", start_kind="warm")
+    await still_works(api, "forks", start_kind="warm")
+
+
+async def test_spawning_subprocesses_hits_the_pids_limit(api: Client) -> None:
+    """The same with children that sleep (the Python runtime's own behaviour: `fork` there)."""
+    await deploy(api, "spawner", SPAWNER, timeout="30", memory_size=str(512 * MiB))
+    error = error_of(await run(api, "spawner"), "exception")
     assert error["type"] == "BlockingIOError"
     assert error["message"] == "[Errno 11] Resource temporarily unavailable"
-    await still_works(api, "forks", start_kind="warm")
-    await still_works(api, "forks", start_kind="warm")
+    await still_works(api, "spawner", start_kind="warm")
+    await still_works(api, "spawner", start_kind="warm")
 
 
-async def test_a_memory_bomb_ends_as_out_of_memory(api: Client) -> None:
-    await deploy(api, "hog", MEMORY_BOMB, memory_size=str(64 * MiB))
+async def test_a_memory_bomb_ends_as_out_of_memory(api: Client, shipped: Shipped) -> None:
+    bomb = shipped.package("memory bomb")
+    await deploy(api, "hog", bomb, memory_size=str(64 * MiB), **on(shipped))
     error = error_of(await run(api, "hog"), "oom")
     assert error["type"] == "OutOfMemory"
     assert "memory_size 64 MiB" in error["message"]
     await still_works(api, "hog", start_kind="cold")
 
 
-async def test_a_cpu_spin_ends_at_its_timeout(api: Client) -> None:
+async def test_a_cpu_spin_ends_at_its_timeout(api: Client, shipped: Shipped) -> None:
     """The spin takes its whole CPU quota; the bystander runs meanwhile all the same."""
-    await deploy(api, "spin", CPU_SPIN, timeout="3", cpu="500")
+    await deploy(api, "spin", shipped.package("spin"), timeout="3", cpu="500", **on(shipped))
     spin, _ = await asyncio.gather(run(api, "spin"), say_hello(api))
     error = error_of(spin, "timeout")
     assert error == {
@@ -249,6 +238,15 @@ async def test_a_cpu_spin_ends_at_its_timeout(api: Client) -> None:
         "traceback": "",
     }
     await still_works(api, "spin", start_kind="cold")
+
+
+async def test_the_process_exiting_ends_as_crashed(api: Client, shipped: Shipped) -> None:
+    """The function ends the whole process at once (its runtime with it): the execution fails
+    as `crashed`, and the next one gets a new container."""
+    await deploy(api, "quitter", shipped.package("exit"), **on(shipped))
+    error = error_of(await run(api, "quitter"), "crashed")
+    assert error["type"] == "ContainerCrashed"
+    await still_works(api, "quitter", start_kind="cold")
 
 
 async def test_the_root_filesystem_cannot_be_written(api: Client) -> None:
@@ -293,11 +291,13 @@ def truncated(log: str) -> tuple[str, int, str]:
     return cut[1], int(cut[2]), cut[3]
 
 
-async def test_a_stdout_flood_is_capped_and_the_node_stays_responsive(api: Client) -> None:
-    """256 MiB to stdout (Python's and a child's): the execution succeeds, its log keeps the
-    first and the last `log_limit / 2` bytes at most with a marker between them, and the node
-    answers and serves the bystander meanwhile."""
-    await deploy(api, "flood", FLOOD, timeout="60")
+async def test_a_stdout_flood_is_capped_and_the_node_stays_responsive(
+    api: Client, shipped: Shipped
+) -> None:
+    """256 MiB to stdout (the language's and a child's): the execution succeeds, its log keeps
+    the first and the last `log_limit / 2` bytes at most with a marker between them, and the
+    node answers and serves the bystander meanwhile."""
+    await deploy(api, "flood", shipped.package("flood"), timeout="60", **on(shipped))
     flood, _, health = await asyncio.gather(
         run(api, "flood", 128), say_hello(api), api.get("/health")
     )
@@ -313,7 +313,7 @@ async def test_a_stdout_flood_is_capped_and_the_node_stays_responsive(api: Clien
 async def test_a_truncated_log_says_how_much_was_dropped(api: Client) -> None:
     """The runtime streams all of it (protocol v2) and the node keeps the head and the tail
     (a NUL becomes U+FFFD, 3 bytes of the log): one marker, counting the log's bytes dropped."""
-    await deploy(api, "flood", FLOOD)
+    await deploy(api, "flood", Shipped("python3", "", "python").package("flood"))
     flood = await run(api, "flood", 1)
     head, dropped, tail = truncated(await log_of(api, flood))
     assert head == ("y" * 1023 + "\n") * (LOG_LIMIT // 2048)

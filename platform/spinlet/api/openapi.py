@@ -110,6 +110,13 @@ ERRORS = {
     503: "unavailable now: the database or the container engine does not answer (Retry-After)",
 }
 
+#: What a `400` of registering an image (or changing it) may say.
+INVALID_RUNTIME = (
+    "`image_not_found`: the image is not on the node; `invalid_runtime`: it failed the runtime "
+    "check (a server answers `/health` in the protocol version the node speaks, loads and runs "
+    "a tiny function): `error.checks` lists each check, whether it passed and why"
+)
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -125,6 +132,8 @@ class Operation:
     public: bool = False  # answered without a token (it describes the server, no project)
     # other statuses it answers: their description and body
     extra: dict[int, tuple[str, Answer]] = field(default_factory=dict)
+    # what some of its errors mean for it, beside what they mean for any (`ERRORS`)
+    notes: dict[int, str] = field(default_factory=dict)
 
     @property
     def answers(self) -> dict[int, tuple[str, Content | None]]:
@@ -173,20 +182,22 @@ OPERATIONS = (
     Operation(
         "post",
         "/v1/runtimes",
-        "Register a runtime image (admins)",
+        "Register a runtime image (admins): it is checked first",
         201,
         RuntimeRecord,
         schemas.RuntimeCreate,
         errors=(409,),
+        notes={400: INVALID_RUNTIME},
     ),
     Operation("get", "/v1/runtimes/{id}", "A runtime, by id or name", answer=RuntimeRecord),
     Operation(
         "put",
         "/v1/runtimes/{id}",
-        "Change a runtime (admins)",
+        "Change a runtime (admins): a new image is checked first",
         answer=RuntimeRecord,
         body=schemas.RuntimeUpdate,
         errors=(409,),
+        notes={400: INVALID_RUNTIME},
     ),
     Operation("delete", "/v1/runtimes/{id}", "Delete an unused runtime (admins)", 204),
     Operation("get", "/v1/runtimes/{id}/pool", "The runtime's containers", answer=Pool),
@@ -466,7 +477,8 @@ def _response(description: str, content: Content | None, refs: Models) -> dict[s
 def _operation(op: Operation, refs: Models) -> dict[str, Any]:
     responses = {str(code): _response(text, c, refs) for code, (text, c) in op.answers.items()}
     for code in op.refusals:
-        responses[str(code)] = _response(ERRORS[code], as_json(Error), refs)
+        text = ERRORS[code] + (f"; {op.notes[code]}" if code in op.notes else "")
+        responses[str(code)] = _response(text, as_json(Error), refs)
     operation: dict[str, Any] = {
         "summary": op.summary,
         "operationId": f"{op.method}_{op.path}",

@@ -241,6 +241,14 @@ class ErrorCore(BaseModel):
     message: str
 
 
+class CheckRecord(BaseModel):
+    """One runtime check of an image (`spinlet runtimes check` runs them all)."""
+
+    name: str
+    passed: bool
+    reason: str
+
+
 class ErrorDetail(ErrorCore):
     """What went wrong; some errors add fields (named here when they are known)."""
 
@@ -250,6 +258,8 @@ class ErrorDetail(ErrorCore):
     unknown_fields: list[str] | None = None
     # Seconds to wait before trying again, as in the Retry-After header (429, 503).
     retry_after: int | None = None
+    # The runtime checks of an image refused as a runtime (400 invalid_runtime).
+    checks: list[CheckRecord] | None = None
 
 
 class RunFailedError(ErrorCore):

@@ -14,6 +14,7 @@ import click
 
 from spinlet import __version__
 from spinlet.cli.bench import bench
+from spinlet.cli.checks import runtimes_check
 from spinlet.cli.executions import executions, invoke
 from spinlet.cli.output import error
 from spinlet.cli.releases import aliases, versions
@@ -80,6 +81,7 @@ def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool, d
 
 
 runtimes.add_command(runtimes_build)
+runtimes.add_command(runtimes_check)
 for command in (serve, tokens, runtimes, functions, versions, aliases, invoke, executions, bench):
     cli.add_command(command)
 

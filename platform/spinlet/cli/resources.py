@@ -44,6 +44,28 @@ def runtimes_list(ctx: click.Context) -> None:
     emit(ctx, rows, lambda: print_table(rows, ["id", "name", "image", "status"], "runtimes"))
 
 
+@runtimes.command("create")
+@click.argument("name")
+@click.option("--image", required=True, help="The image (name:tag or id), present on the node.")
+@click.option("--description")
+@click.pass_context
+def runtimes_create(ctx: click.Context, name: str, image: str, description: str | None) -> None:
+    """Register IMAGE as runtime NAME (admins): your own runtime image.
+
+    The node checks it first (a server answers /health in its protocol version, loads and runs
+    a tiny function) and refuses an image that fails, saying what failed; `spinlet runtimes
+    check IMAGE` runs every check on this machine's Docker and shows them.
+
+    \b
+    Examples:
+      spinlet runtimes create python-geo --image acme/python-geo:1
+      spinlet runtimes create python-geo --image acme/python-geo:1 --description "GDAL 3.6"
+    """
+    with busy(ctx, f"checking {image}"):
+        record = client(ctx).runtimes.create(name, image, description)
+    emit(ctx, record, lambda: print_record(record))
+
+
 @click.group()
 def functions() -> None:
     """Functions: upload code and manage it.

@@ -15,14 +15,17 @@ it wrote before any end is kept; an execution cancelled by its caller (a user's 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spinlet.domain import ExecutionError, StartKind, StatusReason
 from spinlet.layers.target import PythonTarget
 from spinlet.logspool import LogSink
+
+if TYPE_CHECKING:
+    from spinlet.runtime.conformance import Report
 
 __all__ = [
     "Capacity",
@@ -140,6 +143,10 @@ class RuntimeBackend(Protocol):
     async def python_target(self, image: str) -> PythonTarget:
         """The Python of the runtime image `image` as pip's wheel selection sees it (asked of
         the image itself once per image id, then kept); `ImageMissing` when it is not here."""
+
+    async def check_runtime(self, image: str, checks: Sequence[str]) -> Report:
+        """Run the conformance `checks` (`conformance.CHECKS`) against `image`, in a sandbox as
+        functions get (outside the pool's books); `ImageMissing` when it is not here."""
 
     async def execute(
         self,

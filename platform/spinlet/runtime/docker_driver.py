@@ -9,7 +9,8 @@ A container runs the runtime image as user 10001 with a read-only root, a `/tmp`
 and filled by the node at `/init`, all
 capabilities dropped, `no-new-privileges`, a pids limit, a memory limit without swap, a CPU quota,
 no network (or, for a function that asks, the isolated one of `docker_network.py`) and the
-`none` log driver. It is reached through a Unix socket in a host directory
+`none` log driver (but for a runtime check's: `keep_output`, so that a runtime that exits at
+once can be told why). It is reached through a Unix socket in a host directory
 (`socket_root/<container name>/`) bind-mounted at `/run/spinlet`. Containers carry the labels
 `spinlet.node` and `spinlet.shape`, and when created for a function (not as a stem cell)
 `spinlet.function`, `spinlet.version` and `spinlet.pool_key`; a node only ever lists or removes
@@ -46,6 +47,7 @@ from spinlet.runtime.docker_network import ensure_function_network
 from spinlet.runtime.driver import (
     SOCKET_DIR,
     SOCKET_NAME,
+    Ending,
     ExitListener,
     ExitReason,
     FilledDirs,
@@ -74,6 +76,10 @@ LAYER_DIR = f"{MOUNT_POINT}/{LAYER}"
 PROBE_MEMORY = 64 * 1024 * 1024
 PROBE_CPU = 1000
 PROBE_TIMEOUT = 60.0
+
+#: The log of a container whose output is read by the node (an image's probe, a runtime check):
+#: the engine's own file, bounded.
+KEPT_OUTPUT = LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m"})
 
 #: Tags that keep the images of published versions (`spinlet/kept:<short image id>`).
 KEPT_REPOSITORY = "spinlet/kept"
@@ -149,8 +155,13 @@ class DockerDriver:
             self._capacity = await self._call(self._capacity_sync)
         return self._capacity
 
-    async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
-        return await self._call(self._create_sync, shape, spec)
+    async def image_labels(self, image: str) -> dict[str, str]:
+        return await self._call(self._image_labels_sync, image)
+
+    async def create(
+        self, shape: SandboxShape, spec: FunctionSpec | None = None, *, keep_output: bool = False
+    ) -> Sandbox:
+        return await self._call(self._create_sync, shape, spec, keep_output)
 
     async def seal(self, sandbox: Sandbox) -> None:
         # Writable by the runtime user only until it made its socket: from now on, root's.
@@ -185,6 +196,9 @@ class DockerDriver:
 
     async def inspect_exit(self, sandbox: Sandbox) -> ExitReason | None:
         return await self._call(self._inspect_exit_sync, sandbox.id)
+
+    async def ending(self, sandbox: Sandbox, lines: int) -> Ending | None:
+        return await self._call(self._ending_sync, sandbox.id, lines)
 
     async def watch(self, listener: ExitListener) -> None:
         if self._closed:
@@ -227,6 +241,14 @@ class DockerDriver:
         except docker.errors.ImageNotFound:
             return None
 
+    def _image_labels_sync(self, image: str) -> dict[str, str]:
+        try:
+            config = self._client.api.inspect_image(image).get("Config") or {}
+        except docker.errors.ImageNotFound:
+            missing = f"image {image!r} is not present on this node"
+            raise ImageMissing(missing, image=image) from None
+        return dict(config.get("Labels") or {})
+
     def _capacity_sync(self) -> Capacity:
         info = self._client.info()
         try:
@@ -249,7 +271,9 @@ class DockerDriver:
                     f"image {image_id} is not present on this node", image=image_id
                 ) from None
 
-    def _create_sync(self, shape: SandboxShape, spec: FunctionSpec | None) -> Sandbox:
+    def _create_sync(
+        self, shape: SandboxShape, spec: FunctionSpec | None, keep_output: bool
+    ) -> Sandbox:
         network = "none"
         if shape.network:
             if self._network is None:
@@ -274,6 +298,7 @@ class DockerDriver:
                 str(directory): {"bind": SOCKET_DIR, "mode": "rw"},
                 str(code_dir): {"bind": MOUNT_POINT, "mode": "ro"},
             },
+            log_config=KEPT_OUTPUT if keep_output else None,
         )
         labels = {NODE_LABEL: self.node_id, "spinlet.shape": shape.label()}
         if spec is not None:  # a stem cell's labels name no function, even once initialised
@@ -338,15 +363,28 @@ class DockerDriver:
             auto_remove=False,
         )
 
+    def _ending_sync(self, container_id: str, lines: int) -> Ending | None:
+        api = self._client.api
+        try:
+            state = api.inspect_container(container_id)["State"]
+        except docker.errors.NotFound:
+            return Ending(None)
+        if state.get("Running") or state.get("Status") in ("created", "running"):
+            return None
+        try:  # the engine keeps no output of a container with the `none` log driver
+            output = api.logs(container_id, stdout=True, stderr=True, tail=lines)
+        except docker.errors.APIError:
+            output = b""
+        code = state.get("ExitCode")
+        return Ending(code if isinstance(code, int) else None, output.decode(errors="replace"))
+
     def _probe_sync(self, image_id: str) -> str:
         """What `PROBE` prints in a throwaway container of the image, as the runtime user with
         the sandboxes' restrictions, no network and no mount; removed whatever happens. Its
         output is read from the engine's `json-file` log (sandboxes have none at all)."""
         api = self._client.api
         host_config = self._hardened(
-            memory_size=PROBE_MEMORY,
-            cpu=PROBE_CPU,
-            log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m"}),
+            memory_size=PROBE_MEMORY, cpu=PROBE_CPU, log_config=KEPT_OUTPUT
         )
         name = self._prefix + "probe-" + secrets.token_hex(4)
         container_id: str | None = None

@@ -29,6 +29,10 @@ ExitListener = Callable[[str, ExitReason], None]
 SOCKET_DIR = "/run/spinlet"
 SOCKET_NAME = "rt.sock"
 
+#: The image label naming the runtime an image carries (`python3`, `nodejs20`): the language
+#: its functions are written in.
+RUNTIME_LABEL = "spinlet.runtime"
+
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 
@@ -64,6 +68,15 @@ class FilledDirs:
 
 
 @dataclass(frozen=True)
+class Ending:
+    """How a sandbox's process ended: its exit status (None when it is gone and its status with
+    it) and the last lines it wrote, when it was created with `keep_output` ("" otherwise)."""
+
+    status: int | None
+    output: str = ""
+
+
+@dataclass(frozen=True)
 class Sandbox:
     """A created and started sandbox, as the pool sees it."""
 
@@ -82,9 +95,16 @@ class Driver(Protocol):
     async def image_id(self, image: str) -> str | None:
         """The id of a locally present image, or None when it is missing."""
 
-    async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
+    async def image_labels(self, image: str) -> dict[str, str]:
+        """The labels of a locally present image; `ImageMissing` when it is not here."""
+
+    async def create(
+        self, shape: SandboxShape, spec: FunctionSpec | None = None, *, keep_output: bool = False
+    ) -> Sandbox:
         """Create and start a sandbox of `shape`, labelled for `spec` (a cold start) or for no
-        function (a stem cell); raise `RuntimeBackendError` on failure."""
+        function (a stem cell); raise `RuntimeBackendError` on failure. With `keep_output`
+        (a runtime check, never a function: what a function writes is the runtime's to
+        capture), what its process writes is kept for `ending`."""
 
     async def fill_code(
         self, sandbox: Sandbox, package: bytes, layer: Path | None = None
@@ -106,6 +126,10 @@ class Driver(Protocol):
 
     async def inspect_exit(self, sandbox: Sandbox) -> ExitReason | None:
         """Why the sandbox has stopped, or None while it still runs."""
+
+    async def ending(self, sandbox: Sandbox, lines: int) -> Ending | None:
+        """How the sandbox's process ended, with at most its last `lines` lines of output; None
+        while it still runs."""
 
     async def watch(self, listener: ExitListener) -> None:
         """From now until `close()`, call `listener` on the event loop whenever a sandbox of this

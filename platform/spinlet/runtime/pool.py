@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -46,6 +46,7 @@ from spinlet.runtime.backend import (
     StartKind,
     attach_outcome,
 )
+from spinlet.runtime.conformance import Report, check_image
 from spinlet.runtime.driver import Driver, ExitReason, PoolKey, Sandbox, SandboxShape, pool_key
 from spinlet.runtime.protocol import (
     CODE_DIR_FEATURE,
@@ -214,6 +215,12 @@ class PoolBackend:
         if self.closed:
             raise RuntimeBackendError("the runtime backend is closed")
         return await self.driver.python_target(image)
+
+    async def check_runtime(self, image: str, checks: Sequence[str]) -> Report:
+        if self.closed:
+            raise RuntimeBackendError("the runtime backend is closed")
+        timeout = self.ready_timeout
+        return await check_image(self.driver, image, checks=checks, ready_timeout=timeout)
 
     async def containers(self) -> list[ContainerInfo]:
         return [

@@ -18,7 +18,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Unpack
+from typing import TextIO, Unpack
 
 from spinlet.errors import RuntimeBackendError
 from spinlet.layers.target import PythonTarget, host_target
@@ -26,7 +26,9 @@ from spinlet.paths import runtimes_dir
 from spinlet.runtime.backend import Capacity, FunctionSpec
 from spinlet.runtime.codedirs import CODE, LAYER, CodeDirs
 from spinlet.runtime.driver import (
+    RUNTIME_LABEL,
     SOCKET_NAME,
+    Ending,
     ExitListener,
     ExitReason,
     FilledDirs,
@@ -39,6 +41,10 @@ from spinlet.runtime.driver import (
 from spinlet.runtime.pool import PoolBackend, PoolOptions
 
 PROCESS_IMAGE_ID = "process:python3"
+#: A sandbox's output, in its directory, when it is created with `keep_output`.
+OUTPUT = "output.log"
+#: How much of the end of that file `ending` reads.
+TAIL_BYTES = 64 * 1024
 
 
 class ProcessDriver:
@@ -68,12 +74,21 @@ class ProcessDriver:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return Capacity(cpu=len(os.sched_getaffinity(0)) * 1000, memory_size=memory)
 
-    async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
+    async def image_labels(self, image: str) -> dict[str, str]:
+        """Every sandbox runs the Python runtime server, whatever the image."""
+        return {RUNTIME_LABEL: "python3"}
+
+    async def create(
+        self, shape: SandboxShape, spec: FunctionSpec | None = None, *, keep_output: bool = False
+    ) -> Sandbox:
         name = self._prefix + secrets.token_hex(4)
         directory = self.socket_root / name
         socket_path = directory / SOCKET_NAME
         check_socket_path(socket_path)
         await asyncio.to_thread(self._make_dirs, name)
+        output: int | TextIO = asyncio.subprocess.DEVNULL
+        if keep_output:  # in its own directory, removed with it
+            output = await asyncio.to_thread(open, directory / OUTPUT, "w")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
@@ -89,13 +104,16 @@ class ProcessDriver:
                 cwd=directory,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=output if keep_output else asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
         except OSError as exc:
             await asyncio.to_thread(self._remove_dir, name)
             raise RuntimeBackendError(f"could not start the runtime process: {exc}") from exc
+        finally:
+            if not isinstance(output, int):
+                output.close()  # the process has its own copy
         self._procs[name] = proc
         task = asyncio.create_task(self._wait_exit(name, proc), name=f"spinlet-wait-{name}")
         self._waits.add(task)
@@ -127,6 +145,15 @@ class ProcessDriver:
         if proc is None or proc.returncode is not None:
             return "crashed"
         return None
+
+    async def ending(self, sandbox: Sandbox, lines: int) -> Ending | None:
+        proc = self._procs.get(sandbox.id)
+        if proc is None:
+            return Ending(None)
+        if proc.returncode is None:
+            return None
+        output = await asyncio.to_thread(_tail, self.socket_root / sandbox.name / OUTPUT, lines)
+        return Ending(proc.returncode, output)
 
     async def watch(self, listener: ExitListener) -> None:
         self._listener = listener
@@ -201,6 +228,17 @@ class ProcessDriver:
         for directory in self.socket_root.iterdir():
             if self._name_re.fullmatch(directory.name) and directory.name not in self._procs:
                 shutil.rmtree(directory, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of the file at `path` ("" when there is none)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - TAIL_BYTES))
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "".join(text.splitlines(keepends=True)[-lines:])
 
 
 def _kill_group(pgid: int) -> None:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from spinlet.domain import DEFAULT_PROJECT, Runtime, RuntimeStatus
-from spinlet.errors import AlreadyExists, Forbidden, ImageNotFound, NotBuildable, ValidationFailed
+from spinlet.errors import (
+    AlreadyExists,
+    Forbidden,
+    ImageMissing,
+    ImageNotFound,
+    InvalidRuntime,
+    NotBuildable,
+    ValidationFailed,
+)
 from spinlet.runtime.backend import RuntimeBackend
 from spinlet.runtime.catalog import DEFAULT, ShippedRuntime
+from spinlet.runtime.conformance import QUICK
 from spinlet.services.runtime_builds import RuntimeBuilds
 from spinlet.store import Store
 
@@ -42,6 +52,8 @@ class RuntimeService:
         self.store = store
         self.backend = backend
         self.builds = builds
+        self._conforming: set[str] = set()  # ids of the images that passed the check here
+        self._checking = asyncio.Lock()
 
     async def register_shipped(self) -> list[Runtime]:
         """Register every shipped runtime at start (public, built in); their images and
@@ -89,11 +101,32 @@ class RuntimeService:
         return await self.builds.with_status(runtime)
 
     async def _check_image(self, image: str) -> None:
-        if await self.backend.image_id(image) is None:
+        """The image is here and passes the quick runtime check (`conformance.QUICK`): a
+        server answers, speaks this node's protocol, loads and runs a tiny function. Checked
+        once per image id on this node: a rebuilt tag is checked again. (On the process
+        backend every function runs the node's own Python server whatever the image: that is
+        what is checked, once.)"""
+        image_id = await self.backend.image_id(image)
+        if image_id is None:
             raise ImageNotFound(
                 f"image {image!r} is not present on this node and no registry can provide it; "
                 "build or load it first"
             )
+        async with self._checking:  # one check of an image, however many ask at once
+            if image_id in self._conforming:
+                return
+            try:
+                report = await self.backend.check_runtime(image, QUICK)
+            except ImageMissing as exc:  # removed meanwhile
+                raise ImageNotFound(f"image {image!r} is not present on this node") from exc
+            if not report.passed:
+                raise InvalidRuntime(
+                    f"image {image!r} is not a Spinlet runtime: {report.summary()} "
+                    f"(`spinlet runtimes check {image}` runs every check)",
+                    image=image,
+                    checks=[asdict(result) for result in report.results],
+                )
+            self._conforming.add(image_id)
 
     async def create(
         self, project_id: str, *, name: str, image: str, description: str | None = None

@@ -139,11 +139,13 @@ class FailingStems(ProcessDriver):
 
     attempts = 0
 
-    async def create(self, shape: SandboxShape, spec: FunctionSpec | None = None) -> Sandbox:
+    async def create(
+        self, shape: SandboxShape, spec: FunctionSpec | None = None, *, keep_output: bool = False
+    ) -> Sandbox:
         if spec is None:
             self.attempts += 1
             raise RuntimeBackendError("no stem cells today")
-        return await super().create(shape, spec)
+        return await super().create(shape, spec, keep_output=keep_output)
 
 
 async def test_failing_stem_cells_back_off_and_never_reach_executions(

@@ -190,14 +190,14 @@ def runtime_image_tag(docker_client: Any) -> str:
     params=[pytest.param(runtime, id=runtime.name, marks=pytest.mark.docker) for runtime in SHIPPED]
 )
 def shipped(request: pytest.FixtureRequest, docker_client: Any, runtime_image_tag: str) -> Shipped:
-    """Each shipped runtime in turn (`tests/runtimes.py`), its image present."""
+    """Each shipped runtime in turn (`tests/runtimes.py`), its image built as the node builds it
+    when it is missing or stale."""
+    from spinlet.runtime.catalog import shipped as catalog_entry
+    from spinlet.runtime.images import ensure_runtime_image
+
     runtime: Shipped = request.param
     if runtime.image != runtime_image_tag:
-        try:
-            docker_client.images.get(runtime.image)
-        except docker.errors.ImageNotFound:
-            unavailable(
-                f"the image {runtime.image} of runtime {runtime.name} is not built "
-                f"(spinlet runtimes build {runtime.name})"
-            )
+        entry = catalog_entry(runtime.name)
+        assert entry is not None, runtime.name
+        ensure_runtime_image(docker_client, runtime=entry, progress=lambda line: None)
     return runtime

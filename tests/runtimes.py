@@ -1,10 +1,11 @@
 """The shipped runtimes the conformance tests run over, and the test functions in each language.
 
-Adding a shipped runtime to every such test is one line in `SHIPPED` (its language's
-functions being in `SOURCES`). The tests taking `shipped` (`tests/conftest.py`) run once per
-runtime: the conformance suite (tests/integration/runtime/test_conformance.py), the behaviour
-of functions in the pool (tests/integration/runtime/test_shipped_runtimes.py) and the hostile
-functions (tests/integration/test_hostile.py).
+Every runtime of the catalogue (`spinlet/runtime/catalog.py`) is in `SHIPPED`: a runtime added
+there is in every such test (its language's functions being in `SOURCES`). The tests taking
+`shipped` (`tests/conftest.py`) run once per runtime: the conformance suite
+(tests/integration/runtime/test_conformance.py), the behaviour of functions in the pool
+(tests/integration/runtime/test_shipped_runtimes.py) and the hostile functions
+(tests/integration/test_hostile.py).
 
 Each hostile function is written as `attack(event)` in its language; `package` wraps it in a
 handler that answers `"ping"` with `"pong"` and attacks on any other input. The others
@@ -18,6 +19,7 @@ import textwrap
 import zipfile
 from dataclasses import dataclass
 
+from spinlet.runtime.catalog import CATALOG
 from tests.helpers import PACKAGE_TIME
 
 
@@ -41,8 +43,8 @@ class Shipped:
         return buffer.getvalue()
 
 
-#: Every runtime Spinlet ships (one line each).
-SHIPPED = (Shipped("python3", "spinlet/runtime-python3:1", "python"),)
+#: Every runtime Spinlet ships (the catalogue's; its build context names its language).
+SHIPPED = tuple(Shipped(entry.name, entry.image, entry.context) for entry in CATALOG)
 
 #: The type of the error `raises` raises, in each language.
 RAISED = {"python": "ValueError", "nodejs": "Error"}

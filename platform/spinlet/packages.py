@@ -48,6 +48,34 @@ ENTRY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
 @dataclass(frozen=True)
+class Language:
+    """What a runtime's packages are written in, as far as an upload is checked: the files that
+    hold its modules (a package needs one; a single uploaded file is one), the shape of an entry
+    (`module.function`), and whether the node can check more (Python: the syntax, and that the
+    entry's module defines its function; other languages are checked by their runtime at
+    `/init`)."""
+
+    name: str
+    suffixes: tuple[str, ...]  # of its module files, the first is a single file's default
+    entry: re.Pattern[str]
+    described: str  # "Python (.py)"
+
+
+PYTHON = Language("python", (".py",), ENTRY_RE, "Python (.py)")
+#: `dir/module.function`: `dir/module.js` (or `.mjs`, `.cjs`) exporting `function`.
+NODEJS = Language(
+    "nodejs",
+    (".js", ".mjs", ".cjs"),
+    re.compile(r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_./-]*\.[A-Za-z_$][A-Za-z0-9_$]*$"),
+    "JavaScript (.js, .mjs, .cjs)",
+)
+#: A runtime someone registered: its server checks the code; here only the zip itself is.
+ANY = Language("any", (), re.compile(r"^[^.\s][^\s]*\.[^.\s]+$"), "")
+#: The languages of the shipped runtimes, by their build context (`runtime/catalog.py`).
+LANGUAGES = {language.name: language for language in (PYTHON, NODEJS)}
+
+
+@dataclass(frozen=True)
 class PackageLimits:
     max_size: int = 50 * MiB  # as uploaded
     max_unpacked_size: int = MAX_UNPACKED_SIZE  # as extracted, each file in whole pages
@@ -70,7 +98,7 @@ def _check_python(source: bytes, filename: str) -> None:
         raise InvalidPackage(f"{filename} is not valid Python: {exc}") from exc
 
 
-def _check_zip(archive: zipfile.ZipFile, limits: PackageLimits) -> None:
+def _check_zip(archive: zipfile.ZipFile, limits: PackageLimits, language: Language) -> None:
     infos = archive.infolist()
     if len(infos) > limits.max_files:
         raise TooLarge(f"the package has {len(infos)} files; the limit is {limits.max_files}")
@@ -86,8 +114,10 @@ def _check_zip(archive: zipfile.ZipFile, limits: PackageLimits) -> None:
             f"pages); the limit is {limits.max_unpacked_size} bytes "
             f"({limits.max_unpacked_size / MiB:g} MiB)"
         )
-    if not any(name.endswith(".py") for name in archive.namelist()):
-        raise InvalidPackage("the package contains no Python (.py) file")
+    if language.suffixes and not any(
+        name.endswith(language.suffixes) for name in archive.namelist()
+    ):
+        raise InvalidPackage(f"the package contains no {language.described} file")
     bad = archive.testzip()
     if bad is not None:
         raise InvalidPackage(f"the package entry {bad!r} is corrupt")
@@ -98,11 +128,13 @@ def _check_size(data: bytes, limits: PackageLimits) -> None:
         raise TooLarge(f"the package is {len(data)} bytes; the limit is {limits.max_size}")
 
 
-def normalize(data: bytes, filename: str | None, limits: PackageLimits) -> tuple[bytes, str]:
+def normalize(
+    data: bytes, filename: str | None, limits: PackageLimits, language: Language = PYTHON
+) -> tuple[bytes, str]:
     """Validate an upload; returns the zip to store and the entry module a single file gives.
 
-    A `.zip` is checked (paths, sizes, file count, at least one `.py`); a single Python file
-    is checked for syntax and zipped under its own name.
+    A `.zip` is checked (paths, sizes, file count, at least one module file of its language);
+    a single file is zipped under its own name (a Python one checked for syntax).
     """
     _check_size(data, limits)
     if not data:
@@ -110,37 +142,50 @@ def normalize(data: bytes, filename: str | None, limits: PackageLimits) -> tuple
     if zipfile.is_zipfile(io.BytesIO(data)):
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                _check_zip(archive, limits)
+                _check_zip(archive, limits, language)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
             raise InvalidPackage(f"the package is not a valid zip archive: {exc}") from exc
         return data, "main"
-    name = PurePosixPath((filename or "main.py").replace("\\", "/")).name
+    default = f"main{language.suffixes[0] if language.suffixes else '.py'}"
+    name = PurePosixPath((filename or default).replace("\\", "/")).name
     if name.endswith(".zip"):
         raise InvalidPackage(f"{name} is not a valid zip archive")
-    if not name.endswith(".py"):
-        name = "main.py"
-    module = name[:-3]
+    if language.suffixes and not name.endswith(language.suffixes):
+        name = default
+    module = name.rsplit(".", 1)[0] if "." in name else name
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module):
-        raise InvalidPackage(f"{name!r} is not a usable Python module name")
-    _check_python(data, name)
+        raise InvalidPackage(f"{name!r} is not a usable module name")
+    if language is PYTHON:
+        _check_python(data, name)
     return _zip_single_file(data, name), module
 
 
-def check_entry(data: bytes, entry: str) -> None:
-    """The entry's module must be in the package and define the entry's function (see
-    `entrypoints` for what counts, and what is left to the first call); a module that is not
-    valid Python is an invalid package."""
-    if not ENTRY_RE.match(entry):
+def check_entry(data: bytes, entry: str, language: Language = PYTHON) -> None:
+    """The entry's module must be in the package and, in Python, define the entry's function
+    (see `entrypoints` for what counts, and what is left to the first call); a module that is
+    not valid Python is an invalid package. A runtime someone registered gets its entry as
+    written: its server says at `/init` whether it loads."""
+    if not language.entry.match(entry):
         raise ValidationFailed(f"entry {entry!r} must look like module.function")
+    if language is ANY:
+        return
     module, function = entry.rsplit(".", 1)
-    path = module.replace(".", "/")
+    path = module.replace(".", "/") if language is PYTHON else module
+    candidates = (
+        (f"{path}.py", f"{path}/__init__.py")
+        if language is PYTHON
+        else tuple(path + suffix for suffix in language.suffixes)
+    )
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = set(archive.namelist())
-        found = next((n for n in (f"{path}.py", f"{path}/__init__.py") if n in names), None)
+        found = next((n for n in candidates if n in names), None)
         if found is None:
             raise InvalidEntry(
-                f"entry {entry!r}: module {module!r} is not in the package (expected {path}.py)"
+                f"entry {entry!r}: module {module!r} is not in the package "
+                f"(expected {candidates[0]})"
             )
+        if language is not PYTHON:
+            return
         source = archive.read(found)
     try:
         tree = ast.parse(source, found)
@@ -177,6 +222,7 @@ def prepare(
     *,
     entry: str | None = None,
     md5sum: str | None = None,
+    language: Language = PYTHON,
 ) -> Prepared:
     """Everything an upload needs before it is kept, in one blocking step (run it off the event
     loop): the `md5sum` the client gave checked against the bytes as sent, the package
@@ -186,10 +232,10 @@ def prepare(
     sent = describe(data) if md5sum else None
     if sent is not None and md5sum is not None and sent.md5sum != md5sum.lower():
         raise ChecksumMismatch(f"the package's md5sum is {sent.md5sum}, not {md5sum}")
-    zipped, module = normalize(data, filename, limits)
+    zipped, module = normalize(data, filename, limits, language)
     package = sent if sent is not None and zipped is data else describe(zipped)
     entry = entry or f"{module}.main"
-    check_entry(zipped, entry)
+    check_entry(zipped, entry, language)
     return Prepared(zipped, package, entry)
 
 

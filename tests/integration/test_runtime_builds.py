@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -19,7 +20,7 @@ from spinlet.domain import Role
 from spinlet.errors import RuntimeBackendError
 from spinlet.runtime.catalog import ShippedRuntime
 from spinlet.settings import Settings
-from tests.helpers import eventually, make_package
+from tests.helpers import eventually, make_package, zipped
 from tests.integration.test_api import expect_error, form
 
 Client = TestClient[Any, Any]
@@ -206,3 +207,53 @@ async def test_members_cannot_build(
     assert accepted.status == 202
     assert images.builds == ["python3.13"]
     images.finish()
+
+
+NODE_ECHO = "module.exports.main = async (event) => event;\n"
+
+
+async def test_a_nodejs_package_is_checked_as_javascript(api: Client) -> None:
+    """A Node.js function's package needs a JavaScript module, its entry names one, and its
+    dependencies come inside it: a requirements text is refused, a requirements.txt ignored."""
+    package = zipped({"index.js": NODE_ECHO, "requirements.txt": "six\n"})
+    created = await api.post(
+        "/v1/functions",
+        data=form("node", data=package, runtime_id="nodejs20", entry="index.main"),
+    )
+    assert created.status == 201, await created.text()
+    record = await created.json()
+    assert (record["entry"], record["requirements"], record["status"]) == (
+        "index.main",
+        None,
+        "available",
+    )
+    body = aiohttp.FormData({"name": "single", "runtime_id": "nodejs20"})
+    body.add_field("package", NODE_ECHO.encode(), filename="hello.js")
+    single = await api.post("/v1/functions", data=body)
+    assert single.status == 201, await single.text()
+    assert (await single.json())["entry"] == "hello.main"
+
+    python_only = form("py", data=make_package(ECHO), runtime_id="nodejs20")
+    message = await expect_error(
+        await api.post("/v1/functions", data=python_only), 400, "invalid_package"
+    )
+    assert "no JavaScript (.js, .mjs, .cjs) file" in message
+    missing = form("missing", data=package, runtime_id="nodejs20", entry="main.main")
+    message = await expect_error(
+        await api.post("/v1/functions", data=missing), 400, "invalid_entry"
+    )
+    assert "expected main.js" in message
+    asked = form(
+        "asked", data=package, runtime_id="nodejs20", entry="index.main", requirements="six"
+    )
+    message = await expect_error(
+        await api.post("/v1/functions", data=asked), 400, "validation_error"
+    )
+    assert "node_modules/" in message
+
+    moved = await api.put("/v1/functions/node", data={"runtime_id": "python3"})
+    message = await expect_error(moved, 400, "invalid_entry")
+    assert "expected index.py" in message
+    assert (await (await api.get("/v1/functions/node")).json())["runtime_id"] == record[
+        "runtime_id"
+    ]

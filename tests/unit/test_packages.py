@@ -26,7 +26,9 @@ from spinlet.errors import (
     ValidationFailed,
 )
 from spinlet.packages import (
+    ANY,
     MAX_UNPACKED_SIZE,
+    NODEJS,
     PAGE_SIZE,
     PackageLimits,
     PackageStore,
@@ -237,3 +239,29 @@ async def test_concurrent_first_uses_of_a_shared_blob_all_get_it(tmp_path: Path)
     assert all(blob == data for blob in fetched)
     files = sorted(p.name for p in (tmp_path / "here").rglob("*"))
     assert files == sorted([package.sha256[:2], f"{package.sha256}.zip"])  # no partial left
+
+
+def test_a_nodejs_package_needs_a_javascript_module_and_its_entry_names_one() -> None:
+    stored, module = normalize(
+        zip_of({"lib/handler.mjs": "export const main = () => 1;\n"}), "f.zip", LIMITS, NODEJS
+    )
+    assert module == "main"
+    check_entry(stored, "lib/handler.main", NODEJS)  # a file of the package, its export unread
+    with pytest.raises(InvalidEntry, match=r"expected main\.js"):
+        check_entry(stored, "main.main", NODEJS)
+    with pytest.raises(ValidationFailed, match=r"module\.function"):
+        check_entry(stored, "../up.main", NODEJS)
+    with pytest.raises(InvalidPackage, match=r"no JavaScript \(\.js, \.mjs, \.cjs\) file"):
+        normalize(zip_of({"main.py": "def main(e): pass\n"}), "f.zip", LIMITS, NODEJS)
+    single, module = normalize(b"module.exports.main = e => e;\n", "hello.js", LIMITS, NODEJS)
+    assert module == "hello"
+    assert zipfile.ZipFile(io.BytesIO(single)).namelist() == ["hello.js"]
+
+
+def test_a_package_for_a_registered_image_is_checked_as_a_zip_only() -> None:
+    stored, _ = normalize(zip_of({"handler.rb": "def main(e) e end\n"}), "f.zip", LIMITS, ANY)
+    check_entry(stored, "handler.main", ANY)  # its own server says at /init whether it loads
+    with pytest.raises(ValidationFailed, match=r"module\.function"):
+        check_entry(stored, "main", ANY)
+    with pytest.raises(InvalidPackage, match="leaves the package"):
+        normalize(zip_of({"../evil.rb": "x"}), "f.zip", LIMITS, ANY)

@@ -8,9 +8,9 @@ import uuid
 from dataclasses import dataclass
 
 from spinlet import packages, requirements
-from spinlet.domain import Function, FunctionStatus, Package
+from spinlet.domain import Function, FunctionStatus, Package, Runtime
 from spinlet.errors import ValidationFailed
-from spinlet.packages import PackageLimits, PackageStore
+from spinlet.packages import ANY, LANGUAGES, PYTHON, Language, PackageLimits, PackageStore
 from spinlet.runtime.backend import RuntimeBackend
 from spinlet.services.layers import LayerService, build_key
 from spinlet.services.packages import forget_package
@@ -161,12 +161,18 @@ class FunctionService:
                 f"millicores ({top_cpu / 1000:g} CPUs)"
             )
 
+    def _language(self, runtime: Runtime) -> Language:
+        """The language of the runtime's packages: a shipped runtime's, else any (the server
+        of an image someone registered checks its code at `/init`)."""
+        entry = self.builds.shipped(runtime)
+        return LANGUAGES.get(entry.context, ANY) if entry is not None else ANY
+
     async def _store_package(
-        self, upload: Upload, entry: str | None, md5sum: str | None
+        self, upload: Upload, entry: str | None, md5sum: str | None, language: Language
     ) -> tuple[Package, str, str | None]:
         """Validate and keep a package; returns it with the entry to use and the text of its
-        own `requirements.txt`. The checks and the hashing read up to `max_unpacked_size`
-        bytes: they run in a thread, in one step."""
+        own `requirements.txt` (a Python package's). The checks and the hashing read up to
+        `max_unpacked_size` bytes: they run in a thread, in one step."""
         ready = await asyncio.to_thread(
             packages.prepare,
             upload.data,
@@ -174,12 +180,15 @@ class FunctionService:
             self.limits,
             entry=entry,
             md5sum=md5sum,
+            language=language,
         )
-        own = await asyncio.to_thread(requirements.from_package, ready.data)
+        own = None
+        if language is not packages.NODEJS:
+            own = await asyncio.to_thread(requirements.from_package, ready.data)
         return await self.package_store.put(ready.data, ready.package), ready.entry, own
 
     async def _dependencies(
-        self, function: Function, text: str | None, *, source: str
+        self, function: Function, text: str | None, *, source: str, language: Language = PYTHON
     ) -> dict[str, object]:
         """The fields that give `function` (as it will be saved) the dependencies of `text`
         (None: unchanged): its build asked for, and `building` until its layer is ready (at once
@@ -193,6 +202,11 @@ class FunctionService:
         else:
             wanted_text = text
         wanted = requirements.parse(wanted_text or "", source=source)
+        if wanted.lines and language is packages.NODEJS:
+            raise ValidationFailed(
+                "a Node.js function takes no requirements (pip resolves Python packages): "
+                "bring its dependencies as node_modules/ inside its package"
+            )
         if not wanted.lines:
             return {
                 "requirements": None,
@@ -217,7 +231,10 @@ class FunctionService:
         check_function_name(fields.name)
         await self._check_limits(fields)
         runtime = await self.store.runtimes.get(project_id, fields.runtime or BUILTIN_RUNTIME)
-        package, entry, own = await self._store_package(upload, fields.entry, fields.md5sum)
+        language = self._language(runtime)
+        package, entry, own = await self._store_package(
+            upload, fields.entry, fields.md5sum, language
+        )
         await self.builds.ensure(runtime.image)  # first use: its image is built meanwhile
         s = self.settings
         function = Function(
@@ -238,7 +255,9 @@ class FunctionService:
             project_id=project_id,
         )
         text, source = _requirements_source(fields, own)
-        function = function.evolve(**await self._dependencies(function, text or "", source=source))
+        function = function.evolve(
+            **await self._dependencies(function, text or "", source=source, language=language)
+        )
         return await self.store.functions.create(function)
 
     async def get(self, project_id: str, ref: str) -> Function:
@@ -259,6 +278,9 @@ class FunctionService:
             runtime = await self.store.runtimes.get(project_id, fields.runtime)
             changes["runtime_id"] = runtime.id
             await self.builds.ensure(runtime.image)
+        else:
+            runtime = await self.store.runtimes.get(project_id, function.runtime_id)
+        language = self._language(runtime)
         for attr in (
             "description",
             "timeout",
@@ -279,16 +301,17 @@ class FunctionService:
         own: str | None = None
         if upload is not None:
             package, entry, own = await self._store_package(
-                upload, fields.entry or function.entry, fields.md5sum
+                upload, fields.entry or function.entry, fields.md5sum, language
             )
             changes.update(package=package, entry=entry)
-        elif fields.entry is not None:
+        elif fields.entry is not None or fields.runtime is not None:
+            entry = fields.entry or function.entry
             code = await self.package_store.get(old_sha)
-            await asyncio.to_thread(packages.check_entry, code, fields.entry)
-            changes["entry"] = fields.entry
+            await asyncio.to_thread(packages.check_entry, code, entry, language)
+            changes["entry"] = entry
         text, source = _requirements_source(fields, own if upload is not None else None)
         changed = function.evolve(**changes)
-        changes.update(await self._dependencies(changed, text, source=source))
+        changes.update(await self._dependencies(changed, text, source=source, language=language))
         updated = await self.store.functions.update(function.evolve(**changes))
         if updated.package.sha256 != old_sha:
             await self._forget_package(old_sha)

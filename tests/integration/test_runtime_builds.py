@@ -25,6 +25,7 @@ from tests.integration.test_api import expect_error, form
 
 Client = TestClient[Any, Any]
 ECHO = "def main(event):\n    return event\n"
+NODE_ECHO = "module.exports.main = async (event) => event;\n"
 
 
 class Images:
@@ -178,10 +179,11 @@ async def test_first_use_builds_a_sync_call_is_refused_and_an_async_one_waits(
 async def test_an_async_execution_whose_runtime_cannot_be_built_says_why(
     api: Client, images: Images
 ) -> None:
+    package = zipped({"main.js": NODE_ECHO})
     created = await api.post(
-        "/v1/functions", data=form("echo20", data=make_package(ECHO), runtime_id="nodejs20")
+        "/v1/functions", data=form("echo20", data=package, runtime_id="nodejs20")
     )
-    assert created.status == 201
+    assert created.status == 201, await created.text()
     queued = await api.post("/v1/executions", json={"function_id": "echo20", "sync": False})
     execution_id = (await queued.json())["id"]
     images.finish("the base image could not be bootstrapped")
@@ -207,9 +209,6 @@ async def test_members_cannot_build(
     assert accepted.status == 202
     assert images.builds == ["python3.13"]
     images.finish()
-
-
-NODE_ECHO = "module.exports.main = async (event) => event;\n"
 
 
 async def test_a_nodejs_package_is_checked_as_javascript(api: Client) -> None:

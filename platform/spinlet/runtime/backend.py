@@ -132,6 +132,9 @@ class RuntimeBackend(Protocol):
     async def image_id(self, image: str) -> str | None:
         """The id of a locally present image, or None when it is missing."""
 
+    async def image_labels(self, image: str) -> dict[str, str]:
+        """The labels of a locally present image; `ImageMissing` when it is not here."""
+
     async def keep_image(self, image_id: str, keep: bool) -> None:
         """Keep the image present whatever becomes of its tags (published versions run on it),
         or stop keeping it (`keep=False`: it may then go once nothing else holds it)."""

@@ -28,6 +28,7 @@ from docker import DockerClient
 from spinlet.errors import RuntimeBackendError
 from spinlet.paths import deploy_dir, runtimes_dir
 from spinlet.runtime.catalog import DEFAULT, OfflineBase, ShippedRuntime
+from spinlet.runtime.driver import RUNTIME_LABEL
 from spinlet.runtime.protocol import PROTOCOL_VERSION
 
 #: The runtime protocol the image must speak: the one this node speaks (checked at `/init`).
@@ -40,8 +41,6 @@ DEFAULT_RUNTIME_IMAGE = DEFAULT.image
 PROTOCOL_LABEL = "spinlet.runtime.protocol"
 #: The image label carrying a hash of the sources it was built from (to notice stale images).
 SOURCE_LABEL = "spinlet.runtime.source"
-#: The image label naming the shipped runtime it was built for.
-RUNTIME_LABEL = "spinlet.runtime"
 #: Give up on pulling a base after this long (a pull without a registry normally fails fast).
 PULL_TIMEOUT = 60.0
 

@@ -205,6 +205,9 @@ class PoolBackend:
     async def image_id(self, image: str) -> str | None:
         return await self.driver.image_id(image)
 
+    async def image_labels(self, image: str) -> dict[str, str]:
+        return await self.driver.image_labels(image)
+
     async def keep_image(self, image_id: str, keep: bool) -> None:
         await self.driver.keep_image(image_id, keep)
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from spinlet import packages, requirements
 from spinlet.domain import Function, FunctionStatus, Package, Runtime
-from spinlet.errors import ValidationFailed
+from spinlet.errors import RuntimeBackendError, ValidationFailed
 from spinlet.packages import ANY, LANGUAGES, PYTHON, Language, PackageLimits, PackageStore
 from spinlet.runtime.backend import RuntimeBackend
+from spinlet.runtime.driver import RUNTIME_LABEL
+from spinlet.runtime.probes import language_of
 from spinlet.services.layers import LayerService, build_key
 from spinlet.services.packages import forget_package
 from spinlet.services.runtime_builds import RuntimeBuilds
@@ -161,11 +163,18 @@ class FunctionService:
                 f"millicores ({top_cpu / 1000:g} CPUs)"
             )
 
-    def _language(self, runtime: Runtime) -> Language:
-        """The language of the runtime's packages: a shipped runtime's, else any (the server
-        of an image someone registered checks its code at `/init`)."""
+    async def _language(self, runtime: Runtime) -> Language:
+        """The language of the runtime's packages: a shipped runtime's; for an image someone
+        registered, the one its `spinlet.runtime` label names (`python…`, `node…`), else any
+        (its server checks the code at `/init`)."""
         entry = self.builds.shipped(runtime)
-        return LANGUAGES.get(entry.context, ANY) if entry is not None else ANY
+        if entry is not None:
+            return LANGUAGES.get(entry.context, ANY)
+        try:
+            labels = await self.backend.image_labels(runtime.image)
+        except RuntimeBackendError:  # not on this node (yet): its server will tell
+            return ANY
+        return LANGUAGES.get(language_of(labels.get(RUNTIME_LABEL)) or "", ANY)
 
     async def _store_package(
         self, upload: Upload, entry: str | None, md5sum: str | None, language: Language
@@ -231,7 +240,7 @@ class FunctionService:
         check_function_name(fields.name)
         await self._check_limits(fields)
         runtime = await self.store.runtimes.get(project_id, fields.runtime or BUILTIN_RUNTIME)
-        language = self._language(runtime)
+        language = await self._language(runtime)
         package, entry, own = await self._store_package(
             upload, fields.entry, fields.md5sum, language
         )
@@ -280,7 +289,7 @@ class FunctionService:
             await self.builds.ensure(runtime.image)
         else:
             runtime = await self.store.runtimes.get(project_id, function.runtime_id)
-        language = self._language(runtime)
+        language = await self._language(runtime)
         for attr in (
             "description",
             "timeout",

@@ -299,6 +299,8 @@ def run(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     token_client = make_client(args.url, token_endpoint.Token(args.url, "unused-token"))
     summary["token_client_function_ids"] = [fn.id for fn in token_client.functions.list()]
 
+    other_runtimes(client, args, summary)
+
     summary["step"] = "execution delete, function delete"
     for ex in [*client.function_executions.list(function_id=function_id), failed]:
         client.function_executions.delete(ex.id)
@@ -313,6 +315,49 @@ def run(args: argparse.Namespace, summary: dict[str, Any]) -> None:
 
     summary["called"] = sorted(called)
     summary["step"] = "done"
+
+
+#: Functions on the other shipped runtimes: runtime name, the file zipped, its entry, the input.
+OTHER_RUNTIMES = (
+    ("nodejs20", os.path.join("hello-node", "index.js"), "index.main", '{"name": "Node"}'),
+    ("python3.13", "hello.py", "hello.main", '{"name": "Python 3.13"}'),
+)
+
+
+def other_runtimes(
+    client: q_client.Client, args: argparse.Namespace, summary: dict[str, Any]
+) -> None:
+    """A function on each other shipped runtime, created with its `runtime_id` from a zip package
+    and executed synchronously; then deleted with its execution."""
+    summary["other_runtimes"] = results = {}
+    for name, path, entry, event in OTHER_RUNTIMES:
+        summary["step"] = f"function create and execute on runtime {name}"
+        runtime_id = q_utils.find_resource_id_by_name(client.runtimes, name)
+        workdir = os.path.join(args.workdir, name)
+        os.makedirs(workdir, exist_ok=True)
+        package = zip_file(os.path.join(args.functions, path), workdir)
+        with open(package, "rb") as fh:
+            function = client.functions.create(
+                name=f"qinling-{name.replace('.', '-')}",
+                runtime=runtime_id,
+                code={"source": "package", "md5sum": q_utils.md5(file=package)},
+                package=fh,
+                entry=entry,
+                cpu=None,
+                memory_size=None,
+                timeout=None,
+            )
+        execution = client.function_executions.create(
+            function_id=function.id, sync=True, input=event
+        )
+        results[name] = {
+            "runtime_id": runtime_id,
+            "created": info(function),
+            "execution": info(execution),
+            "log": client.function_executions.get_log(execution.id),
+        }
+        client.function_executions.delete(execution.id)
+        client.functions.delete(function.id)
 
 
 def release(

@@ -23,14 +23,18 @@ MEASURES = (
 )
 
 
-def test_quick_bench_reports_every_measure(docker_client: object, runtime_image_tag: str) -> None:
-    done = subprocess.run(
-        [spinlet_bin(), "bench", "--quick", "--json"],
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [spinlet_bin(), "bench", "--quick", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_quick_bench_reports_every_measure(docker_client: object, runtime_image_tag: str) -> None:
+    done = bench("--json")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     rows = {row["measure"]: row for row in report["results"]}
@@ -48,3 +52,31 @@ def test_quick_bench_reports_every_measure(docker_client: object, runtime_image_
         "first call without stem / bare start",
     }
     assert report["options"]["function_concurrency"] == 8
+
+
+def test_quick_bench_measures_a_nodejs_runtime(
+    docker_client: object, runtime_image_tag: str
+) -> None:
+    """`--runtime nodejs20`: the same measures, of a Node.js echo on the Node.js image."""
+    from spinlet.runtime.catalog import NODEJS20
+    from spinlet.runtime.images import ensure_runtime_image
+
+    ensure_runtime_image(docker_client, runtime=NODEJS20, progress=lambda line: None)
+    done = bench("--json", "--runtime", "nodejs20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["options"]["runtime"] == "nodejs20"
+    assert report["options"]["image"] == NODEJS20.image
+    assert list(report["runtimes"]) == ["nodejs20"]
+    rows = {row["measure"]: row for row in report["runtimes"]["nodejs20"]["results"]}
+    assert tuple(rows) == MEASURES
+    for row in rows.values():
+        assert row["n"] >= 1 and 0 < row["p50_ms"] <= row["p99_ms"], row
+    assert rows["(d) first call, stem cell ready"]["start_kinds"]["stem"] >= 1
+    assert report["across_runtimes"] == {}
+
+
+def test_bench_refuses_an_unknown_runtime() -> None:
+    done = bench("--runtime", "cobol85")
+    assert done.returncode == 2
+    assert "'cobol85' is not a shipped runtime" in done.stderr

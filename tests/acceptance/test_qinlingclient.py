@@ -123,6 +123,17 @@ def qinling_python() -> Iterator[Path]:
     yield venv_python(venv)
 
 
+@pytest.fixture(scope="session")
+def other_runtime_images(docker_client: Any) -> None:
+    """The images of the runtimes the driver uses besides the default, built when missing or
+    stale (the driver's functions on them run at once)."""
+    from spinlet.runtime.catalog import NODEJS20, PYTHON313
+    from spinlet.runtime.images import ensure_runtime_image
+
+    for entry in (NODEJS20, PYTHON313):
+        ensure_runtime_image(docker_client, runtime=entry, progress=lambda line: None)
+
+
 def client_env() -> dict[str, str]:
     """The environment minus what would steer the other interpreter or an OpenStack cloud."""
     return {
@@ -164,7 +175,9 @@ def run_driver(python: Path, server: Server, workdir: Path) -> dict[str, Any]:
     return summary
 
 
-def test_python_qinlingclient(qinling_python: Path, docker_server: Server, tmp_path: Path) -> None:
+def test_python_qinlingclient(
+    qinling_python: Path, docker_server: Server, tmp_path: Path, other_runtime_images: None
+) -> None:
     s = run_driver(qinling_python, docker_server, tmp_path)
     assert s["versions"]["python-qinlingclient"] == "5.1.1"
     assert s["versions"]["keystoneauth1"] == "5.18.1"
@@ -430,3 +443,27 @@ def test_openstack_cli(qinling_python: Path, docker_server: Server) -> None:
     openstack(qinling_python, docker_server, "function", "delete", "cli-hello")
     listed = json.loads(openstack(qinling_python, docker_server, "function", "list", "-f", "json"))
     assert "cli-hello" not in [fn["Name"] for fn in listed]
+
+
+def test_python_qinlingclient_other_runtimes(
+    qinling_python: Path, docker_server: Server, tmp_path: Path, other_runtime_images: None
+) -> None:
+    """Functions created with the `runtime_id` of Node.js 20 and of Python 3.13 run."""
+    s = run_driver(qinling_python, docker_server, tmp_path)
+    runs = s["other_runtimes"]
+    runtimes = {rt["name"]: rt["id"] for rt in s["runtimes"]}
+    for name in ("nodejs20", "python3.13"):
+        assert runs[name]["runtime_id"] == runtimes[name]
+        assert runs[name]["created"]["runtime_id"] == runtimes[name]
+        assert runs[name]["created"]["status"] == "available"
+    node = runs["nodejs20"]["execution"]
+    assert node["status"] == "success", node
+    assert node["result"]["greeting"] == "hello Node"
+    assert node["result"]["node"].startswith("v20."), node["result"]
+    assert node["result"]["executionId"] == node["id"]
+    assert runs["nodejs20"]["log"] == "hello Node from qinling-nodejs20 v0\n"
+    python = runs["python3.13"]["execution"]
+    assert python["status"] == "success", python
+    assert python["result"] == {"greeting": "Hello, Python 3.13!"}
+    assert runs["python3.13"]["log"] == "Hello, Python 3.13!\n"
+    assert s["functions_left"] == []

@@ -27,22 +27,30 @@ def test_readme_has_examples() -> None:
     assert len(readme_examples()) >= 4
 
 
+def run_example(
+    block: str, server: Server, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a README block against `server` (in place of the README's address); it must succeed."""
+    script = "set -euo pipefail\n" + block.replace(README_URL, server.url)
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, (
+        f"README example failed:\n{block}\n--- stdout\n{done.stdout}\n--- stderr\n"
+        f"{done.stderr}\n--- server log\n{server.log()[-3000:]}"
+    )
+    return done
+
+
 def test_readme_examples_run(docker_server: Server) -> None:
     outputs, errors = [], []
     for block in readme_examples():
-        script = "set -euo pipefail\n" + block.replace(README_URL, docker_server.url)
-        done = subprocess.run(
-            ["bash", "-c", script],
-            cwd=REPO,
-            env=docker_server.env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, (
-            f"README example failed:\n{block}\n--- stdout\n{done.stdout}\n--- stderr\n"
-            f"{done.stderr}\n--- server log\n{docker_server.log()[-3000:]}"
-        )
+        done = run_example(block, docker_server)
         outputs.append(done.stdout)
         errors.append(done.stderr)
     deploy, inspect, http, sdk, later = outputs[:5]
@@ -97,6 +105,17 @@ def readme_block(marker: str) -> str:
     section = text.split(f"<!-- {marker}:start -->", 1)[1].split(f"<!-- {marker}:end -->")[0]
     [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
     return block
+
+
+@pytest.mark.docker
+def test_readme_nodejs_example_runs(docker_server: Server) -> None:
+    """The Node.js example of "Runtimes": functions/hello-node deployed and invoked with the CLI."""
+    # The block builds the image when it is missing (the node would build it on first use).
+    done = run_example(readme_block("nodejs"), docker_server, timeout=600)
+    lines = done.stdout.splitlines()
+    assert '{"greeting":"hello Node","node":"v20."}' in lines, done.stdout
+    assert re.search(r"^ *status +success", done.stdout, re.MULTILINE), done.stdout
+    assert "hello async from hello-node v0" in lines, done.stdout
 
 
 def run_servers_script(

@@ -9,6 +9,10 @@
     first calls of new functions sharing the built layer, with a stem cell made before they
     existed);
 (f) ratios of (c), (d) and (e) to (a), (b), a bare container start and each other.
+
+Each run measures one runtime (`runtime`, the default `python3`): its image for (a) and (b), an
+echo in its language (`spinlet.bench.twins`) for the rest. `run_all` measures several back to back
+and compares each one's warm and first-call p50 with the first's.
 """
 
 from __future__ import annotations
@@ -28,21 +32,23 @@ from typing import Any
 import aiohttp
 
 from spinlet.bench.server import bench_server
-from spinlet.packages import PackageLimits, normalize
-from spinlet.paths import project_root
+from spinlet.bench.twins import Echo, echo_for
 from spinlet.runtime.backend import FunctionSpec
+from spinlet.runtime.catalog import DEFAULT, ShippedRuntime, shipped
 from spinlet.runtime.docker_driver import DockerDriver
 from spinlet.runtime.driver import SandboxShape
-from spinlet.runtime.protocol import RuntimeConnection
+from spinlet.runtime.protocol import CODE_DIR_FEATURE, RuntimeConnection
 
 Progress = Callable[[str], None]
 MiB = 1024 * 1024
-ECHO = (project_root() / "functions" / "echo.py").read_bytes()
+WARM = "(c) spinlet warm sync, concurrency 1"
+FIRST = "(d) first call, stem cell ready"
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    image: str = "spinlet/runtime-python3:1"
+    runtime: str = DEFAULT.name  # a shipped runtime: its functions are measured
+    image: str = DEFAULT.image  # its image
     samples: int = 500  # sequential calls for latency
     duration: float = 10.0  # seconds of each throughput phase
     concurrency: tuple[int, ...] = (16, 64)
@@ -51,7 +57,18 @@ class BenchOptions:
     naive_calls: int = 5
     memory_size: int = 128 * MiB
     cpu: int = 1000
-    requirements: str | None = None  # also measure functions with this layer
+    requirements: str | None = None  # also measure functions with this layer (Python only)
+
+    @property
+    def shipped(self) -> ShippedRuntime:
+        entry = shipped(self.runtime)
+        if entry is None:
+            raise RuntimeError(f"{self.runtime!r} is not a runtime shipped with Spinlet")
+        return entry
+
+    @property
+    def echo(self) -> Echo:
+        return echo_for(self.shipped)
 
 
 @dataclass
@@ -89,7 +106,9 @@ async def measure_floor(options: BenchOptions, report: Report, progress: Progres
         try:
             image_id = await driver.image_id(options.image)
             if image_id is None:
-                raise RuntimeError(f"image {options.image} is missing: spinlet runtimes build")
+                raise RuntimeError(
+                    f"image {options.image} is missing: spinlet runtimes build {options.runtime}"
+                )
             spec = FunctionSpec(
                 function_id="bench",
                 function_name="bench",
@@ -114,8 +133,13 @@ async def measure_floor(options: BenchOptions, report: Report, progress: Progres
             sandbox = await driver.create(SandboxShape.of(spec, image_id), spec)
             conn = RuntimeConnection(sandbox.socket_path)
             await conn.wait_ready(30)
-            code, _ = normalize(ECHO, "echo.py", PackageLimits())
-            await conn.init(code, "echo.main", {}, MiB)
+            echo = options.echo
+            code: bytes | str = echo.code
+            if CODE_DIR_FEATURE in conn.features:  # given as the node gives it: extracted
+                code = (await driver.fill_code(sandbox, echo.code)).code
+            reply = await conn.init(code, echo.entry, {}, MiB)
+            if reply.error is not None:
+                raise RuntimeError(f"the echo did not load: {reply.error}")
             calls = []
             for i in range(options.samples):
                 started = time.perf_counter()
@@ -156,9 +180,7 @@ async def measure_naive(options: BenchOptions, report: Report, progress: Progres
         "--log-driver",
         "none",
         options.image,
-        "python3",
-        "-c",
-        "import json; print(json.dumps({'x': 1}))",
+        *options.echo.naive,
     ]
     calls = []
     for _ in range(options.naive_calls):
@@ -168,12 +190,17 @@ async def measure_naive(options: BenchOptions, report: Report, progress: Progres
     report.add("(b) naive: docker run per call", calls)
 
 
-async def _create(http: aiohttp.ClientSession, name: str, **fields: Any) -> str:
+async def _create(
+    http: aiohttp.ClientSession, options: BenchOptions, name: str, **fields: Any
+) -> str:
+    echo = options.echo
     form = aiohttp.FormData()
     form.add_field("name", name)
+    form.add_field("runtime_id", options.runtime)
+    form.add_field("entry", echo.entry)
     for key, value in fields.items():
         form.add_field(key, str(value))
-    form.add_field("package", ECHO, filename="echo.py")
+    form.add_field("package", echo.package, filename=echo.filename)
     async with http.post("/v1/functions", data=form) as response:
         body = await response.json()
         if response.status != 201:
@@ -214,8 +241,9 @@ async def measure_spinlet(options: BenchOptions, report: Report, progress: Progr
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(url, connector=connector) as http:
             function_id = await _create(
-                http, "bench-echo", concurrency=options.function_concurrency
+                http, options, "bench-echo", concurrency=options.function_concurrency
             )
+            await _runtime_ready(http, options.runtime)
             progress(f"spinlet: sync executions, concurrency 1, x{options.samples}")
             calls = await _warm_latencies(http, function_id, options.samples)
             report.add("(c) spinlet warm sync, concurrency 1", calls)
@@ -225,7 +253,7 @@ async def measure_spinlet(options: BenchOptions, report: Report, progress: Progr
             progress(f"spinlet: first calls x{options.first_calls} with and without stem cells")
             stem, cold, kinds = [], [], {"stem": 0, "cold": 0, "warm": 0}
             for i in range(options.first_calls):
-                fid = await _create(http, f"bench-first-{i}")
+                fid = await _create(http, options, f"bench-first-{i}")
                 await _settled(http)  # the stem cell taken before is refilled
                 started = time.perf_counter()
                 _, body = await _execute(http, fid, i)
@@ -233,7 +261,10 @@ async def measure_spinlet(options: BenchOptions, report: Report, progress: Progr
                 kinds[body["start_kind"]] += 1
                 # A memory size no stem cell has: the container must be created for it.
                 fid = await _create(
-                    http, f"bench-cold-{i}", memory_size=options.memory_size + (i + 1) * MiB
+                    http,
+                    options,
+                    f"bench-cold-{i}",
+                    memory_size=options.memory_size + (i + 1) * MiB,
                 )
                 await _settled(http)  # no container being made meanwhile: a cold start alone
                 started = time.perf_counter()
@@ -241,21 +272,28 @@ async def measure_spinlet(options: BenchOptions, report: Report, progress: Progr
                 cold.append(_ms(started))
             report.add("(d) first call, stem cell ready", stem, start_kinds=kinds)
             report.add("(d) first call, no stem cell", cold)
-            if options.requirements is not None:
+            if options.requirements is not None and options.echo.python:
                 await _measure_layer(http, options, report, progress)
 
 
-async def _built(http: aiohttp.ClientSession, function_id: str, within: float = 900.0) -> None:
+async def _available(
+    http: aiohttp.ClientSession, path: str, failed: set[str], what: str, within: float = 900.0
+) -> None:
+    """Wait until the record at `path` is `available`; raise when its status is in `failed`."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        async with http.get(f"/v1/functions/{function_id}") as response:
+        async with http.get(path) as response:
             body = await response.json()
         if body["status"] == "available":
             return
-        if body["status"] != "building":
-            raise RuntimeError(f"the layer did not build: {body.get('status_message')}")
+        if body["status"] in failed:
+            raise RuntimeError(f"{what} did not build: {body.get('status_message')}")
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"the layer was still building after {within:g} s")
+    raise RuntimeError(f"{what} was still not available after {within:g} s")
+
+
+async def _built(http: aiohttp.ClientSession, function_id: str) -> None:
+    await _available(http, f"/v1/functions/{function_id}", {"error"}, "the layer")
 
 
 async def _measure_layer(
@@ -268,6 +306,7 @@ async def _measure_layer(
     started = time.perf_counter()
     function_id = await _create(
         http,
+        options,
         "bench-layer",
         concurrency=options.function_concurrency,
         requirements=options.requirements,
@@ -280,7 +319,9 @@ async def _measure_layer(
     progress(f"spinlet: first calls with a cached layer x{options.first_calls}")
     first, kinds = [], {"stem": 0, "cold": 0, "warm": 0}
     for i in range(options.first_calls):
-        fid = await _create(http, f"bench-layer-first-{i}", requirements=options.requirements)
+        fid = await _create(
+            http, options, f"bench-layer-first-{i}", requirements=options.requirements
+        )
         await _built(http, fid)  # the same build: available at once
         await _settled(http)
         started = time.perf_counter()
@@ -288,6 +329,11 @@ async def _measure_layer(
         first.append(_ms(started))
         kinds[body["start_kind"]] += 1
     report.add("(e) first call with a layer, stem cell ready", first, start_kinds=kinds)
+
+
+async def _runtime_ready(http: aiohttp.ClientSession, runtime: str) -> None:
+    """Wait until the node can run `runtime` (a function created on it started its build)."""
+    await _available(http, f"/v1/runtimes/{runtime}", {"error"}, f"runtime {runtime}")
 
 
 async def _settled(http: aiohttp.ClientSession, within: float = 60.0) -> None:
@@ -358,7 +404,7 @@ async def run(options: BenchOptions, progress: Progress) -> Report:
             report.row("(d) first call, no stem cell")["p50_ms"] / bare, 2
         ),
     }
-    if options.requirements is not None:
+    if options.requirements is not None and options.echo.python:
         stem = report.row("(d) first call, stem cell ready")["p50_ms"]
         layered = report.row("(e) first call with a layer, stem cell ready")["p50_ms"]
         layered_warm = report.row("(e) spinlet warm sync with a layer, concurrency 1")["p50_ms"]
@@ -366,3 +412,28 @@ async def run(options: BenchOptions, progress: Progress) -> Report:
         ratios["warm p50 with a layer / without"] = round(layered_warm / warm, 2)
     report.ratios = ratios
     return report
+
+
+async def run_all(options: list[BenchOptions], progress: Progress) -> list[Report]:
+    """One report per runtime, measured one after the other."""
+    reports = []
+    for each in options:
+        progress(f"runtime {each.runtime} ({each.image})")
+        reports.append(await run(each, progress))
+    return reports
+
+
+def across(reports: list[Report]) -> dict[str, float]:
+    """Each runtime's warm and first-call p50 over the first runtime's."""
+    if not reports:
+        return {}
+    first = reports[0]
+    base = first.options.runtime
+    ratios = {}
+    for report in reports[1:]:
+        name = report.options.runtime
+        for label, measure in (("warm p50", WARM), ("first call with stem p50", FIRST)):
+            ratios[f"{name} / {base} {label}"] = round(
+                report.row(measure)["p50_ms"] / first.row(measure)["p50_ms"], 2
+            )
+    return ratios

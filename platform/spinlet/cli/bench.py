@@ -13,6 +13,8 @@ from spinlet.cli.output import console
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from spinlet.runtime.catalog import ShippedRuntime
+
 
 def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
@@ -26,6 +28,32 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in columns))
     return table
+
+
+def _ratios(title: str, ratios: dict[str, float]) -> Table:
+    return _table(title, [{"ratio": k, "value": v} for k, v in ratios.items()])
+
+
+def _runtimes(names: tuple[str, ...]) -> list[ShippedRuntime]:
+    """The shipped runtimes named (`all`: every one, the default first), in the order given."""
+    from spinlet.runtime.catalog import CATALOG, DEFAULT, shipped
+
+    if not names:
+        return [DEFAULT]
+    chosen: list[ShippedRuntime] = []
+    for name in names:
+        if name == "all":
+            entries = list(CATALOG)
+        else:
+            entry = shipped(name)
+            if entry is None:
+                known = ", ".join(e.name for e in CATALOG)
+                raise click.BadParameter(
+                    f"{name!r} is not a shipped runtime ({known} or all)", param_hint="--runtime"
+                )
+            entries = [entry]
+        chosen += [e for e in entries if e not in chosen]
+    return chosen
 
 
 @click.command()
@@ -51,6 +79,13 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     metavar="FILE",
     help="Also measure functions with this dependency layer (built by the node's pip).",
 )
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    metavar="NAME",
+    help="Measure functions of this shipped runtime (repeatable, or `all`; default python3).",
+)
 @click.option("--quick", is_flag=True, help="A short smoke run (numbers are not meaningful).")
 @click.option("--listing", type=int, help="Also time the executions list with this many rows.")
 @click.option("--drain", type=int, help="Also fire this many async executions and drain them.")
@@ -67,6 +102,7 @@ def bench(
     function_concurrency: int,
     first_calls: int,
     requirements: TextIO | None,
+    runtimes: tuple[str, ...],
     quick: bool,
     listing: int | None,
     drain: int | None,
@@ -81,11 +117,15 @@ def bench(
       spinlet bench --json > bench.json
       spinlet bench --no-suite --listing 1000000
       spinlet bench --requirements functions/deps/requirements.txt
+      spinlet bench --quick --runtime nodejs20
+      spinlet bench --runtime all
     """
     import asyncio
+    from dataclasses import replace
 
     from spinlet.bench import suite as bench_suite
 
+    chosen = _runtimes(runtimes)
     options = bench_suite.BenchOptions(
         samples=20 if quick else samples,
         duration=1.0 if quick else duration,
@@ -100,7 +140,9 @@ def bench(
         if not as_json:
             console().print(f"[dim]{line}[/dim]", highlight=False)
 
-    report = asyncio.run(bench_suite.run(options, progress)) if suite else None
+    each = [replace(options, runtime=entry.name, image=entry.image) for entry in chosen]
+    reports = asyncio.run(bench_suite.run_all(each, progress)) if suite else []
+    report = reports[0] if reports else None
     extra: dict[str, Any] = {}
     if listing:
         from spinlet.bench import listing as listing_bench
@@ -124,15 +166,25 @@ def bench(
                 "options": asdict(report.options),
                 "results": report.rows,
                 "ratios": report.ratios,
+                "runtimes": {
+                    r.options.runtime: {
+                        "image": r.options.image,
+                        "results": r.rows,
+                        "ratios": r.ratios,
+                    }
+                    for r in reports
+                },
+                "across_runtimes": bench_suite.across(reports),
                 **extra,
             }
         click.echo(json.dumps(body, indent=2))
         return
-    if report is not None:
-        console().print(_table("spinlet bench", report.rows))
-        console().print(
-            _table("ratios (p50)", [{"ratio": k, "value": v} for k, v in report.ratios.items()])
-        )
+    for each_report in reports:
+        name = each_report.options.runtime
+        console().print(_table(f"spinlet bench: {name}", each_report.rows))
+        console().print(_ratios(f"ratios (p50): {name}", each_report.ratios))
+    if len(reports) > 1:
+        console().print(_ratios("across runtimes (p50)", bench_suite.across(reports)))
     for name, summary in extra.items():
         console().print(_table(name, [summary]))
     console().print(

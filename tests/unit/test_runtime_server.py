@@ -697,9 +697,15 @@ def test_stale_socket_is_replaced(start_runtime: Callable[[], Runtime], tmp_path
     assert first.health()[0] == 200
     # A second server on the same path (the first one's socket file is "stale" to it).
     env = {"PATH": os.environ.get("PATH", ""), "SPINLET_SOCKET": str(first.socket_path)}
+    stale = first.socket_path.stat().st_ino
     proc = subprocess.Popen([sys.executable, str(SERVER)], env=env, start_new_session=True)
     try:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        # Until the second server made a socket of its own (it unlinks the stale one first).
+        while not first.socket_path.exists() or first.socket_path.stat().st_ino == stale:
+            assert proc.poll() is None, "the second server ended"
+            assert time.monotonic() < deadline, "the second server never replaced the socket"
+            time.sleep(0.02)
         assert proc.poll() is None
         fresh = Runtime(first.socket_path)
         assert fresh.health()[1]["initialized"] is False

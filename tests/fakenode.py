@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+ENDED = ("success", "failed", "cancelled")
 #: How long a held log waits for the test before it goes on anyway (a client that buffers what
 #: it receives never shows the first piece: the test then fails instead of hanging).
 HOLD = 20.0
@@ -69,9 +70,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not url.path.startswith(executions) or ref != node.execution_id:
             self._json(404, {"error": {"code": "not_found", "message": "execution not found"}})
         elif not url.path.endswith("/log"):
+            # A long poll: answers when the record ends (a test may end it meanwhile) or when
+            # its wait is over.
+            until = time.monotonic() + float(query.get("wait", 0))
             record = node.full_record()
-            if "wait" in query and record["status"] not in ("success", "failed", "cancelled"):
-                time.sleep(float(query["wait"]))  # a long poll that sees no end
+            while record["status"] not in ENDED and time.monotonic() < until:
+                time.sleep(0.01)
+                record = node.full_record()
             self._json(200, record)
         elif query.get("follow") == "true":
             self._follow(node)

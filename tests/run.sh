@@ -34,13 +34,33 @@ ruff format --check platform tests runtimes
 stage "mypy"
 mypy
 
-stage "pytest"
-pytest "$@"
-if [ $# -eq 0 ]; then
-  # The store tests ran on both stores already; the API and services tiers once more, on a fresh
-  # PostgreSQL database each (functions as local processes: the store is what differs).
-  stage "pytest: the API and services on PostgreSQL"
-  SPINLET_TEST_STORE=postgres pytest -q tests/integration -m "not docker and not postgres"
+if [ $# -gt 0 ]; then
+  stage "pytest"
+  pytest "$@"
+else
+  # Two groups at once: the tests in containers (mostly waiting on the engine) and the others;
+  # then, in the second group, the API and services tiers once more on PostgreSQL, a fresh
+  # database each (functions as local processes: the store is what differs; the store tests
+  # ran on both stores already). The second group's output is shown when both have ended.
+  stage "pytest: in containers, and beside them the rest (then the API and services on PostgreSQL)"
+  others_log=$(mktemp "${TMPDIR:-/tmp}/spinlet-tests.XXXXXX")
+  (
+    pytest -p no:cacheprovider -m "not docker" &&
+      SPINLET_TEST_STORE=postgres pytest -p no:cacheprovider -q tests/integration \
+        -m "not docker and not postgres"
+  ) >"$others_log" 2>&1 &
+  others=$!
+  containers_status=0
+  pytest -m docker || containers_status=$?
+  others_status=0
+  wait "$others" || others_status=$?
+  echo "[test] the tests without containers, then the API and services on PostgreSQL:"
+  cat "$others_log"
+  rm -f "$others_log"
+  if [ "$containers_status" -ne 0 ] || [ "$others_status" -ne 0 ]; then
+    echo "[test] failed: in containers exit $containers_status, the others exit $others_status"
+    exit 1
+  fi
 fi
 echo "[test] $stage_name took $(( $(date +%s) - stage_started ))s"
 echo "[test] the whole suite took $(( $(date +%s) - run_started ))s"

@@ -207,6 +207,13 @@ const GONE = 1; // 1 once a write to the connection failed: the node went away
 const LINE_ENDED = 2; // whether the last frame sent ended its line
 const NAP = 3; // waited on for a millisecond when the connection is full
 const QUIT = 4; // 1 when the process exits: the readers end (it waits for its threads)
+const ENDING = 5; // 1 once the run's handler has settled: its end is coming
+const HEAD_SENT = 6; // 1 once the reply's head is written
+const SEQUENCE = 7; // frames numbered in the order they were read, across the pipes
+// A frame waits up to FRAME_DELAY_MS for the run to end, and is then sent with its result, in
+// one write (the node wakes once for a short run), unless FRAME_BATCH characters wait already.
+const FRAME_DELAY_MS = 2;
+const FRAME_BATCH = 65536;
 
 function lock(shared) {
   while (Atomics.compareExchange(shared, LOCK, 0, 1) !== 0) Atomics.wait(shared, LOCK, 1, 5);
@@ -218,11 +225,16 @@ function unlock(shared) {
 }
 
 // Write all of `text` to the connection's socket `fd` (non-blocking: wait while it is full),
-// one thread at a time; nothing more once the node has gone.
-function writeAll(shared, fd, text, lineEnded = null) {
+// one thread at a time, after the reply's `head` if it is not written yet; nothing more once
+// the node has gone.
+function writeAll(shared, fd, text, head = '', lineEnded = null) {
   lock(shared);
   try {
     if (Atomics.load(shared, GONE)) return;
+    if (head && !Atomics.load(shared, HEAD_SENT)) {
+      Atomics.store(shared, HEAD_SENT, 1);
+      text = head + text;
+    }
     const data = Buffer.from(text, 'utf8');
     let offset = 0;
     while (offset < data.length) {
@@ -259,9 +271,11 @@ function readerThread() {
   const { fd, stream, marker: text, state, shared, port } = workerData;
   const marker = Buffer.from(text, 'latin1');
   const buffer = Buffer.alloc(READ_SIZE);
-  let run = null; // {number, mode, socket}: the run being read, null between runs
+  let run = null; // {number, mode, socket, head}: the run being read, null between runs
   let decoder = null;
   let carry = null;
+  let frames = []; // [sequence, frame, whether it ends its line]: read, not yet sent
+  let size = 0;
   const take = (data) => {
     if (run === null) {
       const next = receiveMessageOnPort(port);
@@ -279,27 +293,45 @@ function readerThread() {
   const send = (textRead) => {
     if (!textRead) return;
     const frame = logFrame(stream, textRead, Date.now() / 1000);
-    writeAll(shared, run.socket, chunk(frame), textRead.endsWith('\n'));
+    frames.push([Atomics.add(shared, SEQUENCE, 1), frame, textRead.endsWith('\n')]);
+    size += frame.length;
+  };
+  // Send the frames read unless the run ends soon (the server's thread then sends them).
+  const flush = () => {
+    if (run === null || run.mode !== STREAM || !frames.length) return;
+    if (size < FRAME_BATCH && Atomics.wait(shared, ENDING, 0, FRAME_DELAY_MS) !== 'timed-out') {
+      return;
+    }
+    const text = frames.map(([, frame]) => chunk(frame)).join('');
+    const lineEnded = frames[frames.length - 1][2];
+    frames = [];
+    size = 0;
+    writeAll(shared, run.socket, text, run.head, lineEnded);
   };
   const end = () => {
     take(Buffer.alloc(0)); // a run with no output has begun all the same
     if (run === null) return; // a marker of a run that is over (cannot happen)
-    if (run.mode === STREAM) send(decoder.end());
+    if (run.mode === STREAM) {
+      send(decoder.end());
+      port.postMessage(frames); // the server's thread sends them, with the result
+      frames = [];
+      size = 0;
+    }
     Atomics.store(state, DONE, run.number);
     Atomics.notify(state, DONE);
     run = null;
   };
   try {
     for (;;) {
-      let size;
+      let read;
       try {
-        size = fs.readSync(fd, buffer, 0, READ_SIZE, null);
+        read = fs.readSync(fd, buffer, 0, READ_SIZE, null);
       } catch (error) {
         if (error.code === 'EAGAIN' || error.code === 'EINTR') continue;
         throw error;
       }
-      if (size === 0 || Atomics.load(shared, QUIT)) break;
-      let data = buffer.subarray(0, size);
+      if (read === 0 || Atomics.load(shared, QUIT)) break;
+      let data = buffer.subarray(0, read);
       if (carry) {
         data = Buffer.concat([carry, data]);
         carry = null;
@@ -314,6 +346,7 @@ function readerThread() {
       const held = markerStart(data, marker);
       take(data.subarray(0, data.length - held));
       if (held) carry = Buffer.from(data.subarray(data.length - held));
+      flush();
     }
   } finally {
     Atomics.store(state, DEAD, 1);
@@ -347,13 +380,15 @@ class Capture {
 
   // A run (or the load) begins: its output is kept (`socket` null) or sent as frames to the
   // connection's `socket` fd.
-  begin(limit, socket = null) {
+  begin(limit, socket = null, head = '') {
     this.number += 1;
     this.active = true;
     this.keeper = socket === null ? new LogKeeper(limit) : null;
-    const run = { number: this.number, mode: socket === null ? KEEP : STREAM, socket };
+    this.socket = socket;
+    this.head = head;
+    const run = { number: this.number, mode: socket === null ? KEEP : STREAM, socket, head };
+    for (const slot of [GONE, ENDING, HEAD_SENT]) Atomics.store(this.shared, slot, 0);
     Atomics.store(this.shared, LINE_ENDED, 1);
-    Atomics.store(this.shared, GONE, 0);
     for (const reader of this.readers) reader.port.postMessage(run);
   }
 
@@ -368,6 +403,8 @@ class Capture {
 
   endNow(within) {
     const until = performance.now() + within;
+    Atomics.store(this.shared, ENDING, 1);
+    Atomics.notify(this.shared, ENDING);
     for (const reader of this.readers) {
       try {
         fs.writeSync(reader.target, this.marker);
@@ -384,14 +421,18 @@ class Capture {
     this.active = false;
     const keeper = this.keeper;
     this.keeper = null;
-    if (keeper) {
-      for (const reader of this.readers) {
-        for (let m = receiveMessageOnPort(reader.port); m; m = receiveMessageOnPort(reader.port)) {
-          keeper.keep(m.message);
-        }
+    const frames = [];
+    for (const reader of this.readers) {
+      for (let m = receiveMessageOnPort(reader.port); m; m = receiveMessageOnPort(reader.port)) {
+        if (keeper) keeper.keep(m.message);
+        else frames.push(...m.message);
       }
     }
-    return keeper;
+    if (keeper) return keeper;
+    // The frames the readers left to this thread: in the order they were read.
+    frames.sort((a, b) => a[0] - b[0]);
+    if (frames.length) Atomics.store(this.shared, LINE_ENDED, frames[frames.length - 1][2] ? 1 : 0);
+    return frames.map(([, frame]) => chunk(frame)).join('');
   }
 
   // End the reader threads, which a process waits for as it exits: each wakes to a byte.
@@ -408,8 +449,9 @@ class Capture {
     return Atomics.load(this.shared, LINE_ENDED) === 1;
   }
 
-  write(socket, text) {
-    writeAll(this.shared, socket, text);
+  // Write to the run's connection, after its head if it is not written yet.
+  write(text) {
+    writeAll(this.shared, this.socket, text, this.head);
   }
 }
 
@@ -517,23 +559,24 @@ class Runtime {
   // One execution (protocol v2): the reply's head, frames (sent by the reader threads) as the
   // function writes, then its result, all on the connection's socket `fd`.
   async streamRun(message, head, fd) {
-    this.capture.begin(this.logLimit, fd);
-    this.capture.write(fd, head);
+    this.capture.begin(this.logLimit, fd, head);
     const outcome = await this.call(message);
-    await this.capture.end();
-    let data = '';
+    let data = await this.capture.end(); // the frames still to send
     if (outcome.error) {
       const traceback = outcome.error.traceback;
       const text = this.capture.lineEnded() ? traceback : '\n' + traceback;
-      data = logFrame('stderr', text, Date.now() / 1000);
+      data += chunk(logFrame('stderr', text, Date.now() / 1000));
     }
     const result = reply(outcome, '"type":"result"', true);
-    this.capture.write(fd, chunk(data + result + '\n') + '0\r\n\r\n');
+    this.capture.write(data + chunk(result + '\n') + '0\r\n\r\n');
   }
 
   // The function ends its process (process.exit): what it wrote goes first, in v2.
   exiting() {
-    if (this.capture.active) this.capture.endNow(EXIT_DRAIN_MS);
+    if (this.capture.active) {
+      const left = this.capture.endNow(EXIT_DRAIN_MS);
+      if (this.capture.socket !== null) this.capture.write(left);
+    }
     this.capture.quit();
   }
 }

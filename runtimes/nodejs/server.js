@@ -623,9 +623,9 @@ class FrontRuntime extends Runtime {
     const socket = connection.socket;
     socket.pause();
     const parts = [connection.pending];
-    for (let read = socket.read(); read !== null; read = socket.read()) parts.push(read);
+    if (socket.readableLength) parts.push(socket.read()); // what came since: all of it, paused
     const data = Buffer.concat(parts).toString('base64');
-    this.child.send({ type: 'connection', data, ...extra }, connection.socket);
+    this.child.send({ type: 'connection', data, ...extra }, socket);
   }
 }
 

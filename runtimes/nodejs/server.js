@@ -62,6 +62,10 @@ const MAX_BODY = 1024 * 1024 * 1024;
 // Limits of a request's head: how many headers, and its whole length.
 const MAX_HEADERS = 100;
 const MAX_HEAD = 65536 * 4;
+// V8's flags for the function's process: a hot function is optimised after less of its
+// bytecode has run (V8's default budget suits long-running servers: a function's warm runs
+// would take twice as long for its first thousand calls or more).
+const V8_FLAGS = ['--interrupt-budget=8192'];
 // How long a function that exits waits for its output to be sent (v2).
 const EXIT_DRAIN_MS = 200;
 const TRUNCATION_MARKER = (dropped) => `\n[spinlet: log truncated, ${dropped} bytes dropped]\n`;
@@ -604,7 +608,8 @@ class FrontRuntime extends Runtime {
     const fds = fifos.map((fifo) => fs.openSync(fifo, fs.constants.O_RDWR));
     const env = { ...process.env, ...request.environment };
     const options = { stdio: ['ignore', fds[0], fds[fds.length - 1], 'ipc'], env };
-    const child = spawn(process.execPath, [__filename, '--function', ...fifos], options);
+    const args = [...V8_FLAGS, __filename, '--function', ...fifos];
+    const child = spawn(process.execPath, args, options);
     for (const fd of fds) fs.closeSync(fd);
     child.on('exit', (code, signal) => {
       process.exit(signal ? 128 + (os.constants.signals[signal] || 9) : code || 1);

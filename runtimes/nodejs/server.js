@@ -591,34 +591,43 @@ class FrontRuntime extends Runtime {
   constructor() {
     super(null);
     this.child = null;
+    this.spare = null; // a function's process started ahead, for a v2 /init
     this.onHandOver = () => {}; // (connection): hand over the others too
+  }
+
+  // Start a function's process before /init (the container may be a stem cell): /init then
+  // hands it the function's environment instead of waiting for a process to start.
+  prepare() {
+    const spare = startFunction(false, process.env);
+    spare.child.on('exit', () => {
+      if (this.spare === spare) this.spare = null;
+    });
+    spare.child.on('error', () => {});
+    this.spare = spare;
   }
 
   async init(body, connection) {
     const started = now();
     const [request, refusal] = this.checkInit(body);
     if (refusal) return refusal;
-    // Named pipes, opened for reading and writing (so never waiting for the other end): its
-    // fds 1 and 2, which its reader threads open again by name. v1: fd 2 is fd 1's pipe.
     const merged = request.protocol < STREAMING;
-    const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'spinlet-'));
-    const fifos = (merged ? ['out'] : ['out', 'err']).map((name) => path.join(directory, name));
-    const made = spawnSync('mkfifo', ['-m', '600', ...fifos]);
-    if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr || made.error}`);
-    const fds = fifos.map((fifo) => fs.openSync(fifo, fs.constants.O_RDWR));
-    const env = { ...process.env, ...request.environment };
-    const options = { stdio: ['ignore', fds[0], fds[fds.length - 1], 'ipc'], env };
-    const args = [...V8_FLAGS, __filename, '--function', ...fifos];
-    const child = spawn(process.execPath, args, options);
-    for (const fd of fds) fs.closeSync(fd);
+    let starting = this.spare;
+    this.spare = null;
+    let environment = request.environment;
+    if (starting === null || merged || starting.child.exitCode !== null) {
+      if (starting !== null) starting.stop();
+      starting = startFunction(merged, { ...process.env, ...request.environment });
+      environment = {};
+    }
+    const child = starting.child;
     child.on('exit', (code, signal) => {
       process.exit(signal ? 128 + (os.constants.signals[signal] || 9) : code || 1);
     });
     child.on('error', () => process.exit(1));
-    await new Promise((resolve) => child.once('message', resolve)); // its readers are on
-    fs.rmSync(directory, { recursive: true, force: true });
+    if (child.exitCode !== null) process.exit(1);
+    await starting.ready;
     this.child = child;
-    this.handOver(connection, { initStarted: started });
+    this.handOver(connection, { initStarted: started, environment });
     this.onHandOver(connection);
     return null; // the function's process answers
   }
@@ -635,6 +644,27 @@ class FrontRuntime extends Runtime {
 }
 
 const now = () => performance.timeOrigin + performance.now();
+
+// Start a function's process, its fds 1 and 2 named pipes opened for reading and writing (so
+// never waiting for the other end), which its reader threads open again by name; in v1
+// (`merged`) fd 2 is fd 1's pipe. `ready` resolves once its readers are on.
+function startFunction(merged, env) {
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'spinlet-'));
+  const fifos = (merged ? ['out'] : ['out', 'err']).map((name) => path.join(directory, name));
+  const made = spawnSync('mkfifo', ['-m', '600', ...fifos]);
+  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr || made.error}`);
+  const fds = fifos.map((fifo) => fs.openSync(fifo, fs.constants.O_RDWR));
+  const options = { stdio: ['ignore', fds[0], fds[fds.length - 1], 'ipc'], env };
+  const child = spawn(process.execPath, [...V8_FLAGS, __filename, '--function', ...fifos], options);
+  for (const fd of fds) fs.closeSync(fd);
+  const removed = () => fs.rmSync(directory, { recursive: true, force: true });
+  const ready = new Promise((resolve) => child.once('message', resolve)).then(removed);
+  const stop = () => {
+    child.kill('SIGKILL');
+    removed();
+  };
+  return { child, ready, stop };
+}
 
 // Why /init cannot load anything: a base64 zip, or a dependency layer (neither is supported).
 function loadRefusal(request) {
@@ -902,6 +932,7 @@ function queued(runtime) {
 // hands it this connection and every other, now and later.
 function serve(socketPath) {
   const runtime = new FrontRuntime();
+  runtime.prepare();
   const handle = queued(runtime);
   const connections = new Set();
   const server = net.createServer({ pauseOnConnect: true }, (socket) => {
@@ -958,7 +989,10 @@ function functionProcess(fifos) {
   process.on('disconnect', () => process.exit(0)); // the first process is gone: so is this one
   process.on('message', (message, socket) => {
     if (message.type !== 'connection' || !socket) return;
-    if (message.initStarted) runtime.initStarted = message.initStarted;
+    if (message.initStarted) {
+      runtime.initStarted = message.initStarted;
+      Object.assign(process.env, message.environment); // when started ahead, without them
+    }
     new Connection(socket, handle, Buffer.from(message.data, 'base64'));
   });
   process.send({ type: 'ready' });

@@ -7,8 +7,9 @@
 // - GET /health: {"protocol": 1, "protocols": [1, 2], "initialized": bool,
 //   "features": ["code_dir"]}. No "layer_dir": a Node function brings its dependencies as
 //   node_modules/ inside its package; an /init with a layer_dir is a 400 of type InvalidLayer.
-// - POST /init (once): agree on the protocol, then start the function's process, whose fds 1
-//   and 2 are named pipes (one pipe in v1), and hand it this connection and every other: it
+// - POST /init (once): agree on the protocol, then hand the function's process (started with
+//   the server, or, in v1, now), whose fds 1 and 2 are named pipes (one pipe in v1), the
+//   function's environment, this connection and every other: it
 //   loads the function's module from code_dir ("module.func": module.js, .mjs or .cjs;
 //   CommonJS or an ES module) and serves /init's answer and every request after it. A base64
 //   zip ("code") is refused with a 400 of type InvalidPackage: Node's standard library reads no

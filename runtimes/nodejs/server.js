@@ -7,38 +7,51 @@
 // - GET /health: {"protocol": 1, "protocols": [1, 2], "initialized": bool,
 //   "features": ["code_dir"]}. No "layer_dir": a Node function brings its dependencies as
 //   node_modules/ inside its package; an /init with a layer_dir is a 400 of type InvalidLayer.
-// - POST /init (once): agree on the protocol, start the worker, a child process of this
-//   server that loads the function's module from code_dir ("module.func": module.js, .mjs or
-//   .cjs; CommonJS or an ES module) and stays warm for every run. A base64 zip ("code") is
-//   refused with a 400 of type InvalidPackage: Node's standard library reads no zip, and the
-//   node sends code_dir to a server that announces the feature.
-// - POST /run: one execution in the worker: one message each way. The worker's fds 1 and 2
-//   are this server's pipes, so console.log, process.stdout, fs.writeSync(1, ...) and the
-//   output of a child spawned with inherited stdio all land in the execution's log. In v1 the
-//   reply is one JSON body (the log capped at log_limit, head and tail); in v2 a chunked
-//   stream of log frames (stdout and stderr apart) as the function writes, then the result.
+// - POST /init (once): agree on the protocol, then hand the function's process (started with
+//   the server, or, in v1, now), whose fds 1 and 2 are named pipes (one pipe in v1), the
+//   function's environment, this connection and every other: it
+//   loads the function's module from code_dir ("module.func": module.js, .mjs or .cjs;
+//   CommonJS or an ES module) and serves /init's answer and every request after it. A base64
+//   zip ("code") is refused with a 400 of type InvalidPackage: Node's standard library reads no
+//   zip, and the node sends code_dir to a server that announces the feature.
+// - POST /run: one execution, the handler called in the function's process itself (no message
+//   to another process). console.log, process.stdout, fs.writeSync(1, ...) and the output of a
+//   child spawned with inherited stdio all land in its pipes, each read by a thread of its own
+//   with blocking reads (a function that writes much without yielding never waits for the
+//   server's thread). In v1 the reply is one JSON body (the log capped at log_limit, head and
+//   tail); in v2 a chunked stream of log frames (stdout and stderr apart), which the reader
+//   threads write to the connection as the function writes, then the result.
 //
-// The worker's fds 1 and 2 block when their pipe is full, and it answers a run once the
-// handler has settled: by then what the run wrote is in the pipes, which the server reads to
-// their current end before it answers in turn. What the pipes bring between runs (a
-// background process the function left) is dropped.
+// Fds 1 and 2 block when their pipe is full. Once the handler has settled, what it wrote is in
+// the pipes; the server writes a marker to each, and the reader threads read to it: the end of
+// the run's output. What the pipes bring between runs (a background process the function left)
+// is dropped.
 //
-// A worker that exits (process.exit in the function, a crash) takes the server with it, as
-// the Python server's os._exit does: the node sees its container end ("crashed"); in v2 the
-// output written before is sent first. Time limits are the control plane's job: it destroys
-// the container when a deadline passes; nothing here interrupts the function.
+// A function that exits (process.exit) ends the server with it, as the Python server's os._exit
+// does: the node sees its container end ("crashed"); in v2 the output written before is sent
+// first. Time limits are the control plane's job: it destroys the container when a deadline
+// passes; nothing here interrupts the function.
 //
-// Run as `node /opt/spinlet/server.js`; the worker is the same file, `--worker`.
+// Run as `node /opt/spinlet/server.js`; the function's process is the same file, `--function`
+// (with its pipes' names), and so are the reader threads.
 
 const fs = require('node:fs');
 const http = require('node:http'); // its status phrases only
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const { StringDecoder } = require('node:string_decoder');
 const { pathToFileURL } = require('node:url');
 const util = require('node:util');
+const {
+  Worker: Thread,
+  MessageChannel,
+  isMainThread,
+  receiveMessageOnPort,
+  workerData,
+} = require('node:worker_threads');
 
 const PROTOCOL = 1;
 const PROTOCOLS = [1, 2];
@@ -50,7 +63,11 @@ const MAX_BODY = 1024 * 1024 * 1024;
 // Limits of a request's head: how many headers, and its whole length.
 const MAX_HEADERS = 100;
 const MAX_HEAD = 65536 * 4;
-// How long to wait for the rest of a dead worker's output before the server exits.
+// V8's flags for the function's process: a hot function is optimised after less of its
+// bytecode has run (V8's default budget suits long-running servers: a function's warm runs
+// would take twice as long for its first thousand calls or more).
+const V8_FLAGS = ['--interrupt-budget=8192'];
+// How long a function that exits waits for its output to be sent (v2).
 const EXIT_DRAIN_MS = 200;
 const TRUNCATION_MARKER = (dropped) => `\n[spinlet: log truncated, ${dropped} bytes dropped]\n`;
 
@@ -175,138 +192,288 @@ function reply(outcome, member, first) {
   return `{${a},${b},"duration_ms":${outcome.durationMs}}`;
 }
 
-// --- the worker, seen from the server ----------------------------------------------------------
+// --- the function's output, read in its own process ---------------------------------------------
 
-// A read of a pipe at a run's end (one buffer: the server is one thread).
+// A reader thread per pipe (one in v1, where fd 2 is fd 1's pipe; two in v2) reads it with
+// blocking reads, so a function that writes much without yielding (fs.writeSync, a busy loop)
+// never blocks for want of a reader: in v2 the thread sends the frames itself, on the node's
+// connection, while the function runs. A run ends with a marker the server writes to each pipe
+// once the handler has settled (after the function's own writes, which are done by then, fds 1
+// and 2 blocking): the thread reads to it, and so has the whole run.
 const READ_SIZE = 65536;
-const READ_BUFFER = Buffer.alloc(READ_SIZE);
+const KEEP = 1; // a run's output goes to the server's thread (/init, a v1 run): a log is kept
+const STREAM = 2; // frames to the connection (a v2 run)
+// Slots of a reader's state (Int32Array on shared memory).
+const DONE = 0; // the last run the reader read to its end
+const DEAD = 1; // 1 once the reader has stopped (its pipe closed or broken)
+// Slots of the state the readers and the server share.
+const LOCK = 0; // 1 while a thread writes to the connection
+const GONE = 1; // 1 once a write to the connection failed: the node went away
+const LINE_ENDED = 2; // whether the last frame sent ended its line
+const NAP = 3; // waited on for a millisecond when the connection is full
+const QUIT = 4; // 1 when the process exits: the readers end (it waits for its threads)
+const ENDING = 5; // 1 once the run's handler has settled: its end is coming
+const HEAD_SENT = 6; // 1 once the reply's head is written
+const SEQUENCE = 7; // frames numbered in the order they were read, across the pipes
+// A frame waits up to FRAME_DELAY_MS for the run to end, and is then sent with its result, in
+// one write (the node wakes once for a short run), unless FRAME_BATCH characters wait already.
+const FRAME_DELAY_MS = 2;
+const FRAME_BATCH = 65536;
 
-// One pipe of the worker (its fd 1 or 2), read as data comes; a run gets what comes while it
-// is on (`start`) and, at its end, what the pipe still holds (`drain`).
-class WorkerPipe {
-  constructor(stream, readable, onData) {
-    this.stream = stream;
-    this.readable = readable;
-    this.fd = readable._handle.fd; // the server's end, non-blocking
-    this.onData = onData; // (pipe, buffer): output of the current run
-    this.capturing = false;
-    this.closed = false;
-    readable.on('data', (chunk) => this.capturing && this.onData(this, chunk));
-    readable.on('end', () => (this.closed = true));
-    readable.on('error', () => {});
-  }
+function lock(shared) {
+  while (Atomics.compareExchange(shared, LOCK, 0, 1) !== 0) Atomics.wait(shared, LOCK, 1, 5);
+}
 
-  start() {
-    this.capturing = true;
-  }
+function unlock(shared) {
+  Atomics.store(shared, LOCK, 0);
+  Atomics.notify(shared, LOCK, 1);
+}
 
-  // Read what the pipe holds now: the worker's writes block until done, and its answer is sent
-  // after them, so once the answer is here, this is the rest of the run's output. What comes
-  // later (a background process's) is dropped until the next run starts.
-  drain() {
-    while (this.readable.readableLength > 0 && this.readable.read() !== null); // paused: held
-    while (!this.closed && !this.readable.destroyed) { // a closed fd's number may be reused
-      let size;
-      try {
-        size = fs.readSync(this.fd, READ_BUFFER, 0, READ_SIZE, null);
-      } catch (error) {
-        break; // EAGAIN: nothing more
-      }
-      if (size === 0) break;
-      this.onData(this, Buffer.from(READ_BUFFER.subarray(0, size)));
+// Write all of `text` to the connection's socket `fd` (non-blocking: wait while it is full),
+// one thread at a time, after the reply's `head` if it is not written yet; nothing more once
+// the node has gone.
+function writeAll(shared, fd, text, head = '', lineEnded = null) {
+  lock(shared);
+  try {
+    if (Atomics.load(shared, GONE)) return;
+    if (head && !Atomics.load(shared, HEAD_SENT)) {
+      Atomics.store(shared, HEAD_SENT, 1);
+      text = head + text;
     }
-    this.capturing = false;
+    const data = Buffer.from(text, 'utf8');
+    let offset = 0;
+    while (offset < data.length) {
+      try {
+        offset += fs.writeSync(fd, data, offset, data.length - offset);
+      } catch (error) {
+        if ((error.code === 'EAGAIN' || error.code === 'EINTR') && !Atomics.load(shared, QUIT)) {
+          Atomics.wait(shared, NAP, 0, 1);
+          continue;
+        }
+        Atomics.store(shared, GONE, 1);
+        return;
+      }
+    }
+    if (lineEnded !== null) Atomics.store(shared, LINE_ENDED, lineEnded ? 1 : 0);
+  } finally {
+    unlock(shared);
   }
 }
 
-// The function's process: started at /init, kept for the server's life.
-class Worker {
-  constructor(request) {
-    this.merged = request.protocol < STREAMING; // v1: fd 2 is fd 1's pipe, order kept
-    const env = { ...process.env, ...request.environment };
-    const args = [__filename, '--worker'];
-    // JSON messages: cheaper than 'advanced' for a run's small ones (the result is JSON text).
-    const options = { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env, serialization: 'json' };
-    this.child = this.merged
-      ? spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', process.execPath, ...args], options)
-      : spawn(process.execPath, args, options);
-    this.run = null; // the run (or load) in progress: {onData, onExit, resolve}
-    const onData = (pipe, data) => this.run && this.run.onData(pipe.stream, data);
-    this.pipes = [new WorkerPipe('stdout', this.child.stdout, onData)];
-    if (!this.merged) {
-      this.pipes.push(new WorkerPipe('stderr', this.child.stderr, onData));
-    } else {
-      this.child.stderr.resume(); // only /bin/sh's own errors could come here
-    }
-    this.child.on('message', (message) => this.answered(message));
-    this.child.on('exit', (code, signal) => this.exited(code, signal));
-    this.child.on('error', () => this.exited(1, null));
-  }
+const chunk = (text) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
 
-  // Start a run (or the load): `handlers` get its output; resolves with the worker's answer,
-  // once all the output written before it is handed on.
-  begin(message, handlers) {
-    return new Promise((resolve) => {
-      this.run = { ...handlers, resolve };
-      for (const pipe of this.pipes) pipe.start();
-      this.child.send(message);
+// How many bytes at the end of `data` could start a marker (held back for the next read).
+function markerStart(data, marker) {
+  for (let size = Math.min(marker.length - 1, data.length); size > 0; size -= 1) {
+    if (data.subarray(data.length - size).equals(marker.subarray(0, size))) return size;
+  }
+  return 0;
+}
+
+// The reader thread of one pipe: what it reads goes to the run in progress (told by the
+// server's messages on `port`), what comes between runs is dropped.
+function readerThread() {
+  const { fd, stream, marker: text, state, shared, port } = workerData;
+  const marker = Buffer.from(text, 'latin1');
+  const buffer = Buffer.alloc(READ_SIZE);
+  let run = null; // {number, mode, socket, head}: the run being read, null between runs
+  let decoder = null;
+  let carry = null;
+  let frames = []; // [sequence, frame, whether it ends its line]: read, not yet sent
+  let size = 0;
+  const take = (data) => {
+    if (run === null) {
+      const next = receiveMessageOnPort(port);
+      if (!next) return;
+      run = next.message;
+      decoder = new StringDecoder('utf8');
+    }
+    if (!data.length) return;
+    if (run.mode === KEEP) {
+      port.postMessage(Buffer.from(data)); // a copy: the buffer is read into again
+    } else {
+      send(decoder.write(data));
+    }
+  };
+  const send = (textRead) => {
+    if (!textRead) return;
+    const frame = logFrame(stream, textRead, Date.now() / 1000);
+    frames.push([Atomics.add(shared, SEQUENCE, 1), frame, textRead.endsWith('\n')]);
+    size += frame.length;
+  };
+  // Send the frames read unless the run ends soon (the server's thread then sends them).
+  const flush = () => {
+    if (run === null || run.mode !== STREAM || !frames.length) return;
+    if (size < FRAME_BATCH && Atomics.wait(shared, ENDING, 0, FRAME_DELAY_MS) !== 'timed-out') {
+      return;
+    }
+    const text = frames.map(([, frame]) => chunk(frame)).join('');
+    const lineEnded = frames[frames.length - 1][2];
+    frames = [];
+    size = 0;
+    writeAll(shared, run.socket, text, run.head, lineEnded);
+  };
+  const end = () => {
+    take(Buffer.alloc(0)); // a run with no output has begun all the same
+    if (run === null) return; // a marker of a run that is over (cannot happen)
+    if (run.mode === STREAM) {
+      send(decoder.end());
+      port.postMessage(frames); // the server's thread sends them, with the result
+      frames = [];
+      size = 0;
+    }
+    Atomics.store(state, DONE, run.number);
+    Atomics.notify(state, DONE);
+    run = null;
+  };
+  try {
+    for (;;) {
+      let read;
+      try {
+        read = fs.readSync(fd, buffer, 0, READ_SIZE, null);
+      } catch (error) {
+        if (error.code === 'EAGAIN' || error.code === 'EINTR') continue;
+        throw error;
+      }
+      if (read === 0 || Atomics.load(shared, QUIT)) break;
+      let data = buffer.subarray(0, read);
+      if (carry) {
+        data = Buffer.concat([carry, data]);
+        carry = null;
+      }
+      for (;;) {
+        const at = data.indexOf(marker);
+        if (at < 0) break;
+        take(data.subarray(0, at));
+        end();
+        data = data.subarray(at + marker.length);
+      }
+      const held = markerStart(data, marker);
+      take(data.subarray(0, data.length - held));
+      if (held) carry = Buffer.from(data.subarray(data.length - held));
+      flush();
+    }
+  } finally {
+    Atomics.store(state, DEAD, 1);
+    Atomics.notify(state, DONE);
+  }
+}
+
+// The function's fds 1 and 2, read by reader threads.
+class Capture {
+  constructor(fifos) {
+    this.marker = `\0[spinlet: run ended ${crypto.randomBytes(16).toString('hex')}]\0`;
+    this.shared = new Int32Array(new SharedArrayBuffer(32));
+    this.number = 0;
+    this.keeper = null;
+    this.active = false;
+    const streams = fifos.length === 1 ? [[1, 'stdout']] : [[1, 'stdout'], [2, 'stderr']];
+    this.readers = streams.map(([target, stream], index) => {
+      // Its own description of the pipe, blocking (libuv makes fds 1 and 2 non-blocking).
+      const fd = fs.openSync(fifos[index], 'r');
+      const state = new Int32Array(new SharedArrayBuffer(8));
+      const { port1, port2 } = new MessageChannel();
+      const marker = this.marker;
+      const workerData = { fd, stream, marker, state, shared: this.shared, port: port2 };
+      const thread = new Thread(__filename, { workerData, transferList: [port2] });
+      thread.unref();
+      port1.on('message', (data) => this.keeper && this.keeper.keep(data));
+      port1.unref();
+      return { target, state, port: port1, thread };
     });
   }
 
-  answered(message) {
-    const run = this.run;
-    if (!run) return;
-    for (const pipe of this.pipes) pipe.drain();
-    this.run = null;
-    run.resolve(message);
+  // A run (or the load) begins: its output is kept (`socket` null) or sent as frames to the
+  // connection's `socket` fd.
+  begin(limit, socket = null, head = '') {
+    this.number += 1;
+    this.active = true;
+    this.keeper = socket === null ? new LogKeeper(limit) : null;
+    this.socket = socket;
+    this.head = head;
+    const run = { number: this.number, mode: socket === null ? KEEP : STREAM, socket, head };
+    for (const slot of [GONE, ENDING, HEAD_SENT]) Atomics.store(this.shared, slot, 0);
+    Atomics.store(this.shared, LINE_ENDED, 1);
+    for (const reader of this.readers) reader.port.postMessage(run);
   }
 
-  pause() {
-    for (const pipe of this.pipes) pipe.readable.pause();
-  }
-
-  resume() {
-    for (const pipe of this.pipes) pipe.readable.resume();
-  }
-
-  // The function ended its process (or it crashed): send what it wrote, then end the server,
-  // as the Python server (PID 1) ends with a function's os._exit.
-  exited(code, signal) {
-    if (this.gone) return;
-    this.gone = true;
-    const run = this.run;
-    const finish = () => {
-      if (run && run.onExit) run.onExit();
-      process.exit(signal ? 128 + (os.constants.signals[signal] || 9) : code || 1);
-    };
-    if (this.pipes.every((pipe) => pipe.closed)) {
-      finish();
-      return;
+  // The run is over: once what the function's streams hold is written, mark each pipe's end
+  // and wait for the readers to reach it. Returns the kept log (KEEP).
+  async end() {
+    for (const stream of [process.stdout, process.stderr]) {
+      if (stream.writableLength) await new Promise((resolve) => stream.once('drain', resolve));
     }
-    let left = this.pipes.filter((pipe) => !pipe.closed).length;
-    const timer = setTimeout(finish, EXIT_DRAIN_MS);
-    for (const pipe of this.pipes) {
-      if (pipe.closed) continue;
-      pipe.readable.once('close', () => {
-        left -= 1;
-        if (left === 0) {
-          clearTimeout(timer);
-          finish();
-        }
-      });
+    return this.endNow(Infinity);
+  }
+
+  endNow(within) {
+    const until = performance.now() + within;
+    Atomics.store(this.shared, ENDING, 1);
+    Atomics.notify(this.shared, ENDING);
+    for (const reader of this.readers) {
+      try {
+        fs.writeSync(reader.target, this.marker);
+      } catch {}
     }
+    for (const reader of this.readers) {
+      const { state } = reader;
+      while (Atomics.load(state, DONE) !== this.number && !Atomics.load(state, DEAD)) {
+        const left = until - performance.now();
+        if (left <= 0) break;
+        Atomics.wait(state, DONE, Atomics.load(state, DONE), Math.min(left, 1000));
+      }
+    }
+    this.active = false;
+    const keeper = this.keeper;
+    this.keeper = null;
+    const frames = [];
+    for (const reader of this.readers) {
+      for (let m = receiveMessageOnPort(reader.port); m; m = receiveMessageOnPort(reader.port)) {
+        if (keeper) keeper.keep(m.message);
+        else frames.push(...m.message);
+      }
+    }
+    if (keeper) return keeper;
+    // The frames the readers left to this thread: in the order they were read.
+    frames.sort((a, b) => a[0] - b[0]);
+    if (frames.length) Atomics.store(this.shared, LINE_ENDED, frames[frames.length - 1][2] ? 1 : 0);
+    return frames.map(([, frame]) => chunk(frame)).join('');
+  }
+
+  // End the reader threads, which a process waits for as it exits: each wakes to a byte.
+  quit() {
+    Atomics.store(this.shared, QUIT, 1);
+    for (const reader of this.readers) {
+      try {
+        fs.writeSync(reader.target, '\n');
+      } catch {}
+    }
+  }
+
+  lineEnded() {
+    return Atomics.load(this.shared, LINE_ENDED) === 1;
+  }
+
+  // Write to the run's connection, after its head if it is not written yet.
+  write(text) {
+    writeAll(this.shared, this.socket, text, this.head);
   }
 }
 
 // --- protocol ----------------------------------------------------------------------------------
 
+// The runtime as the function's process serves it: the handler runs here, in this thread.
 class Runtime {
-  constructor() {
+  constructor(capture) {
+    this.capture = capture;
     this.initAttempted = false;
     this.initialized = false;
     this.logLimit = DEFAULT_LOG_LIMIT;
     this.protocol = PROTOCOL;
-    this.worker = null;
+    this.handler = null;
+    this.initStarted = null; // when the front server took /init (performance.timeOrigin based)
+    this.settleRun = null; // ends the run in progress with an error (an uncaught one)
+    this.logger = makeLogger((text) => process.stderr.write(text));
   }
 
   health() {
@@ -318,7 +485,8 @@ class Runtime {
     };
   }
 
-  async init(body) {
+  // The request of /init, or why it is refused (its second time, a zip or a layer).
+  checkInit(body) {
     if (this.initAttempted) {
       const message = 'this runtime has already been initialised';
       throw new RequestError(409, 'AlreadyInitialized', message);
@@ -328,21 +496,21 @@ class Runtime {
     this.logLimit = request.logLimit;
     this.protocol = request.protocol;
     const refused = loadRefusal(request);
-    if (refused) return [400, { error: refused, logs: '' }];
-    const started = performance.now();
-    const worker = new Worker(request);
-    const keeper = new LogKeeper(request.logLimit);
-    const answer = await worker.begin(
-      { type: 'load', codeDir: request.codeDir, entry: request.entry },
-      { onData: (stream, data) => keeper.keep(data) },
-    );
-    const initMs = performance.now() - started;
-    if (answer.error) {
-      worker.child.kill('SIGKILL');
-      worker.gone = true;
-      return [400, { error: answer.error, logs: keeper.log(answer.error.traceback) }];
+    return [request, refused && [400, { error: refused, logs: '' }]];
+  }
+
+  async init(body) {
+    const [request, refusal] = this.checkInit(body);
+    if (refusal) return refusal;
+    const started = this.initStarted ?? now();
+    this.capture.begin(request.logLimit);
+    const loaded = await loadHandler(request.codeDir, request.entry);
+    const keeper = await this.capture.end();
+    const initMs = now() - started;
+    if (loaded.error) {
+      return [400, { error: loaded.error, logs: keeper.log(loaded.error.traceback) }];
     }
-    this.worker = worker;
+    this.handler = loaded.handler;
     this.initialized = true;
     return [200, { protocol: this.protocol, init_ms: initMs, logs: keeper.log() }];
   }
@@ -354,34 +522,149 @@ class Runtime {
     return parseRun(body);
   }
 
+  // The handler's outcome: the result's JSON text, or an error; and the duration.
+  async call(message) {
+    const started = performance.now();
+    let outcome;
+    try {
+      const result = await new Promise((resolve, reject) => {
+        this.settleRun = reject;
+        Promise.resolve()
+          .then(() => this.handler(message.input, makeContext(message.context, this.logger)))
+          .then(resolve, reject);
+      });
+      outcome = serialise(result);
+    } catch (error) {
+      outcome = { error: describeError(error) };
+    }
+    this.settleRun = null;
+    outcome.durationMs = performance.now() - started;
+    return outcome;
+  }
+
+  // An exception thrown outside the handler: it ends the run in progress, if any.
+  uncaught(error) {
+    if (this.settleRun) {
+      this.settleRun(error);
+    } else {
+      process.stderr.write(describeError(error).traceback);
+    }
+  }
+
   // One execution (protocol v1): the reply body, its log capped.
   async run(body) {
     const message = this.checkRun(body);
-    const keeper = new LogKeeper(this.logLimit);
-    const onData = (stream, data) => keeper.keep(data);
-    const answer = await this.worker.begin(message, { onData });
-    const outcome = settle(answer);
+    this.capture.begin(this.logLimit);
+    const outcome = await this.call(message);
+    const keeper = await this.capture.end();
     const traceback = outcome.error ? outcome.error.traceback : '';
     return reply(outcome, `"logs":${JSON.stringify(keeper.log(traceback))}`, false);
   }
 
-  // One execution (protocol v2): frames to `frames` as the function writes, then its result.
-  async streamRun(message, frames) {
-    const worker = this.worker;
-    const answer = await worker.begin(message, {
-      onData: (stream, data) => frames.log(stream, data),
-      onExit: () => frames.flush(),
-    });
-    const outcome = settle(answer);
-    const traceback = outcome.error ? outcome.error.traceback : '';
-    frames.finish(reply(outcome, '"type":"result"', true), traceback);
+  // One execution (protocol v2): the reply's head, frames (sent by the reader threads) as the
+  // function writes, then its result, all on the connection's socket `fd`.
+  async streamRun(message, head, fd) {
+    this.capture.begin(this.logLimit, fd, head);
+    const outcome = await this.call(message);
+    let data = await this.capture.end(); // the frames still to send
+    if (outcome.error) {
+      const traceback = outcome.error.traceback;
+      const text = this.capture.lineEnded() ? traceback : '\n' + traceback;
+      data += chunk(logFrame('stderr', text, Date.now() / 1000));
+    }
+    const result = reply(outcome, '"type":"result"', true);
+    this.capture.write(data + chunk(result + '\n') + '0\r\n\r\n');
+  }
+
+  // The function ends its process (process.exit): what it wrote goes first, in v2.
+  exiting() {
+    if (this.capture.active) {
+      const left = this.capture.endNow(EXIT_DRAIN_MS);
+      if (this.capture.socket !== null) this.capture.write(left);
+    }
+    this.capture.quit();
   }
 }
 
-// The worker's answer as an outcome: the result's JSON text, or an error; and the duration.
-function settle(answer) {
-  if (answer.error) return { error: answer.error, durationMs: answer.durationMs };
-  return { json: answer.json, durationMs: answer.durationMs };
+// The runtime before /init, in the server's first process: /init starts the function's
+// process, whose fds 1 and 2 are pipes (one in v1), and hands it the connections.
+class FrontRuntime extends Runtime {
+  constructor() {
+    super(null);
+    this.child = null;
+    this.spare = null; // a function's process started ahead, for a v2 /init
+    this.onHandOver = () => {}; // (connection): hand over the others too
+  }
+
+  // Start a function's process before /init (the container may be a stem cell): /init then
+  // hands it the function's environment instead of waiting for a process to start.
+  prepare() {
+    const spare = startFunction(false, process.env);
+    spare.child.on('exit', () => {
+      if (this.spare === spare) this.spare = null;
+    });
+    spare.child.on('error', () => {});
+    this.spare = spare;
+  }
+
+  async init(body, connection) {
+    const started = now();
+    const [request, refusal] = this.checkInit(body);
+    if (refusal) return refusal;
+    const merged = request.protocol < STREAMING;
+    let starting = this.spare;
+    this.spare = null;
+    let environment = request.environment;
+    if (starting === null || merged || starting.child.exitCode !== null) {
+      if (starting !== null) starting.stop();
+      starting = startFunction(merged, { ...process.env, ...request.environment });
+      environment = {};
+    }
+    const child = starting.child;
+    child.on('exit', (code, signal) => {
+      process.exit(signal ? 128 + (os.constants.signals[signal] || 9) : code || 1);
+    });
+    child.on('error', () => process.exit(1));
+    if (child.exitCode !== null) process.exit(1);
+    await starting.ready;
+    this.child = child;
+    this.handOver(connection, { initStarted: started, environment });
+    this.onHandOver(connection);
+    return null; // the function's process answers
+  }
+
+  handOver(connection, extra = {}) {
+    connection.handedOver = true;
+    const socket = connection.socket;
+    socket.pause();
+    const parts = [connection.pending];
+    if (socket.readableLength) parts.push(socket.read()); // what came since: all of it, paused
+    const data = Buffer.concat(parts).toString('base64');
+    this.child.send({ type: 'connection', data, ...extra }, socket);
+  }
+}
+
+const now = () => performance.timeOrigin + performance.now();
+
+// Start a function's process, its fds 1 and 2 named pipes opened for reading and writing (so
+// never waiting for the other end), which its reader threads open again by name; in v1
+// (`merged`) fd 2 is fd 1's pipe. `ready` resolves once its readers are on.
+function startFunction(merged, env) {
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'spinlet-'));
+  const fifos = (merged ? ['out'] : ['out', 'err']).map((name) => path.join(directory, name));
+  const made = spawnSync('mkfifo', ['-m', '600', ...fifos]);
+  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr || made.error}`);
+  const fds = fifos.map((fifo) => fs.openSync(fifo, fs.constants.O_RDWR));
+  const options = { stdio: ['ignore', fds[0], fds[fds.length - 1], 'ipc'], env };
+  const child = spawn(process.execPath, [...V8_FLAGS, __filename, '--function', ...fifos], options);
+  for (const fd of fds) fs.closeSync(fd);
+  const removed = () => fs.rmSync(directory, { recursive: true, force: true });
+  const ready = new Promise((resolve) => child.once('message', resolve)).then(removed);
+  const stop = () => {
+    child.kill('SIGKILL');
+    removed();
+  };
+  return { child, ready, stop };
 }
 
 // Why /init cannot load anything: a base64 zip, or a dependency layer (neither is supported).
@@ -478,75 +761,23 @@ function isObject(value) {
 
 // --- HTTP --------------------------------------------------------------------------------------
 
-// The body of a v2 /run reply: a chunk per frame, written as they come. While the node does not
-// read, the worker's pipes are not read either: its writes block (bounded memory both sides).
-class FrameWriter {
-  constructor(response, worker) {
-    this.response = response;
-    this.worker = worker;
-    this.lineEnded = true;
-    this.decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
-    this.paused = false;
-    this.resume = () => {
-      if (this.paused) {
-        this.paused = false;
-        worker.resume();
-      }
-    };
-    response.on('drain', this.resume);
-    response.on('close', this.resume); // the node went away: the rest is read, and dropped
-    this.detach = () => {
-      response.off('drain', this.resume);
-      response.off('close', this.resume);
-    };
-  }
-
-  log(stream, data) {
-    this.send(stream, this.decoders[stream].write(data));
-  }
-
-  send(stream, text) {
-    if (!text || this.response.destroyed) return; // the node went away: nothing to send to
-    this.lineEnded = text.endsWith('\n');
-    const more = this.response.write(logFrame(stream, text, Date.now() / 1000));
-    if (!more && !this.paused) {
-      this.paused = true;
-      this.worker.pause();
-    }
-  }
-
-  // What the decoders hold back (a character cut at a pipe's end).
-  flush() {
-    for (const stream of ['stdout', 'stderr']) this.send(stream, this.decoders[stream].end());
-  }
-
-  finish(result, traceback) {
-    this.flush();
-    let data = '';
-    if (traceback) {
-      const text = this.lineEnded ? traceback : '\n' + traceback;
-      data = logFrame('stderr', text, Date.now() / 1000);
-    }
-    if (!this.response.destroyed) this.response.end(data + result + '\n');
-    this.detach();
-    this.resume(); // what the pipes bring now is a background process's: dropped
-  }
-}
-
 // One connection of the node: requests parsed here (the node sends a few plain headers; the
 // http module's machinery costs a small function's run again), one at a time, each answered in
 // a single write but a streamed /run's.
 class Connection {
-  constructor(socket, handle) {
+  constructor(socket, handle, buffer = Buffer.alloc(0)) {
     this.socket = socket;
     this.handle = handle; // (request, reply) => Promise: serves one request
-    this.buffer = Buffer.alloc(0);
+    this.buffer = buffer;
+    this.pending = buffer; // from the start of the request being served (to hand it over)
     this.busy = false;
+    this.handedOver = false; // to the function's process
     socket.on('data', (data) => {
       this.buffer = this.buffer.length ? Buffer.concat([this.buffer, data]) : data;
       this.next();
     });
     socket.on('error', () => {});
+    if (buffer.length) this.next();
   }
 
   // Serve the next request once it is whole, unless one is being served.
@@ -593,10 +824,14 @@ class Connection {
     }
     if (this.buffer.length < end + 4 + length) return; // the rest of the body is to come
     const body = this.buffer.subarray(end + 4, end + 4 + length);
+    this.pending = this.buffer;
     this.buffer = this.buffer.subarray(end + 4 + length);
     this.busy = true;
     const reply = new Reply(this.socket, close);
-    this.handle({ method: words[0], url: words[1], body }, reply).finally(() => {
+    const request = { method: words[0], url: words[1], body, connection: this };
+    this.handle(request, reply).finally(() => {
+      if (this.handedOver) return;
+      this.pending = this.buffer;
       this.busy = false;
       if (reply.close) this.socket.end();
       else this.next();
@@ -612,17 +847,12 @@ class Connection {
   }
 }
 
-// The answer to one request: JSON in one write, or (a v2 /run) chunks, the head with the first.
+// The answer to one request: JSON in one write (a v2 /run's is written by streamRun).
 class Reply {
   constructor(socket, close) {
     this.socket = socket;
     this.close = close;
-    this.head = null; // a streamed reply's head, not yet sent
     this.started = false;
-  }
-
-  get destroyed() {
-    return this.socket.destroyed;
   }
 
   headOf(status, type, length) {
@@ -643,37 +873,7 @@ class Reply {
     const head = Buffer.from(this.headOf(status, 'application/json', body.length), 'latin1');
     this.socket.write(Buffer.concat([head, body]));
   }
-
-  stream(status, type) {
-    this.head = this.headOf(status, type, null);
-  }
-
-  // A chunk of the streamed body; false when the node reads slower than it is written.
-  write(text) {
-    return this.socket.write(this.take() + chunk(text));
-  }
-
-  end(text) {
-    this.socket.write(this.take() + (text ? chunk(text) : '') + '0\r\n\r\n');
-  }
-
-  take() {
-    const head = this.head || '';
-    this.head = null;
-    this.started = true;
-    return head;
-  }
-
-  on(event, listener) {
-    this.socket.on(event, listener);
-  }
-
-  off(event, listener) {
-    this.socket.off(event, listener);
-  }
 }
-
-const chunk = (text) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
 
 function parseJson(body) {
   try {
@@ -690,8 +890,8 @@ async function dispatch(runtime, request, reply) {
     if (where === '/health' && method === 'GET') {
       reply.json(200, runtime.health());
     } else if (where === '/init' && method === 'POST') {
-      const [status, answer] = await runtime.init(parseJson(request.body));
-      reply.json(status, answer);
+      const answer = await runtime.init(parseJson(request.body), request.connection);
+      if (answer) reply.json(...answer);
     } else if (where === '/run' && method === 'POST') {
       await run(runtime, parseJson(request.body), reply);
     } else if (['/health', '/init', '/run'].includes(where)) {
@@ -716,16 +916,41 @@ async function run(runtime, body, reply) {
     return;
   }
   const message = runtime.checkRun(body); // refusals are JSON, before any frame
-  reply.stream(200, 'application/x-ndjson');
-  await runtime.streamRun(message, new FrameWriter(reply, runtime.worker));
+  const socket = reply.socket;
+  if (socket.writableLength) await new Promise((resolve) => socket.once('drain', resolve));
+  reply.started = true;
+  const head = reply.headOf(200, 'application/x-ndjson', null);
+  await runtime.streamRun(message, head, socket._handle.fd);
 }
 
 // One request at a time, whatever the connection (the node sends one at a time).
-function serve(socketPath) {
-  const runtime = new Runtime();
+function queued(runtime) {
   let queue = Promise.resolve();
-  const handle = (request, reply) => (queue = queue.then(() => dispatch(runtime, request, reply)));
-  const server = net.createServer((socket) => new Connection(socket, handle));
+  return (request, reply) => (queue = queue.then(() => dispatch(runtime, request, reply)));
+}
+
+// The server's first process: /health, then /init, which starts the function's process and
+// hands it this connection and every other, now and later.
+function serve(socketPath) {
+  const runtime = new FrontRuntime();
+  runtime.prepare();
+  const handle = queued(runtime);
+  const connections = new Set();
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    if (runtime.child) {
+      runtime.handOver({ socket, pending: Buffer.alloc(0) });
+      return;
+    }
+    const connection = new Connection(socket, handle);
+    connections.add(connection);
+    socket.on('close', () => connections.delete(connection));
+    socket.resume();
+  });
+  runtime.onHandOver = (first) => {
+    for (const connection of connections) {
+      if (connection !== first && !connection.socket.destroyed) runtime.handOver(connection);
+    }
+  };
   fs.mkdirSync(path.dirname(socketPath), { recursive: true });
   try {
     if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath); // an earlier server's
@@ -743,6 +968,35 @@ function serve(socketPath) {
       process.exit(128 + os.constants.signals[signal]);
     });
   }
+}
+
+// The function's process: its fds 1 and 2 are the pipes its reader threads read; it serves
+// the connections the first process hands it, the first with /init.
+function functionProcess(fifos) {
+  // libuv makes a pipe non-blocking, for fs.writeSync(1, ...) too (the file description is
+  // shared): a write to a full pipe would then be cut short or fail with EAGAIN. Blocking, a
+  // write waits for the reader thread, as a process's write to its stdout does elsewhere.
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream._handle && typeof stream._handle.setBlocking === 'function') {
+      stream._handle.setBlocking(true);
+    }
+  }
+  const runtime = new Runtime(new Capture(fifos));
+  const handle = queued(runtime);
+  const uncaught = (error) => runtime.uncaught(error);
+  process.on('uncaughtException', uncaught);
+  process.on('unhandledRejection', uncaught);
+  process.on('exit', () => runtime.exiting());
+  process.on('disconnect', () => process.exit(0)); // the first process is gone: so is this one
+  process.on('message', (message, socket) => {
+    if (message.type !== 'connection' || !socket) return;
+    if (message.initStarted) {
+      runtime.initStarted = message.initStarted;
+      Object.assign(process.env, message.environment); // when started ahead, without them
+    }
+    new Connection(socket, handle, Buffer.from(message.data, 'base64'));
+  });
+  process.send({ type: 'ready' });
 }
 
 // --- the worker: the function's process --------------------------------------------------------
@@ -886,71 +1140,12 @@ function serialise(result) {
   return { json };
 }
 
-function worker() {
-  // libuv makes a pipe non-blocking, for fs.writeSync(1, ...) too (the file description is
-  // shared): a write to a full pipe would then be cut short or fail with EAGAIN. Blocking, a
-  // write waits for the server to read, as a process's write to its stdout does elsewhere.
-  for (const stream of [process.stdout, process.stderr]) {
-    if (stream._handle && typeof stream._handle.setBlocking === 'function') {
-      stream._handle.setBlocking(true);
-    }
-  }
-  let handler = null;
-  let settleRun = null; // ends the run in progress with an error (an uncaught one)
-  const logger = makeLogger((text) => process.stderr.write(text));
-
-  // The answer follows the run's output: fds 1 and 2 block, so what the function wrote is in
-  // the pipes once written; the streams are waited for all the same, should they hold any.
-  const flushed = (stream) =>
-    new Promise((resolve) => (stream.writableLength ? stream.once('drain', resolve) : resolve()));
-  async function end(answer) {
-    if (process.stdout.writableLength || process.stderr.writableLength) {
-      await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
-    }
-    process.send(answer);
-  }
-
-  const uncaught = (error) => {
-    if (settleRun) {
-      settleRun(error);
-    } else {
-      process.stderr.write(describeError(error).traceback);
-    }
-  };
-  process.on('uncaughtException', uncaught);
-  process.on('unhandledRejection', uncaught);
-  process.on('disconnect', () => process.exit(0)); // the server is gone: so is its worker
-
-  process.on('message', async (message) => {
-    if (message.type === 'load') {
-      const loaded = await loadHandler(message.codeDir, message.entry);
-      handler = loaded.handler || null;
-      await end(loaded.error ? { error: loaded.error } : { ok: true });
-      return;
-    }
-    const started = performance.now();
-    let outcome;
-    try {
-      const result = await new Promise((resolve, reject) => {
-        settleRun = reject;
-        Promise.resolve()
-          .then(() => handler(message.input, makeContext(message.context, logger)))
-          .then(resolve, reject);
-      });
-      outcome = serialise(result);
-    } catch (error) {
-      outcome = { error: describeError(error) };
-    }
-    settleRun = null;
-    outcome.durationMs = performance.now() - started;
-    await end(outcome);
-  });
-}
-
-if (require.main !== module) {
+if (!isMainThread) {
+  readerThread();
+} else if (require.main !== module) {
   module.exports = { LogKeeper, fitLog }; // for tests
-} else if (process.argv[2] === '--worker') {
-  worker();
+} else if (process.argv[2] === '--function') {
+  functionProcess(process.argv.slice(3));
 } else {
   serve(process.env.SPINLET_SOCKET || DEFAULT_SOCKET);
 }

@@ -53,8 +53,11 @@ async def api(
 
 
 async def deploy(api: Client, name: str = "gated", source: str = GATED) -> None:
+    """A function the test gates: its timeout far beyond what any test takes, even on a loaded
+    machine (the tests go by order of events, and a timeout would end it early)."""
     form = aiohttp.FormData()
     form.add_field("name", name)
+    form.add_field("timeout", "600")
     form.add_field("package", make_package(source), filename="main.zip")
     response = await api.post("/v1/functions", data=form)
     assert response.status == 201, await response.text()
@@ -405,7 +408,7 @@ async def test_a_slow_follower_is_dropped_and_resumes_from_its_offset(
         # The slow follower was let go: its response ends (no `end` event) while it still runs.
         async with asyncio.timeout(120):  # a hang guard only: it ends long before
             dropped = events((await slow.content.read()).decode())
-        assert {e["event"] for e in dropped} == {"log"}
+        assert {e["event"] for e in dropped} == {"log"}, [e for e in dropped if e["event"] != "log"]
         assert await status_of(api, execution_id) == "running"
         got = "".join(e["data"] for e in dropped)
         assert 0 < len(got) < len(written) and written.startswith(got)

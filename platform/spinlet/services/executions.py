@@ -60,7 +60,7 @@ class ExecutionService:
     ) -> None:
         self.store = store
         self.builds = builds
-        self.following = LogFollowing(store, runner.live, remote_logs)
+        self.following = LogFollowing(store, runner.live, remote_logs, node_id=node_id)
         self.runner = runner
         self.targets = targets
         self.events = events

@@ -32,10 +32,18 @@ class RemoteFollow(Protocol):
 
 
 class LogFollowing:
-    def __init__(self, store: Store, live: LiveLogs, remote: RemoteFollow | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        live: LiveLogs,
+        remote: RemoteFollow | None = None,
+        *,
+        node_id: str | None = None,
+    ) -> None:
         self.store = store
         self.live = live
         self.remote = remote
+        self.node_id = node_id  # this node's: what it runs is followed here, never remotely
 
     async def follow(
         self, execution: Execution, after: int = 0
@@ -63,9 +71,19 @@ class LogFollowing:
     async def _source(
         self, execution: Execution, after: int
     ) -> AsyncIterator[tuple[Chunk, Follower] | None]:
-        """Its log here, or from the node running it, or None (not started, or not found)."""
+        """Its log here, or from the node running it, or None (not started, or not found).
+        An execution this node runs whose log is not open yet (it is being started) is waited
+        for here: asking this node through the store would be a long way round."""
         with self.live.follow(execution.id, after) as local:
-            if local is not None or self.remote is None or execution.node_id is None:
+            if (
+                local is not None
+                or self.remote is None
+                or execution.node_id
+                in (
+                    None,
+                    self.node_id,
+                )
+            ):
                 yield local
                 return
         async with self.remote.follow(execution, after) as remote:

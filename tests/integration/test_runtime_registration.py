@@ -10,20 +10,18 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from spinlet.api.app import create_app
 from spinlet.api.keys import SERVICES
 from spinlet.paths import runtimes_dir
 from spinlet.runtime.conformance import CHECKS, check_image
 from spinlet.runtime.docker_driver import DockerDriver
 from spinlet.runtime.images import BOOTSTRAP_BASE
-from spinlet.settings import Settings
 from tests.conftest import REPO
 from tests.integration.test_api import expect_error
 
@@ -75,22 +73,6 @@ def runtime_copy(docker_client: Any, runtime_image_tag: str) -> Iterator[str]:
     docker_client.images.get(runtime_image_tag).tag(tag)
     yield tag
     docker_client.images.remove(tag)
-
-
-@pytest.fixture
-async def docker_api(
-    aiohttp_client: Callable[..., Coroutine[Any, Any, Client]],
-    settings: Settings,
-    docker_client: Any,
-    runtime_image_tag: str,
-) -> AsyncIterator[Client]:
-    client = await aiohttp_client(create_app(settings.evolve(backend="docker", stem_cells=0)))
-    yield client
-    await client.close()
-    left = docker_client.containers.list(
-        all=True, ignore_removed=True, filters={"label": f"spinlet.node={settings.node_id}"}
-    )
-    assert left == [], "containers left behind"
 
 
 async def refused(api: Client, name: str, image: str) -> tuple[str, list[dict[str, Any]]]:

@@ -425,6 +425,32 @@ class Alias:
         return replace(self, **changes)
 
 
+class WebhookMode(enum.StrEnum):
+    """How a webhook runs its function: queued (`202` with the execution id, as Qinling) or
+    at once, with an HTTP event, its answer shaping the HTTP response."""
+
+    ASYNC = "async"
+    HTTP = "http"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A URL that runs a function without a token: its id is the secret (128 random bits)."""
+
+    id: str
+    function_id: str
+    function_alias: str | None = None  # through this alias (it picks the version)
+    function_version: int = 0
+    mode: WebhookMode = WebhookMode.ASYNC
+    description: str | None = None
+    project_id: str = DEFAULT_PROJECT
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+    def evolve(self, **changes: Any) -> Self:
+        return replace(self, **changes)
+
+
 @dataclass(frozen=True)
 class Execution:
     id: str
@@ -444,6 +470,7 @@ class Execution:
     image_id: str | None = None
     container_id: str | None = None  # the container it ran in (None: it reached none)
     source: ExecutionSource = ExecutionSource.API
+    webhook_id: str | None = None  # the webhook that made it (source `webhook`)
     description: str | None = None
     node_id: str | None = None
     expired: bool = False

@@ -157,6 +157,12 @@ class TooManyRequests(SpinletError):
         super().__init__(message, retry_after=retry_after)
 
 
+class WebhookRateLimited(TooManyRequests):
+    """Too many webhook calls for this project; try again later."""
+
+    code = "rate_limited"
+
+
 class Unavailable(SpinletError):
     """The service cannot take this request right now."""
 

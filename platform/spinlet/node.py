@@ -35,6 +35,7 @@ from spinlet.services.runtimes import RuntimeService
 from spinlet.services.targets import TargetResolver
 from spinlet.services.tokens import TokenService
 from spinlet.services.versions import VersionService
+from spinlet.services.webhooks import WebhookService
 from spinlet.settings import Settings
 from spinlet.store import Store
 from spinlet.store.notify import Notifier
@@ -58,6 +59,7 @@ class Services:
     versions: VersionService
     aliases: AliasService
     tokens: TokenService
+    webhooks: WebhookService
 
     async def check_ready(self, runtime_image: str) -> None:
         """Raise when this node cannot run executions now: its database or its container
@@ -190,6 +192,9 @@ async def running_node(
         layers.start()
         stack.push_async_callback(layers.stop)
         log.info("spinlet node %s ready (store %s)", node_id, store.db.dialect)
+        executions = ExecutionService(
+            store, runner, targets, events, gate, settings, node_id, remote_logs, builds=builds
+        )
         yield Services(
             store=store,
             backend=runtime_backend,
@@ -197,9 +202,7 @@ async def running_node(
             functions=FunctionService(
                 store, package_store, runtime_backend, settings, layers, builds=builds
             ),
-            executions=ExecutionService(
-                store, runner, targets, events, gate, settings, node_id, remote_logs, builds=builds
-            ),
+            executions=executions,
             janitor=janitor,
             metrics=MetricsService(metrics, store, runtime_backend, runner),
             runner=runner,
@@ -207,4 +210,5 @@ async def running_node(
             versions=VersionService(store, package_store, runtime_backend, builds=builds),
             aliases=AliasService(store),
             tokens=tokens,
+            webhooks=WebhookService(store, executions, rate=settings.webhook_rate),
         )

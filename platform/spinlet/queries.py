@@ -18,6 +18,7 @@ FILTER_FIELDS = (
     "function_name",
     "function_version",
     "function_alias",
+    "webhook_id",
     "status",
     "description",
     "created_at",

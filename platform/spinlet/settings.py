@@ -43,6 +43,7 @@ NUMBERS: dict[str, type[int] | type[float]] = {
     "log_limit": int,
     "layer_build_timeout": float,
     "layer_lease": float,
+    "webhook_rate": int,
 }
 #: Those of them that 0 would break (the others may be 0).
 POSITIVE = frozenset(NUMBERS) - {
@@ -109,6 +110,7 @@ class Settings:
     max_layer_size: int = 500 * MiB  # a dependency layer as installed
     layer_build_timeout: float = 600.0  # seconds pip may take to resolve and install a layer
     layer_lease: float = 30.0  # a node building a layer silent this long: another takes over
+    webhook_rate: int = 50  # a project's webhook calls per second on a node, at most (then 429)
     # Host names (besides its listening address and loopback) the node answers to: those of
     # its load balancer, or `*` for any (SPINLET_ALLOWED_HOSTS, comma-separated).
     allowed_hosts: tuple[str, ...] = ()

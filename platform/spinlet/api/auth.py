@@ -1,7 +1,8 @@
 """Who a request acts for: the project and role of its `X-Auth-Token` (or bearer token).
 
 With auth off (a server only this machine can reach), every request acts as an admin of the
-default project. The routes the operation table marks public (`api/openapi.py`) need no token.
+default project. The routes the operation table marks public (`api/openapi.py`) need no token:
+those describing the server, and a webhook's URL (its id is the secret).
 The token itself is never logged.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from spinlet.api.keys import PRINCIPAL, SERVICES, SETTINGS
+from spinlet.api.keys import PRINCIPAL, SERVICES, SETTINGS, route_path
 from spinlet.api.openapi import PUBLIC_PATHS
 from spinlet.domain import DEFAULT_PROJECT, Principal, Role
 
@@ -32,7 +33,7 @@ def request_token(request: web.Request) -> str | None:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.app[SETTINGS].auth_enabled:
         request[PRINCIPAL] = _ANONYMOUS_ADMIN
-    elif request.path not in PUBLIC_PATHS:
+    elif route_path(request) not in PUBLIC_PATHS:
         tokens = request.app[SERVICES].tokens
         request[PRINCIPAL] = await tokens.authenticate(request_token(request))
     return await handler(request)

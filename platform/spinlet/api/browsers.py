@@ -11,7 +11,9 @@ carries an `Origin`. So, whether tokens are required or not:
   name, never an address), the machine's name, and `SPINLET_ALLOWED_HOSTS` (`*`: any);
 - a state-changing request whose `Origin` is not the node's own (scheme, host and port of the
   `Host` it was sent to) is refused. Clients that are not browsers (curl, the SDK, the Qinling
-  client) send no `Origin` and are not concerned.
+  client) send no `Origin` and are not concerned. Webhook URLs are meant to be called from
+  anywhere (a page included) and act only for whoever knows their secret id: the operation
+  table marks them (`CROSS_ORIGIN_PATHS`), and only their `Host` is checked.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
+from spinlet.api.keys import route_path
+from spinlet.api.openapi import CROSS_ORIGIN_PATHS
 from spinlet.errors import Forbidden
 from spinlet.settings import Settings, is_loopback
 
@@ -133,6 +137,7 @@ async def refuse_browsers(request: web.Request, handler: Handler) -> web.StreamR
     if (
         origin is not None
         and request.method in STATE_CHANGING
+        and route_path(request) not in CROSS_ORIGIN_PATHS
         and (served is None or not _same_origin(origin, served))
     ):
         raise ForeignOrigin(

@@ -15,6 +15,13 @@ SERVICES = web.AppKey("services", Services)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
+def route_path(request: web.Request) -> str:
+    """The path of the route a request matched, as declared (`/v1/webhooks/{id}/invoke`), or
+    the request's own path when it matched none."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
 def services(request: web.Request) -> Services:
     return request.app[SERVICES]
 

@@ -27,6 +27,7 @@ from spinlet.api.serialize import (
     FunctionList,
     FunctionRecord,
     Health,
+    Invoked,
     NewToken,
     Pending,
     Pool,
@@ -40,6 +41,8 @@ from spinlet.api.serialize import (
     TokenRecord,
     VersionList,
     VersionRecord,
+    WebhookList,
+    WebhookRecord,
 )
 from spinlet.queries import FILTER_FIELDS, OPS, SORT_FIELDS
 
@@ -129,7 +132,8 @@ class Operation:
     body_required: bool = True
     query: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # name, description, schema
     errors: tuple[int, ...] = ()  # those not every such operation may answer (`ERRORS`)
-    public: bool = False  # answered without a token (it describes the server, no project)
+    public: bool = False  # answered without a token (it describes the server, or a webhook)
+    any_origin: bool = False  # a web page of any origin may call it (a webhook's URL)
     # other statuses it answers: their description and body
     extra: dict[int, tuple[str, Answer]] = field(default_factory=dict)
     # what some of its errors mean for it, beside what they mean for any (`ERRORS`)
@@ -318,6 +322,55 @@ OPERATIONS = (
     Operation("delete", "/v1/aliases/{name}", "Delete an alias", 204),
     Operation(
         "get",
+        "/v1/webhooks",
+        "List webhooks",
+        answer=WebhookList,
+        query=(("function_id", "only this function's", STRING), ALL_PROJECTS),
+        errors=(404,),
+    ),
+    Operation(
+        "post",
+        "/v1/webhooks",
+        "Create a webhook: a URL that runs a function without a token",
+        201,
+        WebhookRecord,
+        schemas.WebhookBody,
+        errors=(404,),
+    ),
+    Operation("get", "/v1/webhooks/{id}", "A webhook", answer=WebhookRecord),
+    Operation(
+        "put",
+        "/v1/webhooks/{id}",
+        "Change a webhook (null fields stay as they are)",
+        answer=WebhookRecord,
+        body=schemas.WebhookBody,
+        body_required=False,
+    ),
+    Operation("delete", "/v1/webhooks/{id}", "Delete a webhook: its URL is a 404 at once", 204),
+    Operation(
+        "post",
+        "/v1/webhooks/{id}/invoke",
+        "Call a webhook, without a token (any body): async mode queues an execution (202); "
+        "http mode runs it at once with an HTTP event and answers what the function answers "
+        "(`{statusCode, headers, body, isBase64Encoded}`, or any JSON as a 200)",
+        202,
+        Invoked,
+        body={},
+        body_required=False,
+        errors=(409, 413, 429, 503),
+        public=True,
+        any_origin=True,
+        extra={
+            200: (
+                "http mode: what the function answered (any status it chose)",
+                {"*/*": {"schema": {}}},
+            ),
+            502: ("http mode: the function failed, or its answer is not a response", Error),
+        },
+        notes={429: "`rate_limited`: the project's webhook calls per second on this node"},
+    ),
+    Operation(
+        "get",
         "/v1/tokens",
         "List the project's API tokens (admins; never their secrets)",
         answer=TokenList,
@@ -416,8 +469,11 @@ OPERATIONS = (
     ),
 )
 
-#: The paths anyone may read without a token: they describe the server, not any project's data.
+#: The paths anyone may call without a token: they describe the server, not any project's data,
+#: or they are a webhook's URL, whose id is the secret.
 PUBLIC_PATHS = frozenset(op.path for op in OPERATIONS if op.public)
+#: The paths a web page of another origin may call (`api/browsers.py`).
+CROSS_ORIGIN_PATHS = frozenset(op.path for op in OPERATIONS if op.any_origin)
 
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:

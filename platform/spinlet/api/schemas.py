@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from spinlet.domain import Role
+from spinlet.domain import Role, WebhookMode
 from spinlet.errors import ValidationFailed
 from spinlet.services.runtimes import NAME_RE
 
@@ -210,6 +210,21 @@ class AliasBody(Body):
     function_version: int | None = Field(default=None, ge=0, le=MAX_WHOLE)
     description: str | None = Field(default=None, max_length=4096)
     routing: RoutingBody | None = None
+
+
+class WebhookBody(Body):
+    """Fields of a webhook create or update (Qinling's, plus `mode`); null means "not given"."""
+
+    function_id: str | None = Field(default=None, min_length=1, max_length=255)
+    function_alias: str | None = Field(default=None, max_length=255)
+    # The Qinling CLI may send the version of an update as a string: "2" is read as 2.
+    function_version: int | None = Field(default=None, ge=0, le=MAX_WHOLE)
+    description: str | None = Field(default=None, max_length=4096)
+    mode: WebhookMode | None = Field(
+        default=None,
+        description="async (default): queued, 202 with the execution id; http: run at once "
+        "with an HTTP event, the function's answer shaping the HTTP response",
+    )
 
 
 class TokenCreate(Body):

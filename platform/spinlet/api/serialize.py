@@ -23,6 +23,7 @@ from spinlet.domain import (
     RuntimeStatus,
     StartKind,
     StatusReason,
+    WebhookMode,
 )
 
 #: Times as `datetime.isoformat()` writes them (`+00:00`, as the API always answered; pydantic's
@@ -149,6 +150,29 @@ class AliasRecord(Record):
     updated_at: Time | None
 
 
+class WebhookRecord(Record):
+    id: str = Field(description="the secret of its URL: 128 random bits, as 32 hex digits")
+    function_id: str
+    function_alias: str | None
+    function_version: int
+    mode: WebhookMode
+    description: str | None
+    project_id: str
+    webhook_url: str = Field(description="POST here, without a token, to run the function")
+    created_at: Time
+    updated_at: Time | None
+
+
+class WebhookList(Record):
+    webhooks: list[WebhookRecord]
+
+
+class Invoked(Record):
+    """A webhook call (async mode) as Qinling answers it: the queued execution's id."""
+
+    execution_id: str
+
+
 class ExecutionErrorRecord(Record):
     """How an execution failed (the traceback is empty unless its code raised)."""
 
@@ -182,6 +206,7 @@ class ExecutionRecord(Record):
     image_id: str | None
     container_id: str | None  # the container it ran in; null while queued, or if it never ran
     source: ExecutionSource
+    webhook_id: str | None  # the webhook that made it (source `webhook`)
     description: str | None
     expired: bool
     attempts: int

@@ -37,6 +37,7 @@ class ExecutionRequest:
     source: ExecutionSource = ExecutionSource.API
     id: str | None = None  # client-chosen: makes retries of the create idempotent
     source_execution_id: str | None = None  # re-run that execution's function and input
+    webhook_id: str | None = None  # the webhook that asks for it
 
 
 def canonical_hash(value: Any) -> str:
@@ -121,6 +122,7 @@ class ExecutionService:
             sync=request.sync,
             input=request.input,
             source=request.source,
+            webhook_id=request.webhook_id,
             description=request.description,
             node_id=self.node_id if request.sync else None,
             request_hash=request_hash,

@@ -63,6 +63,7 @@ _RECORD_FIELDS = (
     "init_ms",
     "image_id",
     "container_id",
+    "webhook_id",
     "description",
     "node_id",
     "expired",

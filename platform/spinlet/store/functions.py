@@ -42,6 +42,7 @@ from spinlet.store.layers import ensure_build
 from spinlet.store.locks import lock_function
 from spinlet.store.tables import function_versions, functions, layers, packages, runtimes
 from spinlet.store.versions import alias_names, aliases_phrase
+from spinlet.store.webhooks import webhook_ids
 
 _COLUMNS = [
     *functions.c,
@@ -247,7 +248,7 @@ class FunctionRepository:
         """Delete a function and its versions; returns the package hashes they used and the
         image ids of the versions.
 
-        Refused (`Forbidden`, naming them) while aliases point at the function.
+        Refused (`Forbidden`, naming them) while aliases or webhooks point at the function.
         """
         async with self.db.transaction() as conn:
             if not await lock_function(conn, function.project_id, function.id):
@@ -257,6 +258,13 @@ class FunctionRepository:
                 raise Forbidden(
                     f"function {function.name!r} is used by {aliases_phrase(names)}",
                     aliases=names,
+                )
+            hooks = await webhook_ids(conn, function.project_id, function.id)
+            if hooks:
+                raise Forbidden(
+                    f"function {function.name!r} is used by {len(hooks)} webhook(s); delete "
+                    "them first",
+                    webhooks=hooks,
                 )
             versions = function_versions.c
             used = (

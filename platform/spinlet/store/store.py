@@ -15,6 +15,7 @@ from spinlet.store.projects import ProjectRepository
 from spinlet.store.runtimes import RuntimeRepository
 from spinlet.store.tokens import TokenRepository
 from spinlet.store.versions import VersionRepository
+from spinlet.store.webhooks import WebhookRepository
 
 
 class Store:
@@ -30,6 +31,7 @@ class Store:
         self.nodes = NodeRepository(db)
         self.blobs = BlobRepository(db)
         self.tokens = TokenRepository(db)
+        self.webhooks = WebhookRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int | None = None) -> Store:

@@ -255,6 +255,8 @@ executions = Table(
     Column("image_id", String(128)),
     Column("container_id", String(128)),
     Column("source", String(16), nullable=False),
+    # The webhook that made it (no foreign key: executions outlive their webhook).
+    Column("webhook_id", String(64)),
     Column("description", Text),
     Column("node_id", String(64)),
     Column("expired", Boolean, nullable=False),
@@ -271,6 +273,7 @@ executions = Table(
     Index(None, "project_id", "created_at", "id"),
     Index(None, "status", "created_at"),
     Index(None, "finished_at"),
+    Index(None, "webhook_id"),
 )
 
 #: Results and logs live apart from the execution row (they can be large and expire first).
@@ -299,4 +302,24 @@ tokens = Table(
     Column("secret_sha256", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime()),
+)
+
+#: URLs that run a function without a token. The id is the secret: 128 random bits, shown to
+#: the project's members; an invocation finds it by its SHA-256 (indexed) and then compares the
+#: id itself in constant time, so the time of a miss tells nothing of any stored id.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("project_id", String(64), ForeignKey("projects.id"), nullable=False),
+    Column("function_id", ID, ForeignKey("functions.id"), nullable=False),
+    Column("function_alias", String(255)),
+    Column("function_version", Integer, nullable=False),
+    Column("mode", String(8), nullable=False),
+    Column("description", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime()),
+    Index(None, "project_id", "created_at"),
+    Index(None, "function_id"),
 )

@@ -88,6 +88,7 @@ def test_an_execution_reads_as_it_always_did() -> None:
         "image_id": "sha256:1",
         "container_id": "c0ffee",
         "source": "api",
+        "webhook_id": None,
         "description": "nightly",
         "expired": False,
         "attempts": 1,

@@ -304,6 +304,63 @@ class Aliases(_Resource):
         self._client.request("DELETE", f"/v1/aliases/{name}")
 
 
+class Webhooks(_Resource):
+    """URLs that run a function without a token (the id is the secret)."""
+
+    def create(
+        self,
+        function: str | None = None,
+        version: int = 0,
+        *,
+        alias: str | None = None,
+        mode: str = "async",
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """`mode="http"` runs the function at once with an HTTP event (its answer shapes the
+        response); `"async"` queues an execution and answers its id."""
+        body = {
+            "function_id": function,
+            "function_alias": alias,
+            "function_version": version,
+            "mode": mode,
+            "description": description,
+        }
+        return self._client.obj("POST", "/v1/webhooks", json=body)
+
+    def update(
+        self,
+        webhook_id: str,
+        *,
+        function: str | None = None,
+        version: int | None = None,
+        alias: str | None = None,
+        mode: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Change what is given (None: unchanged)."""
+        body = {
+            "function_id": function,
+            "function_alias": alias,
+            "function_version": version,
+            "mode": mode,
+            "description": description,
+        }
+        return self._client.obj("PUT", f"/v1/webhooks/{webhook_id}", json=body)
+
+    def list(self, function: str | None = None) -> list[dict[str, Any]]:
+        params = {"function_id": function} if function else None
+        webhooks: list[dict[str, Any]] = self._client.request("GET", "/v1/webhooks", params=params)[
+            "webhooks"
+        ]
+        return webhooks
+
+    def get(self, webhook_id: str) -> dict[str, Any]:
+        return self._client.obj("GET", f"/v1/webhooks/{webhook_id}")
+
+    def delete(self, webhook_id: str) -> None:
+        self._client.request("DELETE", f"/v1/webhooks/{webhook_id}")
+
+
 class Client:
     """The Spinlet API. Connection problems raise `OSError` (`ConnectionRefusedError`,
     `TimeoutError`); answers with an error status raise `ApiError`."""
@@ -321,6 +378,7 @@ class Client:
         self.executions = Executions(self)
         self.versions = Versions(self)
         self.aliases = Aliases(self)
+        self.webhooks = Webhooks(self)
 
     def raw(self, method: str, path: str, **kwargs: Any) -> Response:
         response = self._http.request(method, path, **kwargs)

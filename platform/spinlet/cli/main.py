@@ -21,6 +21,7 @@ from spinlet.cli.releases import aliases, versions
 from spinlet.cli.resources import functions, runtimes
 from spinlet.cli.serve import runtimes_build, serve
 from spinlet.cli.tokens import tokens
+from spinlet.cli.webhooks import webhooks
 from spinlet.errors import SpinletError
 
 
@@ -82,7 +83,18 @@ def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool, d
 
 runtimes.add_command(runtimes_build)
 runtimes.add_command(runtimes_check)
-for command in (serve, tokens, runtimes, functions, versions, aliases, invoke, executions, bench):
+for command in (
+    serve,
+    tokens,
+    runtimes,
+    functions,
+    versions,
+    aliases,
+    webhooks,
+    invoke,
+    executions,
+    bench,
+):
     cli.add_command(command)
 
 

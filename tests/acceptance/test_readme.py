@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, free_port
+from tests.acceptance.conftest import Server, free_port, start_server, stop_server
 from tests.conftest import REPO
 
 README_URL = "http://127.0.0.1:7070"
@@ -105,6 +105,21 @@ def readme_block(marker: str) -> str:
     section = text.split(f"<!-- {marker}:start -->", 1)[1].split(f"<!-- {marker}:end -->")[0]
     [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
     return block
+
+
+def test_readme_webhook_example_runs(tmp_path: Path) -> None:
+    """The example of "Webhooks": a signed call to an http-mode webhook is answered by the
+    function, an unsigned one is a 401, and an async webhook queues an execution, all with curl
+    and no token (functions as processes)."""
+    server = start_server(tmp_path, "process")
+    try:
+        done = run_example(readme_block("webhooks"), server)
+    finally:
+        stop_server(server)
+    lines = done.stdout.splitlines()
+    signed = lines.index('{"received": "opened"}')
+    assert lines[signed + 1] == "401", done.stdout
+    assert re.fullmatch(r'\{"execution_id":"[0-9a-f-]{36}"\}', lines[-1]), done.stdout
 
 
 @pytest.mark.docker

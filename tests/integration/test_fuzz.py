@@ -116,6 +116,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
             "description": "made by the fuzz",
         }
     },
+    ("post", "/v1/webhooks"): {
+        "application/json": {"function_id": FUNCTION, "mode": "http", "description": "fuzz"}
+    },
     ("post", "/v1/executions"): {
         "application/json": {"function_alias": ALIAS, "input": {"name": "fuzz"}, "sync": False}
     },
@@ -182,7 +185,8 @@ CONFIG = schemathesis.Config.from_dict(
                 # Their handlers refuse (400, documented) what the document says in words
                 # only: a package must be a real .py or .zip (functions); a run names a
                 # function or an alias (POST executions); a canary has both version and weight,
-                # and a new alias a name and a function (aliases); filters follow `op:value`
+                # and a new alias a name and a function (aliases), a webhook a function or an
+                # alias, and a version that exists (webhooks); filters follow `op:value`
                 # with numbers, times or statuses (GET executions); a purge is given keep_last
                 # or to_datetime (DELETE executions). So requests the document allows may be
                 # refused there; everywhere else they must not be.
@@ -191,6 +195,8 @@ CONFIG = schemathesis.Config.from_dict(
                     "PUT /v1/functions/{id}",
                     "POST /v1/aliases",
                     "PUT /v1/aliases/{name}",
+                    "POST /v1/webhooks",
+                    "PUT /v1/webhooks/{id}",
                     "GET /v1/executions",
                     "POST /v1/executions",
                     "DELETE /v1/executions",

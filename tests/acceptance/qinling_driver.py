@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 import urllib.parse
+import urllib.request
 import zipfile
 from typing import Any
 
@@ -455,8 +456,8 @@ def every_other_method(
     client: q_client.Client, function_id: str, release_id: str, summary: dict[str, Any]
 ) -> None:
     """The manager methods the CLI steps above do not call, with what each sends (None for
-    what a CLI user did not give). Spinlet has no jobs, webhooks or workers yet: their routes
-    answer 404, never 400 for a field."""
+    what a CLI user did not give). Spinlet has no jobs or workers yet: their routes answer 404,
+    never 400 for a field."""
     summary["step"] = "runtime create (is_public and trusted by default), show, pool, delete"
     image = next(rt["image"] for rt in summary["runtimes"] if rt["name"] == "python3")
     calls = summary["other_methods"] = {}
@@ -503,17 +504,38 @@ def every_other_method(
         )
     )
     calls["jobs.delete"] = outcome(lambda: client.jobs.delete(missing))
+    webhooks(client, function_id, release_id, summary)
+
+
+def webhooks(
+    client: q_client.Client, function_id: str, release_id: str, summary: dict[str, Any]
+) -> None:
+    """`openstack function webhook create|list|show|update|delete`, and a call of the
+    webhook's URL as any HTTP client makes it: no token."""
+    summary["step"] = "webhooks"
+    calls = summary["other_methods"]
     calls["webhooks.create"] = outcome(
         lambda: client.webhooks.create(function_id, function_version=0, description="hook")
     )
-    calls["webhooks.list"] = outcome(lambda: client.webhooks.list())
-    calls["webhooks.get"] = outcome(lambda: client.webhooks.get(missing))
+    hook = calls["webhooks.create"].get("record") or {}
+    hook_id = hook.get("id", "none")
+    calls["webhooks.list"] = {"type": "ok", "records": [info(w) for w in client.webhooks.list()]}
+    calls["webhooks.get"] = outcome(lambda: client.webhooks.get(hook_id))
     calls["webhooks.update"] = outcome(
         lambda: client.webhooks.update(
-            missing, function_id=function_id, function_version=1, description=None
+            hook_id, function_id=release_id, function_version=1, description=None
         )
     )
-    calls["webhooks.delete"] = outcome(lambda: client.webhooks.delete(missing))
+    summary["step"] = "webhook URL called without a token"
+    request = urllib.request.Request(
+        hook.get("webhook_url", ""), data=b'{"name": "webhook"}', method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        summary["webhook_call"] = {"status": response.status, "body": json.load(response)}
+    _, finished = poll(client, summary["webhook_call"]["body"]["execution_id"])
+    summary["webhook_execution"] = info(finished)
+    calls["webhooks.delete"] = outcome(lambda: client.webhooks.delete(hook_id))
+    summary["webhook_deleted"] = outcome(lambda: client.webhooks.get(hook_id))
 
 
 def main() -> int:

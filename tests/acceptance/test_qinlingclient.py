@@ -318,15 +318,38 @@ def test_python_qinlingclient(
     pool = other["runtimes.get_pool"]["record"]
     assert pool["name"] == runtime["id"] and pool["capacity"]["total"] >= 0
     assert other["runtimes.delete"] == {"type": "ok", "record": None}
-    # Jobs, webhooks, workers, scaling and detaching do not exist yet: their routes are 404
-    # (when they come, this test must see what the client sends accepted).
+    # Jobs, workers, scaling and detaching do not exist yet: their routes are 404 (when they
+    # come, this test must see what the client sends accepted).
     missing = {name: result for name, result in other.items() if result["type"] != "ok"}
     assert {name: result["code"] for name, result in missing.items()} == {
         name: 404
         for name in other
-        if name.split(".")[0] in ("jobs", "webhooks", "function_workers")
+        if name.split(".")[0] in ("jobs", "function_workers")
         or name.endswith(("detach", "scaleup", "scaledown"))
     }
+    # Webhooks: created, listed, shown, updated (nulls unchanged) and deleted by the client;
+    # their URL runs the function without a token, and is a 404 once deleted.
+    hook = other["webhooks.create"]["record"]
+    assert (hook["function_id"], hook["function_version"]) == (function_id, 0)
+    assert hook["description"] == "hook" and hook["webhook_url"].endswith(
+        f"/v1/webhooks/{hook['id']}/invoke"
+    )
+    assert [w["id"] for w in other["webhooks.list"]["records"]] == [hook["id"]]
+    assert other["webhooks.get"]["record"] == hook
+    updated = other["webhooks.update"]["record"]
+    assert (updated["function_id"], updated["function_version"]) == (release_id, 1)
+    assert updated["description"] == "hook"
+    assert s["webhook_call"]["status"] == 202
+    ran = s["webhook_execution"]
+    assert (ran["id"], ran["status"]) == (s["webhook_call"]["body"]["execution_id"], "success")
+    assert (ran["source"], ran["webhook_id"], ran["function_version"]) == (
+        "webhook",
+        hook["id"],
+        1,
+    )
+    assert ran["result"] == {"greeting": "Hello, webhook!"}
+    assert other["webhooks.delete"] == {"type": "ok", "record": None}
+    assert s["webhook_deleted"]["code"] == 404
     assert all(entry["status"] != 400 for entry in s["sent"]), s["sent"]
 
     # Deletes.

@@ -304,6 +304,22 @@ class Aliases(_Resource):
         self._client.request("DELETE", f"/v1/aliases/{name}")
 
 
+def _webhook_body(
+    function: str | None,
+    alias: str | None,
+    version: int | None,
+    mode: str | None,
+    description: str | None,
+) -> dict[str, Any]:
+    return {
+        "function_id": function,
+        "function_alias": alias,
+        "function_version": version,
+        "mode": mode,
+        "description": description,
+    }
+
+
 class Webhooks(_Resource):
     """URLs that run a function without a token (the id is the secret)."""
 
@@ -318,13 +334,7 @@ class Webhooks(_Resource):
     ) -> dict[str, Any]:
         """`mode="http"` runs the function at once with an HTTP event (its answer shapes the
         response); `"async"` queues an execution and answers its id."""
-        body = {
-            "function_id": function,
-            "function_alias": alias,
-            "function_version": version,
-            "mode": mode,
-            "description": description,
-        }
+        body = _webhook_body(function, alias, version, mode, description)
         return self._client.obj("POST", "/v1/webhooks", json=body)
 
     def update(
@@ -338,13 +348,7 @@ class Webhooks(_Resource):
         description: str | None = None,
     ) -> dict[str, Any]:
         """Change what is given (None: unchanged)."""
-        body = {
-            "function_id": function,
-            "function_alias": alias,
-            "function_version": version,
-            "mode": mode,
-            "description": description,
-        }
+        body = _webhook_body(function, alias, version, mode, description)
         return self._client.obj("PUT", f"/v1/webhooks/{webhook_id}", json=body)
 
     def list(self, function: str | None = None) -> list[dict[str, Any]]:

@@ -167,6 +167,15 @@ async def test_crud_alias_and_a_function_in_use(process_api: Client) -> None:
 
     missing = await api.put(f"/v1/webhooks/{hook['id']}", json={"function_version": 9})
     assert missing.status == 404
+    # Back to the alias, then a version alone: the alias is replaced by that version.
+    aliased = await ok(api, "PUT", f"/v1/webhooks/{hook['id']}", json={"function_alias": "live"})
+    assert (aliased["function_alias"], aliased["function_version"]) == ("live", 0)
+    both = await api.put(
+        f"/v1/webhooks/{hook['id']}", json={"function_alias": "live", "function_version": 1}
+    )
+    assert both.status == 400
+    versioned = await ok(api, "PUT", f"/v1/webhooks/{hook['id']}", json={"function_version": 1})
+    assert (versioned["function_alias"], versioned["function_version"]) == (None, 1)
     await ok(api, "DELETE", "/v1/aliases/live", 204)
     refused = await api.delete("/v1/functions/target")
     assert refused.status == 403

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from limits import RateLimitItemPerSecond
@@ -69,7 +69,9 @@ class WebhookService:
         """The webhook pointed as `fields` say: through an alias (which picks the function and
         the version), or at a function and a version (0: its current code)."""
         alias_name = webhook.function_alias if fields.alias is None else fields.alias or None
-        version = webhook.function_version if fields.version is None else fields.version
+        version = fields.version
+        if version is None:  # an alias given anew picks the version itself
+            version = 0 if fields.alias else webhook.function_version
         if version < 0:
             raise ValidationFailed("function_version must be 0 (current code) or more")
         if alias_name is not None:
@@ -85,7 +87,9 @@ class WebhookService:
                     "give function_version or function_alias, not both: the alias chooses "
                     "the version"
                 )
-            return webhook.evolve(function_id=alias.function_id, function_alias=alias.name)
+            return webhook.evolve(
+                function_id=alias.function_id, function_alias=alias.name, function_version=0
+            )
         ref = fields.function or webhook.function_id
         if not ref:
             raise ValidationFailed("function_id (or function_alias) is required")
@@ -119,14 +123,9 @@ class WebhookService:
     async def update(self, project_id: str, webhook_id: str, fields: WebhookFields) -> Webhook:
         """Change what is given (null fields stay as they are, as the Qinling client sends)."""
         webhook = await self.store.webhooks.get(project_id, webhook_id)
-        if fields.function is not None and fields.alias is None:
-            fields = WebhookFields(
-                function=fields.function,
-                alias="",  # a function given alone replaces the alias
-                version=fields.version,
-                description=fields.description,
-                mode=fields.mode,
-            )
+        if fields.alias is None and (fields.function is not None or fields.version):
+            # A function or a version given without an alias replaces the alias.
+            fields = replace(fields, alias="")
         changed = (await self._target(project_id, webhook, fields)).evolve(
             description=webhook.description if fields.description is None else fields.description,
             mode=fields.mode or webhook.mode,

@@ -35,6 +35,7 @@ from spinlet.services.runtimes import RuntimeService
 from spinlet.services.targets import TargetResolver
 from spinlet.services.tokens import TokenService
 from spinlet.services.versions import VersionService
+from spinlet.services.workers import WorkerService
 from spinlet.settings import Settings
 from spinlet.store import Store
 from spinlet.store.notify import Notifier
@@ -58,6 +59,7 @@ class Services:
     versions: VersionService
     aliases: AliasService
     tokens: TokenService
+    workers: WorkerService
 
     async def check_ready(self, runtime_image: str) -> None:
         """Raise when this node cannot run executions now: its database or its container
@@ -165,6 +167,21 @@ async def running_node(
             store, runner, events, gate, targets, node_id=node_id, workers=settings.workers
         )
         gate.when_free(dispatcher.slot_freed)
+        workers = WorkerService(
+            store,
+            runtime_backend,
+            targets,
+            package_store,
+            layers,
+            builds,
+            node_id=node_id,
+            lease=settings.node_lease,
+            capacity={
+                "max_containers": settings.max_containers,
+                "max_memory": settings.max_memory,
+                "max_project_containers": settings.project_containers,
+            },
+        )
         membership = Membership(
             store,
             dispatcher,
@@ -173,6 +190,7 @@ async def running_node(
             interval=settings.heartbeat_interval,
             lease=settings.node_lease,
             cancel_grace=settings.cancel_grace,
+            workers=workers,
         )
         janitor = Janitor(
             store,
@@ -207,4 +225,5 @@ async def running_node(
             versions=VersionService(store, package_store, runtime_backend, builds=builds),
             aliases=AliasService(store),
             tokens=tokens,
+            workers=workers,
         )

@@ -13,6 +13,7 @@ from spinlet.store.layers import LayerRepository
 from spinlet.store.nodes import NodeRepository
 from spinlet.store.projects import ProjectRepository
 from spinlet.store.runtimes import RuntimeRepository
+from spinlet.store.scaling import ScalingRepository
 from spinlet.store.tokens import TokenRepository
 from spinlet.store.versions import VersionRepository
 
@@ -30,6 +31,7 @@ class Store:
         self.nodes = NodeRepository(db)
         self.blobs = BlobRepository(db)
         self.tokens = TokenRepository(db)
+        self.scaling = ScalingRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int | None = None) -> Store:

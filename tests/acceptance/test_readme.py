@@ -98,8 +98,9 @@ def test_readme_examples_run(docker_server: Server) -> None:
     assert '{"from": "a file"}' in cli and '{"from": "stdin"}' in cli
     assert '"a plain string"' in cli and "invalid JSON: status 2" in cli
     assert "still running: status 3" in cli and re.search(r"status +success", cli)
-    assert '{"concurrency":2,"environment_keys":["API_TOKEN","MODE"]}' in outputs[-1]
-    assert '{"environment_keys":["API_TOKEN","LEVEL"]}' in outputs[-1]
+    env = outputs[next(i for i, b in enumerate(blocks) if "--env-add" in b)]
+    assert '{"concurrency":2,"environment_keys":["API_TOKEN","MODE"]}' in env
+    assert '{"environment_keys":["API_TOKEN","LEVEL"]}' in env
 
 
 def readme_block(marker: str) -> str:

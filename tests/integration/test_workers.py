@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from spinlet.api.app import create_app
+from spinlet.api.keys import SERVICES
 from spinlet.settings import Settings
 from tests.helpers import eventually
 from tests.integration.conftest import ApiFactory
@@ -182,5 +183,20 @@ async def test_the_nodes_split_the_count_and_each_lists_the_fleets_workers(
 
     async def released() -> bool:
         return await workers(first, function) == [] and await workers(second, function) == []
+
+    await eventually(released, within=30)
+
+
+async def test_a_deleted_functions_containers_go_on_the_next_heartbeat(
+    api_factory: ApiFactory,
+) -> None:
+    api = await api_factory(**QUICK)
+    function = (await create(api, "deleted"))["id"]
+    assert (await scale(api, function, "scale_up", count=1))["workers"] == 1
+    assert (await api.delete(f"/v1/functions/{function}")).status == 204
+    backend = api.server.app[SERVICES].backend
+
+    async def released() -> bool:
+        return all(c.function_id != function for c in await backend.containers())
 
     await eventually(released, within=30)

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -144,6 +145,7 @@ class PoolBackend:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._provisioning: dict[str, asyncio.Lock] = {}  # by function id
+        self._released: Counter[str] = Counter()  # `unprovision` calls, by function id
 
     @property
     def max_containers(self) -> int:
@@ -606,8 +608,11 @@ class PoolBackend:
         if self.closed:
             raise RuntimeBackendError("the runtime backend is closed")
         key = pool_key(spec)
+        released = self._released[spec.function_id]
         lock = self._provisioning.setdefault(spec.function_id, asyncio.Lock())
         async with lock:
+            if self._released[spec.function_id] != released:
+                return 0  # released meanwhile: that is the newer wish
             kept = self._provisioned(spec.function_id)
             self._retire([slot for slot in kept if slot.key != key])
             kept = [slot for slot in kept if slot.key == key]
@@ -626,12 +631,13 @@ class PoolBackend:
                 with LogSpool(self.log_limit) as sink:
                     loaders = _Loaders(load_code, load_layer if spec.layer_id else None, sink)
                     made = await asyncio.gather(
-                        *(self._provision_one(spec, key, loaders) for _ in range(missing))
+                        *(self._provision_one(spec, key, loaders, released) for _ in range(missing))
                     )
                 missing -= sum(made)
             return count - missing
 
     def unprovision(self, function_id: str) -> None:
+        self._released[function_id] += 1  # those being made now are not kept either
         self._retire(self._provisioned(function_id))
 
     def _provisioned(self, function_id: str) -> list[Slot]:
@@ -651,7 +657,9 @@ class PoolBackend:
             else:
                 slot.retiring = True
 
-    async def _provision_one(self, spec: FunctionSpec, key: PoolKey, loaders: _Loaders) -> bool:
+    async def _provision_one(
+        self, spec: FunctionSpec, key: PoolKey, loaders: _Loaders, released: int
+    ) -> bool:
         """One more sandbox initialised for `spec` and kept idle; False when there is no room
         for it now (under the node's caps and the project's quota, evicting only idle
         sandboxes that are not provisioned and stem cells)."""
@@ -687,9 +695,10 @@ class PoolBackend:
                 f"{error.message if error is not None else acquired.status_reason}"
             )
         slot = acquired[0]
-        slot.provisioned = True
+        # released while it was made: an ordinary warm sandbox then, reaped in time
+        slot.provisioned = self._released[spec.function_id] == released
         self._release(slot)
-        return True
+        return slot.provisioned
 
     async def _project_room_now(self, project_id: str) -> bool:
         """A place under the project's quota (its least recently used idle sandbox that is

@@ -141,6 +141,7 @@ class WorkerService:
         self.capacity = capacity  # max_containers, max_memory, max_project_containers
         self._short: dict[str, int] = {}  # by function id: what this node lacked room for
         self._running: asyncio.Task[None] | None = None
+        self._changes = 0  # counts changed through this node (`scale`)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -192,12 +193,14 @@ class WorkerService:
         share of it now."""
         function = await self.store.functions.get(project_id, function_ref)
         count = await self.store.scaling.scale(project_id, function.id, delta)
+        self._changes += 1  # a round of `reconcile` that read the counts before stops
         live = await self._live()
         nodes = sorted({*live, self.node_id})
         mine = share(count, nodes, self.node_id, self._shortfalls(live, function.id))
         problem = None
         try:
-            await self._keep(project_id, function.id, mine)
+            if not await self._keep(project_id, function.id, mine):
+                problem = "its dependencies are being built: they start once it is available"
         except SpinletError as exc:
             problem = exc.message
         elsewhere = sum(
@@ -222,18 +225,25 @@ class WorkerService:
         short[self.node_id] = self._short.get(function_id, 0)
         return short
 
-    async def _keep(self, project_id: str, function_id: str, count: int) -> None:
-        """Keep `count` containers provisioned here for the function's current code."""
+    async def _keep(
+        self, project_id: str, function_id: str, count: int, changes: int | None = None
+    ) -> bool:
+        """Keep `count` containers provisioned here for the function's current code; False
+        when its dependencies are being built (a later heartbeat starts them). With
+        `changes`, nothing is done once a count was changed since (`reconcile`)."""
         if count <= 0:
             self.backend.unprovision(function_id)
             self._short.pop(function_id, None)
-            return
+            return True
         target = await self.targets.target(project_id, function_id, 0)
         if target.status is not FunctionStatus.AVAILABLE:
-            return  # its dependencies are being built: on a later beat
+            return False
         await self.builds.wait(target.image)
+        if changes is not None and changes != self._changes:
+            return True
         kept = await self.backend.provision(target.spec(), count, *self._loaders(target))
         self._short[function_id] = count - kept
+        return True
 
     def _loaders(
         self, target: Target
@@ -266,17 +276,25 @@ class WorkerService:
             self._running = None
 
     async def reconcile(self) -> None:
-        """Each function's share kept here; functions no longer scaled (or deleted) released."""
+        """Each function's share kept here; functions no longer scaled (or deleted) released.
+
+        A count changed through this node meanwhile ends the round (the next one reads it):
+        a count read before a detach must not start containers again after it."""
+        changes = self._changes
         wanted = await self.store.scaling.wanted()
         live = await self._live()
         nodes = sorted({*live, self.node_id})
         for item in wanted:
+            if self._changes != changes:
+                return
             mine = share(item.count, nodes, self.node_id, self._shortfalls(live, item.function_id))
             try:
-                await self._keep(item.project_id, item.function_id, mine)
+                await self._keep(item.project_id, item.function_id, mine, changes)
             except SpinletError as exc:
                 log.warning("function %s: provisioned containers: %s", item.function_id, exc)
         scaled = {item.function_id for item in wanted}
+        if self._changes != changes:
+            return
         for container in await self.backend.containers():
             fid = container.function_id
             if container.provisioned and fid is not None and fid not in scaled:

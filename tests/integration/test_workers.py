@@ -8,6 +8,7 @@ Each test runs with functions as local processes and in real Docker containers.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from spinlet.api.app import create_app
 from spinlet.api.keys import SERVICES
+from spinlet.domain import utcnow
 from spinlet.settings import Settings
 from tests.helpers import eventually
 from tests.integration.conftest import ApiFactory
@@ -179,6 +181,13 @@ async def test_the_nodes_split_the_count_and_each_lists_the_fleets_workers(
         return names[0] == names[1]
 
     await eventually(same_view, within=30)
+    # What each node published with its heartbeat: its workers, capacity and built runtimes.
+    store = first.server.app[SERVICES].store
+    report = (await store.nodes.reports(utcnow() - timedelta(seconds=5)))[settings.node_id]
+    assert report["capacity"]["max_containers"] == settings.max_containers
+    assert report["capacity"]["containers"] >= 2
+    assert "python3" in report["runtimes"]
+    assert {w["function_id"] for w in report["workers"]} == {function}
     await scale(second, function, "detach")
 
     async def released() -> bool:

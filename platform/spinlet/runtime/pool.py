@@ -630,10 +630,15 @@ class PoolBackend:
             if missing > 0:
                 with LogSpool(self.log_limit) as sink:
                     loaders = _Loaders(load_code, load_layer if spec.layer_id else None, sink)
-                    made = await asyncio.gather(
-                        *(self._provision_one(spec, key, loaders, released) for _ in range(missing))
-                    )
-                missing -= sum(made)
+                    starts = [
+                        self._provision_one(spec, key, loaders, released) for _ in range(missing)
+                    ]
+                    # each one ends before the sink closes, however the others end
+                    made = await asyncio.gather(*starts, return_exceptions=True)
+                for outcome in made:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                missing -= sum(1 for outcome in made if outcome is True)
             return count - missing
 
     def unprovision(self, function_id: str) -> None:

@@ -91,6 +91,10 @@ def _form(fields: dict[str, Any]) -> dict[str, str]:
     }
 
 
+#: A list of records (a name that the methods called `list` do not hide).
+Records = list[dict[str, Any]]
+
+
 class Functions(_Resource):
     def create(self, name: str, package: str | Path, **fields: Any) -> dict[str, Any]:
         """`fields`: entry, runtime_id, timeout, memory_size, cpu, concurrency, retries,
@@ -128,6 +132,22 @@ class Functions(_Resource):
 
     def delete(self, ref: str) -> None:
         self._client.request("DELETE", f"/v1/functions/{ref}")
+
+    def workers(self, ref: str) -> Records:
+        """Its warm containers on the live nodes (`provisioned`: kept by `scale_up`)."""
+        workers: Records = self._client.request("GET", f"/v1/functions/{ref}/workers")["workers"]
+        return workers
+
+    def scale_up(self, ref: str, count: int = 1) -> dict[str, Any]:
+        """Keep `count` more containers initialised for its current code (provisioned)."""
+        return self._client.obj("POST", f"/v1/functions/{ref}/scale_up", json={"count": count})
+
+    def scale_down(self, ref: str, count: int = 1) -> dict[str, Any]:
+        return self._client.obj("POST", f"/v1/functions/{ref}/scale_down", json={"count": count})
+
+    def detach(self, ref: str) -> dict[str, Any]:
+        """Release every provisioned container of the function."""
+        return self._client.obj("POST", f"/v1/functions/{ref}/detach")
 
 
 class Executions(_Resource):

@@ -36,6 +36,7 @@ from spinlet.services.targets import TargetResolver
 from spinlet.services.tokens import TokenService
 from spinlet.services.versions import VersionService
 from spinlet.services.webhooks import WebhookService
+from spinlet.services.workers import WorkerService
 from spinlet.settings import Settings
 from spinlet.store import Store
 from spinlet.store.notify import Notifier
@@ -60,6 +61,7 @@ class Services:
     aliases: AliasService
     tokens: TokenService
     webhooks: WebhookService
+    workers: WorkerService
 
     async def check_ready(self, runtime_image: str) -> None:
         """Raise when this node cannot run executions now: its database or its container
@@ -167,6 +169,21 @@ async def running_node(
             store, runner, events, gate, targets, node_id=node_id, workers=settings.workers
         )
         gate.when_free(dispatcher.slot_freed)
+        workers = WorkerService(
+            store,
+            runtime_backend,
+            targets,
+            package_store,
+            layers,
+            builds,
+            node_id=node_id,
+            lease=settings.node_lease,
+            capacity={
+                "max_containers": settings.max_containers,
+                "max_memory": settings.max_memory,
+                "max_project_containers": settings.project_containers,
+            },
+        )
         membership = Membership(
             store,
             dispatcher,
@@ -175,6 +192,7 @@ async def running_node(
             interval=settings.heartbeat_interval,
             lease=settings.node_lease,
             cancel_grace=settings.cancel_grace,
+            workers=workers,
         )
         janitor = Janitor(
             store,
@@ -211,4 +229,5 @@ async def running_node(
             aliases=AliasService(store),
             tokens=tokens,
             webhooks=WebhookService(store, executions, rate=settings.webhook_rate),
+            workers=workers,
         )

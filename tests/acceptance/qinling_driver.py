@@ -456,8 +456,8 @@ def every_other_method(
     client: q_client.Client, function_id: str, release_id: str, summary: dict[str, Any]
 ) -> None:
     """The manager methods the CLI steps above do not call, with what each sends (None for
-    what a CLI user did not give). Spinlet has no jobs or workers yet: their routes answer 404,
-    never 400 for a field."""
+    what a CLI user did not give). Spinlet has no jobs or version detach yet: their routes
+    answer 404, never 400 for a field."""
     summary["step"] = "runtime create (is_public and trusted by default), show, pool, delete"
     image = next(rt["image"] for rt in summary["runtimes"] if rt["name"] == "python3")
     calls = summary["other_methods"] = {}
@@ -470,13 +470,20 @@ def every_other_method(
     calls["runtimes.delete"] = outcome(lambda: client.runtimes.delete(runtime_id))
 
     summary["step"] = "workers, scaling, detaching"
-    calls["functions.detach"] = outcome(lambda: client.functions.detach(function_id))
+
+    def workers() -> list[dict[str, Any]]:
+        return [info(worker) for worker in client.function_workers.list(function_id)]
+
     calls["functions.scaleup"] = outcome(lambda: client.functions.scaleup(function_id, 2))
+    calls["function_workers.list"] = outcome(lambda: client.function_workers.list(function_id))
+    summary["workers_scaled_up"] = workers()
     calls["functions.scaledown"] = outcome(lambda: client.functions.scaledown(function_id, 1))
+    summary["workers_scaled_down"] = workers()
+    calls["functions.detach"] = outcome(lambda: client.functions.detach(function_id))
+    summary["workers_detached"] = workers()
     calls["function_versions.detach"] = outcome(
         lambda: client.function_versions.detach(release_id, 1)
     )
-    calls["function_workers.list"] = outcome(lambda: client.function_workers.list(function_id))
 
     summary["step"] = "jobs and webhooks"
     missing = "00000000-0000-0000-0000-000000000001"

@@ -303,3 +303,21 @@ def test_an_image_that_is_no_runtime_is_refused_from_the_command_line(
         assert "bare" not in spinlet(docker, "runtimes", "list").stdout
     finally:
         stop_server(docker)
+
+
+def test_a_function_is_scaled_and_its_workers_listed_from_the_command_line(
+    server: Server,
+) -> None:
+    said = spinlet(server, "functions", "scale-up", "echo", "--count", "2").stdout
+    assert said == "2 provisioned container(s) kept\n"
+    workers = as_json(server, "functions", "workers", "echo")
+    assert len([w for w in workers if w["provisioned"]]) == 2
+    assert all(w["worker_name"] and w["state"] == "idle" for w in workers)
+    table = spinlet(server, "functions", "workers", "echo").stdout
+    assert all(w["worker_name"] in table for w in workers)
+    assert as_json(server, "invoke", "echo", "--input", "1")["start_kind"] == "warm"
+    assert as_json(server, "functions", "scale-down", "echo")["count"] == 1
+    assert spinlet(server, "functions", "detach", "echo").stdout.startswith("0 provisioned")
+    assert [w for w in as_json(server, "functions", "workers", "echo") if w["provisioned"]] == []
+    refused = spinlet(server, "functions", "scale-up", "echo", "--count", "0", ok=False)
+    assert "--count" in refused.stderr

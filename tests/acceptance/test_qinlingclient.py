@@ -318,14 +318,22 @@ def test_python_qinlingclient(
     pool = other["runtimes.get_pool"]["record"]
     assert pool["name"] == runtime["id"] and pool["capacity"]["total"] >= 0
     assert other["runtimes.delete"] == {"type": "ok", "record": None}
-    # Jobs, workers, scaling and detaching do not exist yet: their routes are 404 (when they
-    # come, this test must see what the client sends accepted).
+    # Workers, scaling and detaching: provisioned containers come and go as the client asks.
+    for scaled in ("functions.scaleup", "functions.scaledown", "functions.detach"):
+        assert other[scaled]["type"] == "ok", other[scaled]
+    assert other["function_workers.list"]["type"] == "ok"
+    up = s["workers_scaled_up"]  # with the warm containers its executions left, if any
+    assert all(w["function_id"] == function_id and w["worker_name"] for w in up), up
+    assert len([w for w in up if w["provisioned"]]) == 2, up
+    assert len([w for w in s["workers_scaled_down"] if w["provisioned"]]) == 1
+    assert [w for w in s["workers_detached"] if w["provisioned"]] == []
+    # Jobs and a version's detach do not exist yet: their routes are 404
+    # (when they come, this test must see what the client sends accepted).
     missing = {name: result for name, result in other.items() if result["type"] != "ok"}
     assert {name: result["code"] for name, result in missing.items()} == {
         name: 404
         for name in other
-        if name.split(".")[0] in ("jobs", "function_workers")
-        or name.endswith(("detach", "scaleup", "scaledown"))
+        if name.split(".")[0] == "jobs" or name == "function_versions.detach"
     }
     # Webhooks: created, listed, shown, updated (nulls unchanged) and deleted by the client;
     # their URL runs the function without a token, and is a 404 once deleted.
@@ -466,6 +474,39 @@ def test_openstack_cli(qinling_python: Path, docker_server: Server) -> None:
     openstack(qinling_python, docker_server, "function", "delete", "cli-hello")
     listed = json.loads(openstack(qinling_python, docker_server, "function", "list", "-f", "json"))
     assert "cli-hello" not in [fn["Name"] for fn in listed]
+
+
+def test_openstack_cli_workers(qinling_python: Path, docker_server: Server) -> None:
+    """`openstack function scaleup|worker list|scaledown|detach`, as a user types them."""
+    hello = str(FUNCTIONS / "hello.py")
+    openstack(
+        qinling_python,
+        docker_server,
+        *("function", "create", "--name", "cli-scaled", "--runtime", "python3"),
+        *("--file", hello, "--entry", "hello.main"),
+    )
+
+    def listed() -> list[dict[str, Any]]:
+        table = openstack(
+            qinling_python, docker_server, "function", "worker", "list", "cli-scaled", "-f", "json"
+        )
+        rows: list[dict[str, Any]] = json.loads(table)
+        return rows
+
+    said = openstack(qinling_python, docker_server, "function", "scaleup", "cli-scaled")
+    assert "Request to scale up function cli-scaled has been accepted." in said
+    openstack(qinling_python, docker_server, "function", "scaleup", "cli-scaled", "--count", "2")
+    rows = listed()
+    assert len(rows) == 3 and all(row["Worker_name"] for row in rows), rows
+    said = openstack(
+        qinling_python, docker_server, "function", "scaledown", "cli-scaled", "--count", "2"
+    )
+    assert "Request to scale down function cli-scaled has been accepted." in said
+    assert len(listed()) == 1
+    said = openstack(qinling_python, docker_server, "function", "detach", "cli-scaled")
+    assert "Request to detach function cli-scaled has been accepted." in said
+    assert listed() == []
+    openstack(qinling_python, docker_server, "function", "delete", "cli-scaled")
 
 
 def test_python_qinlingclient_other_runtimes(

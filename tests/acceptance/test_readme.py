@@ -83,6 +83,9 @@ def test_readme_examples_run(docker_server: Server) -> None:
     assert re.search(r"^\d{4}-\d\d-\d\dT[\d:.]+Z stdout tick 3 of 3$", follow, re.M), follow
     # Then the same execution once ended, and a third one followed over HTTP.
     assert follow.endswith(ticks + "tick 1 of 2\ntick 2 of 2\n"), follow
+    scaled = outputs[next(i for i, b in enumerate(blocks) if "scale-up" in b)]
+    assert "2 provisioned container(s) kept" in scaled and "\nwarm\n" in scaled, scaled
+    assert "0 provisioned container(s) kept" in scaled, scaled
     deps = outputs[next(i for i, b in enumerate(blocks) if "functions/deps" in b)]
     pins = re.search(r'\{"status":"available","dependencies":(\[[^]]*\])\}', deps)
     assert pins is not None, deps
@@ -95,8 +98,9 @@ def test_readme_examples_run(docker_server: Server) -> None:
     assert '{"from": "a file"}' in cli and '{"from": "stdin"}' in cli
     assert '"a plain string"' in cli and "invalid JSON: status 2" in cli
     assert "still running: status 3" in cli and re.search(r"status +success", cli)
-    assert '{"concurrency":2,"environment_keys":["API_TOKEN","MODE"]}' in outputs[-1]
-    assert '{"environment_keys":["API_TOKEN","LEVEL"]}' in outputs[-1]
+    env = outputs[next(i for i, b in enumerate(blocks) if "--env-add" in b)]
+    assert '{"concurrency":2,"environment_keys":["API_TOKEN","MODE"]}' in env
+    assert '{"environment_keys":["API_TOKEN","LEVEL"]}' in env
 
 
 def readme_block(marker: str) -> str:

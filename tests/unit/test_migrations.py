@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
-from spinlet.domain import Execution, ExecutionStatus, FunctionStatus
+from spinlet.domain import Execution, ExecutionStatus, FunctionStatus, utcnow
 from spinlet.store import Database, Store
 from spinlet.store.database import alembic_config
 from spinlet.store.tables import metadata
@@ -117,3 +117,20 @@ async def test_executions_keep_their_container_across_the_upgrade_and_downgrade(
         status = await conn.execute(text("SELECT status FROM executions WHERE id = 'e-0011'"))
         assert status.scalar_one() == "success"
         await conn.run_sync(step, "head")
+
+
+async def test_functions_and_nodes_upgrade_to_workers_and_downgrade(store: Store) -> None:
+    function = await make_function(store)
+    async with store.db.transaction() as conn:
+        await conn.run_sync(step, "0011")  # the schema before workers were published
+        before = await conn.run_sync(schema)
+        assert "provisioned" not in before["functions"] and "report" not in before["nodes"]
+        await conn.run_sync(step, "head")
+    assert await store.scaling.count("default", function.id) == 0  # none kept: as before
+    assert await store.scaling.scale("default", function.id, 2) == 2
+    await store.nodes.heartbeat("n", utcnow(), {"workers": []})
+    async with store.db.transaction() as conn:
+        await conn.run_sync(step, "0011")
+        assert await conn.run_sync(schema) == before
+        await conn.run_sync(step, "head")
+    assert await store.scaling.count("default", function.id) == 0

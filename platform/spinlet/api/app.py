@@ -16,6 +16,7 @@ from spinlet.api import (
     tokens,
     versions,
     webhooks,
+    workers,
 )
 from spinlet.api.auth import authenticate
 from spinlet.api.browsers import SERVED_HOSTS, ServedHosts, refuse_browsers
@@ -78,6 +79,7 @@ def create_app(
     app.add_routes(aliases.routes)
     app.add_routes(tokens.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(workers.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with running_node(settings, backend, images) as node:

@@ -36,6 +36,7 @@ from spinlet.api.serialize import (
     RunFailed,
     RuntimeList,
     RuntimeRecord,
+    Scaled,
     Service,
     TokenList,
     TokenRecord,
@@ -43,6 +44,7 @@ from spinlet.api.serialize import (
     VersionRecord,
     WebhookList,
     WebhookRecord,
+    WorkerList,
 )
 from spinlet.queries import FILTER_FIELDS, OPS, SORT_FIELDS
 
@@ -158,6 +160,13 @@ class Operation:
         return sorted(codes)
 
 
+def _scaling(action: str, summary: str) -> Operation:
+    """`scale_up` or `scale_down` of a function (`{"count": N}`, default 1)."""
+    path = f"/v1/functions/{{id}}/{action}"
+    body = schemas.ScaleBody
+    return Operation("post", path, summary, 202, Scaled, body, body_required=False, errors=(413,))
+
+
 def _media(answer: Answer) -> Content | None:
     return as_json(answer) if isinstance(answer, type) else answer
 
@@ -268,6 +277,28 @@ OPERATIONS = (
                 RunFailed,
             ),
         },
+    ),
+    Operation(
+        "get",
+        "/v1/functions/{id}/workers",
+        "The function's warm containers on the live nodes of the fleet",
+        answer=WorkerList,
+    ),
+    _scaling(
+        "scale_up",
+        "Keep `count` more containers initialised for its current code (202: the nodes with "
+        "room start them; the answer says how many are held now)",
+    ),
+    _scaling(
+        "scale_down",
+        "Keep `count` fewer provisioned containers (idle ones go now, busy ones once they end)",
+    ),
+    Operation(
+        "post",
+        "/v1/functions/{id}/detach",
+        "Release every provisioned container of the function",
+        202,
+        Scaled,
     ),
     Operation(
         "get", "/v1/functions/{id}/versions", "List a function's versions", answer=VersionList

@@ -190,6 +190,12 @@ class ExecutionCancel(Body):
     kill: bool = False
 
 
+class ScaleBody(Body):
+    """How many provisioned containers to add or take away (Qinling's scale_up/scale_down)."""
+
+    count: int = Field(default=1, ge=1, le=1000)
+
+
 class VersionCreate(Body):
     description: str | None = Field(default=None, max_length=4096)
 

@@ -259,6 +259,32 @@ class ExecutionPage(Record):
     next: str | None  # the next page's absolute URL, with the same filters
 
 
+class WorkerRecord(Record):
+    """A warm container of a function (Qinling's `worker_name`), on a node of the fleet."""
+
+    worker_name: str
+    function_id: str
+    function_version: int
+    node_id: str
+    node: str = Field(validation_alias=AliasPath("node_id"))
+    state: str  # starting | busy | idle
+    provisioned: bool  # kept by scale_up whatever the keep-alive
+    since: Time  # when it was started
+
+
+class WorkerList(Record):
+    workers: list[WorkerRecord]
+
+
+class Scaled(Record):
+    """The answer to scale_up, scale_down and detach (202: the fleet follows)."""
+
+    function_id: str
+    count: int  # provisioned containers asked for, fleet-wide
+    workers: int  # provisioned containers held now
+    message: str
+
+
 class ErrorCore(BaseModel):
     """What every error body says: a stable machine code and a human message."""
 

@@ -22,6 +22,7 @@ from spinlet.cli.resources import functions, runtimes
 from spinlet.cli.serve import runtimes_build, serve
 from spinlet.cli.tokens import tokens
 from spinlet.cli.webhooks import webhooks
+from spinlet.cli.workers import COMMANDS as WORKER_COMMANDS
 from spinlet.errors import SpinletError
 
 
@@ -83,6 +84,8 @@ def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool, d
 
 runtimes.add_command(runtimes_build)
 runtimes.add_command(runtimes_check)
+for command in WORKER_COMMANDS:
+    functions.add_command(command)
 for command in (
     serve,
     tokens,

@@ -120,6 +120,9 @@ class ContainerInfo:
     state: str  # starting | stem | busy | idle
     created_at: float
     last_used_at: float
+    name: str = ""  # the container's (or process's) name
+    project_id: str | None = None
+    provisioned: bool = False  # kept whatever the keep-alive (`provision`)
 
 
 class RuntimeBackend(Protocol):
@@ -171,6 +174,23 @@ class RuntimeBackend(Protocol):
 
     async def containers(self) -> list[ContainerInfo]:
         """The containers currently held by this backend."""
+
+    async def provision(
+        self,
+        spec: FunctionSpec,
+        count: int,
+        load_code: CodeLoader,
+        load_layer: LayerLoader | None = None,
+    ) -> int:
+        """Keep `count` containers initialised for `spec` whatever the keep-alive (provisioned
+        concurrency); those provisioned for another version or code of the same function are
+        released. Starts what fits now, never waiting for room, and releases any excess (an
+        idle container at once, a busy one once its execution ends). Returns how many are
+        provisioned for `spec` now; `RuntimeBackendError` when the code cannot be
+        initialised."""
+
+    def unprovision(self, function_id: str) -> None:
+        """Release every container provisioned for the function (busy ones once they end)."""
 
     def prewarm(self, image: str, memory_size: int, cpu: int) -> None:
         """Keep stem cells of this image and limits ready from now on (returns at once)."""

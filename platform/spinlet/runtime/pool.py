@@ -16,6 +16,10 @@ project's new sandbox replaces its own least recently used idle one, or waits fo
 busy ones to end, so one tenant cannot push every other tenant's warm sandboxes out. `slots.py`
 keeps the books.
 
+`provision` keeps a number of sandboxes initialised for a function version (provisioned
+concurrency): the reaper and evictions leave them alone; they are made only where there is room
+now (never waiting for it) and released by `provision` with a lower count or `unprovision`.
+
 The warm path makes no driver call and nothing blocking: it is one request on a kept-open
 Unix-socket connection.
 """
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -139,6 +144,8 @@ class PoolBackend:
         # and close() waits for them
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._provisioning: dict[str, asyncio.Lock] = {}  # by function id
+        self._released: Counter[str] = Counter()  # `unprovision` calls, by function id
 
     @property
     def max_containers(self) -> int:
@@ -235,6 +242,9 @@ class PoolBackend:
                 state=slot.state,
                 created_at=slot.created_at,
                 last_used_at=slot.last_used_at,
+                name=slot.sandbox.name,
+                project_id=None if slot.spec is None else slot.spec.project_id,
+                provisioned=slot.provisioned,
             )
             for slot in self._table
         ]
@@ -362,6 +372,12 @@ class PoolBackend:
             if found.spec is None:
                 return await self._start_stem(found, spec, key, loaders)
             return found, StartKind.WARM, None
+        return await self._make(spec, key, shape, loaders)
+
+    async def _make(
+        self, spec: FunctionSpec, key: PoolKey, shape: SandboxShape, loaders: _Loaders
+    ) -> Acquired | RunOutcome:
+        """A sandbox created and initialised for `spec` in the place reserved for it."""
         started = time.monotonic()
         try:
             sandbox = await self._create(shape, spec)
@@ -580,10 +596,145 @@ class PoolBackend:
                 return StatusReason(reason or slot.exited or "crashed")
             await asyncio.sleep(0.02)
 
+    # -- provisioned concurrency -------------------------------------------------------------
+
+    async def provision(
+        self,
+        spec: FunctionSpec,
+        count: int,
+        load_code: CodeLoader,
+        load_layer: LayerLoader | None = None,
+    ) -> int:
+        if self.closed:
+            raise RuntimeBackendError("the runtime backend is closed")
+        key = pool_key(spec)
+        released = self._released[spec.function_id]
+        lock = self._provisioning.setdefault(spec.function_id, asyncio.Lock())
+        async with lock:
+            if self._released[spec.function_id] != released:
+                return 0  # released meanwhile: that is the newer wish
+            kept = self._provisioned(spec.function_id)
+            self._retire([slot for slot in kept if slot.key != key])
+            kept = [slot for slot in kept if slot.key == key]
+            if len(kept) >= count:
+                # idle ones go first, then the busy ones (once their execution ends)
+                kept.sort(key=lambda slot: slot.state != "idle")
+                self._retire(kept[: len(kept) - count])
+                return count
+            # idle sandboxes of this very code are kept as they are, then new ones are made
+            for slot in self._table.idle_slots():
+                if len(kept) < count and slot.key == key and not slot.provisioned:
+                    slot.provisioned = True
+                    kept.append(slot)
+            missing = count - len(kept)
+            if missing > 0:
+                with LogSpool(self.log_limit) as sink:
+                    loaders = _Loaders(load_code, load_layer if spec.layer_id else None, sink)
+                    starts = [
+                        self._provision_one(spec, key, loaders, released) for _ in range(missing)
+                    ]
+                    # each one ends before the sink closes, however the others end
+                    made = await asyncio.gather(*starts, return_exceptions=True)
+                for outcome in made:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                missing -= sum(1 for outcome in made if outcome is True)
+            return count - missing
+
+    def unprovision(self, function_id: str) -> None:
+        self._released[function_id] += 1  # those being made now are not kept either
+        self._retire(self._provisioned(function_id))
+
+    def _provisioned(self, function_id: str) -> list[Slot]:
+        return [
+            slot
+            for slot in self._table
+            if slot.provisioned and slot.spec is not None and slot.spec.function_id == function_id
+        ]
+
+    def _retire(self, slots: list[Slot]) -> None:
+        """No longer provisioned: an idle one is destroyed now, a busy one once it ends."""
+        for slot in slots:
+            slot.provisioned = False
+            if slot.state == "idle":
+                self._table.forget(slot)
+                self._spawn(self._discard(slot))
+            else:
+                slot.retiring = True
+
+    async def _provision_one(
+        self, spec: FunctionSpec, key: PoolKey, loaders: _Loaders, released: int
+    ) -> bool:
+        """One more sandbox initialised for `spec` and kept idle; False when there is no room
+        for it now (under the node's caps and the project's quota, evicting only idle
+        sandboxes that are not provisioned and stem cells)."""
+        image_id = await self.driver.image_id(spec.image)
+        if image_id is None:
+            raise ImageMissing(
+                f"the runtime image {spec.image!r} is not present on this node", image=spec.image
+            )
+        await self._check_capacity(spec)
+        shape = SandboxShape.of(spec, image_id)
+        if not await self._project_room_now(spec.project_id):
+            return False
+        try:
+            while True:
+                try:
+                    if (stem := self._table.take_stem(shape)) is not None:
+                        acquired = await self._start_stem(stem, spec, key, loaders)
+                    elif await self._room_now(shape):
+                        acquired = await self._make(spec, key, shape, loaders)
+                    else:
+                        return False
+                    break
+                except _Stale:
+                    continue
+        finally:
+            self._table.project_unreserve(spec.project_id)
+            if self._stems is not None:
+                self._stems.wake()
+        if isinstance(acquired, RunOutcome):
+            error = acquired.error
+            raise RuntimeBackendError(
+                f"function {spec.function_name!r} could not be initialised: "
+                f"{error.message if error is not None else acquired.status_reason}"
+            )
+        slot = acquired[0]
+        # released while it was made: an ordinary warm sandbox then, reaped in time
+        slot.provisioned = self._released[spec.function_id] == released
+        self._release(slot)
+        return slot.provisioned
+
+    async def _project_room_now(self, project_id: str) -> bool:
+        """A place under the project's quota (its least recently used idle sandbox that is
+        not provisioned goes when at it), taken now or not at all."""
+        cap = self.max_project_containers
+        if cap is not None and self._table.project_count(project_id) >= cap:
+            idle = self._table.project_idle(project_id)
+            if not idle:
+                return False
+            await self._evict_for_project(project_id, idle[0])
+            return True
+        self._table.project_reserve(project_id)
+        return True
+
+    async def _room_now(self, shape: SandboxShape) -> bool:
+        """A place for a new sandbox of `shape` (evicting what `victims` allows), reserved now
+        or not at all."""
+        memory = shape.memory_size
+        if self._table.fits(memory):
+            self._table.reserve(memory)
+            return True
+        victims = self._table.victims(memory)
+        if victims is None or self._waiters:  # executions waiting for room go first
+            return False
+        await self._evict(victims, memory)
+        return True
+
     # -- the pool ----------------------------------------------------------------------------
 
     def _release(self, slot: Slot) -> None:
-        if self.closed or not self._table.holds(slot):
+        if self.closed or slot.retiring or not self._table.holds(slot):
             self._spawn(self._discard(slot))
             return
         self._table.put_idle(slot)
@@ -605,15 +756,19 @@ class PoolBackend:
                 return warm
             idle = self._table.project_idle(project_id)
             if idle:
-                self._table.forget(idle[0])
-                self._table.project_reserve(project_id)
-                try:
-                    await self._destroy_all(idle[:1])
-                except BaseException:
-                    self._table.project_unreserve(project_id)
-                    raise
+                await self._evict_for_project(project_id, idle[0])
                 return None
             await self._wait_for_room()
+
+    async def _evict_for_project(self, project_id: str, victim: Slot) -> None:
+        """Destroy one of the project's idle sandboxes to take its place under the quota."""
+        self._table.forget(victim)
+        self._table.project_reserve(project_id)
+        try:
+            await self._destroy_all([victim])
+        except BaseException:
+            self._table.project_unreserve(project_id)
+            raise
 
     async def _wait_for_room(self) -> None:
         """Until a sandbox is released or destroyed."""
@@ -649,16 +804,20 @@ class PoolBackend:
                 return stem
             victims = self._table.victims(memory)
             if victims is not None:
-                for victim in victims:
-                    self._table.forget(victim)
-                self._table.reserve(memory)
-                try:
-                    await self._destroy_all(victims)
-                except BaseException:
-                    self._table.unreserve(memory)
-                    raise
+                await self._evict(victims, memory)
                 return None
             await self._wait_for_room()
+
+    async def _evict(self, victims: list[Slot], memory: int) -> None:
+        """Destroy `victims` to take a place of `memory` bytes."""
+        for victim in victims:
+            self._table.forget(victim)
+        self._table.reserve(memory)
+        try:
+            await self._destroy_all(victims)
+        except BaseException:
+            self._table.unreserve(memory)
+            raise
 
     def _wake_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -797,7 +956,9 @@ class PoolBackend:
         shapes no longer wanted; return how many."""
         now = time.monotonic()
         expired = [
-            slot for slot in self._table.idle_slots() if now - slot.idle_since >= self.keep_alive
+            slot
+            for slot in self._table.idle_slots()
+            if now - slot.idle_since >= self.keep_alive and not slot.provisioned
         ]
         if self._stems is not None:
             expired += [

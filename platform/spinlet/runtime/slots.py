@@ -45,6 +45,10 @@ class Slot:
     exited: ExitReason | None = None  # the driver reported it stopped
     discarded: bool = False  # the pool let go of it (closing, evicting): its end is not a crash
     destroyed: bool = False
+    # Kept for its function whatever the keep-alive (provisioned concurrency): never reaped
+    # nor evicted; `retiring`: no longer provisioned, destroyed once its execution ends.
+    provisioned: bool = False
+    retiring: bool = False
 
     def assign(self, spec: FunctionSpec, key: PoolKey) -> None:
         """A stem cell becomes a sandbox of `spec`, starting until /init'ed for it."""
@@ -178,7 +182,9 @@ class SlotTable:
     def project_idle(self, project_id: str) -> list[Slot]:
         """The project's idle sandboxes, least recently used first."""
         mine = [
-            s for s in self.idle_slots() if s.spec is not None and s.spec.project_id == project_id
+            s
+            for s in self.idle_slots()
+            if s.spec is not None and s.spec.project_id == project_id and not s.provisioned
         ]
         return sorted(mine, key=lambda slot: slot.idle_since)
 
@@ -192,10 +198,11 @@ class SlotTable:
 
     def victims(self, memory: int) -> list[Slot] | None:
         """The sandboxes to evict so that one of `memory` bytes fits: stem cells first (oldest
-        first), then idle ones (least recently used first); None when evicting all of them would
-        not make room (busy and starting sandboxes must end first)."""
+        first), then idle ones (least recently used first), never provisioned ones; None when
+        evicting all of them would not make room (busy and starting sandboxes must end first)."""
         candidates = sorted(self.stem_slots(), key=lambda slot: slot.idle_since)
-        candidates += sorted(self.idle_slots(), key=lambda slot: slot.idle_since)
+        idle = [slot for slot in self.idle_slots() if not slot.provisioned]
+        candidates += sorted(idle, key=lambda slot: slot.idle_since)
         count, used = len(self._slots) + self.reserved, self.memory
         chosen: list[Slot] = []
         for slot in candidates:

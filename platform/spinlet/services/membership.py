@@ -6,6 +6,10 @@ Every `interval` seconds the node records a heartbeat, then ends or requeues (pe
 stops those of its own executions whose cancellation another node recorded. The store decides
 races: an execution is recovered once, by whichever node gets there first.
 
+With its heartbeat the node publishes its report (its warm containers, capacity and runtimes:
+`WorkerService.report`), and after it brings its provisioned containers in line with the counts
+(in the background, `WorkerService.beat`).
+
 A node judges the others only once it has itself been in touch with the store for a whole
 lease: after the database was unreachable (restarted, say), every node's heartbeat is old, and
 the others need that long to beat again before their silence means anything.
@@ -23,6 +27,7 @@ from datetime import timedelta
 from spinlet.domain import Execution, utcnow
 from spinlet.services.dispatcher import Dispatcher
 from spinlet.services.runner import ExecutionRunner
+from spinlet.services.workers import WorkerService
 from spinlet.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class Membership:
         interval: float,
         lease: float,
         cancel_grace: float,
+        workers: WorkerService | None = None,
     ) -> None:
         if lease <= interval:
             raise ValueError("the node lease must be longer than the heartbeat interval")
@@ -49,6 +55,7 @@ class Membership:
         self.interval = interval
         self.lease = lease
         self.cancel_grace = cancel_grace
+        self.workers = workers
         self._task: asyncio.Task[None] | None = None
         self._cancelling: dict[str, asyncio.Task[bool]] = {}  # by execution id
         self._last_beat = 0.0  # monotonic times: the last heartbeat recorded,
@@ -64,6 +71,8 @@ class Membership:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
+        if self.workers is not None:
+            await self.workers.stop()
 
     async def beat(self) -> int:
         """One round: heartbeat, recover stopped nodes' executions, honour remote cancels.
@@ -93,11 +102,19 @@ class Membership:
             )
             self._cancelling[execution_id] = task
             task.add_done_callback(functools.partial(self._cancelled, execution_id))
+        if self.workers is not None:
+            self.workers.beat()
         return recovered
 
     async def _heartbeat(self) -> None:
         started = time.monotonic()
-        await self.store.nodes.heartbeat(self.node_id, utcnow())
+        report = None
+        if self.workers is not None:
+            try:
+                report = await self.workers.report()
+            except Exception:
+                log.exception("could not make this node's report; beating without it")
+        await self.store.nodes.heartbeat(self.node_id, utcnow(), report)
         if started - self._last_beat > self.lease:  # silent for a lease: the store was away
             self._in_touch_since = started
         self._last_beat = started

@@ -13,6 +13,7 @@ from spinlet.store.layers import LayerRepository
 from spinlet.store.nodes import NodeRepository
 from spinlet.store.projects import ProjectRepository
 from spinlet.store.runtimes import RuntimeRepository
+from spinlet.store.scaling import ScalingRepository
 from spinlet.store.tokens import TokenRepository
 from spinlet.store.versions import VersionRepository
 from spinlet.store.webhooks import WebhookRepository
@@ -32,6 +33,7 @@ class Store:
         self.blobs = BlobRepository(db)
         self.tokens = TokenRepository(db)
         self.webhooks = WebhookRepository(db)
+        self.scaling = ScalingRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int | None = None) -> Store:

@@ -73,6 +73,9 @@ nodes = Table(
     Column("id", String(64), primary_key=True),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("heartbeat_at", UTCDateTime(), nullable=False),
+    # What it published with its last heartbeat: its warm containers (the functions' workers),
+    # its capacity and its built runtimes (`services/workers.py`).
+    Column("report", JSON),
 )
 
 #: Package contents, where nodes share the store (PostgreSQL): each node caches them on disk.
@@ -132,6 +135,8 @@ functions = Table(
     Column("network", Boolean, nullable=False, server_default=false()),
     # The version counter: the last number published, never decremented (numbers not reused).
     Column("latest_version", Integer, nullable=False, server_default="0"),
+    # How many containers the fleet keeps initialised for its current code (scale_up).
+    Column("provisioned", Integer, nullable=False, server_default="0"),
     # Its dependencies: the normalised requirements, the build resolving them (shared by every
     # function asking for the same), the layer it runs with, and why the build failed.
     Column("requirements", Text),

@@ -7,7 +7,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from spinlet import __version__
-from spinlet.api import aliases, executions, functions, openapi, runtimes, tokens, versions
+from spinlet.api import (
+    aliases,
+    executions,
+    functions,
+    jobs,
+    openapi,
+    runtimes,
+    tokens,
+    versions,
+)
 from spinlet.api.auth import authenticate
 from spinlet.api.browsers import SERVED_HOSTS, ServedHosts, refuse_browsers
 from spinlet.api.keys import SERVICES, SETTINGS, require_admin
@@ -68,6 +77,7 @@ def create_app(
     app.add_routes(versions.routes)
     app.add_routes(aliases.routes)
     app.add_routes(tokens.routes)
+    app.add_routes(jobs.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with running_node(settings, backend, images) as node:

@@ -17,6 +17,8 @@ from croniter import CroniterError, croniter
 from spinlet.errors import ValidationFailed
 
 FIELDS = (5, 6)
+#: The most missed ticks a catch-up counts (a per-second job down for a day has 86,400).
+MAX_COUNTED = 1000
 
 
 def check_pattern(pattern: str) -> str:
@@ -53,3 +55,17 @@ def next_tick(pattern: str, timezone: str, after: datetime) -> datetime:
     except CroniterError as exc:  # a pattern no date matches (`0 0 31 2 *`)
         raise ValidationFailed(f"pattern {pattern!r} has no next tick: {exc}") from None
     return tick.astimezone(UTC)
+
+
+def catch_up(pattern: str, timezone: str, tick: datetime, now: datetime) -> tuple[int, datetime]:
+    """After firing `tick` at `now`: how many ticks after it have passed too (they are not
+    fired: the one firing stands for them; counted up to `MAX_COUNTED`), and the next tick
+    after now."""
+    ticks = croniter(pattern, tick.astimezone(zone(timezone)))
+    missed = 0
+    while missed < MAX_COUNTED:
+        following: datetime = ticks.get_next(datetime)
+        if following > now:
+            return missed, following.astimezone(UTC)
+        missed += 1
+    return missed, next_tick(pattern, timezone, now)

@@ -174,6 +174,8 @@ async def test_missed_ticks_fire_once_then_the_pattern_goes_on_from_now(
     assert execution.id == tick_execution_id(job.id, datetime(2026, 1, 5, 12, 1, tzinfo=UTC))
     after = await jobs.get("default", job.id)
     assert after.next_execution_time == datetime(2026, 1, 5, 15, 1, tzinfo=UTC)
+    # 12:01 fired (late); 12:02 to 15:00 passed with it: fired + skipped = the ticks passed.
+    assert after.skipped == 179
 
 
 async def test_a_job_is_done_after_its_count(

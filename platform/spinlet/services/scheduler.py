@@ -14,7 +14,8 @@ Policies (README, "Triggers"):
 - Overlap: a tick that comes while the job's previous execution is still queued or running is
   skipped (counted in the job's `skipped`); executions of one job never pile up.
 - Catch-up: the ticks missed while no node ran fire once, late, as one execution, and the next
-  tick is the pattern's first after now: never a burst.
+  tick is the pattern's first after now: never a burst. The ticks it stands for are counted in
+  `skipped` (up to `cron.MAX_COUNTED` per catch-up), so fired + skipped = the ticks passed.
 """
 
 from __future__ import annotations
@@ -128,15 +129,17 @@ class Scheduler:
         first), and whether an execution was queued."""
         tick = job.next_execution_time
         assert tick is not None
-        # The next tick after now, not after the one firing: missed ticks fire once, here.
-        following = None
+        # The next tick after now, not after the one firing: the ticks missed meanwhile are
+        # not fired (this firing stands for them) but counted as skipped.
+        following, missed = None, 0
         if job.pattern is not None:
             await cron.load(job.timezone)
-            following = cron.next_tick(job.pattern, job.timezone, max(tick, now))
-        fired = job.evolve(next_execution_time=following, updated_at=now)
+            missed, following = cron.catch_up(job.pattern, job.timezone, tick, now)
+        fired = job.evolve(next_execution_time=following, skipped=job.skipped + missed)
+        fired = fired.evolve(updated_at=now)
         execution = None
         if _pending(job):
-            fired = fired.evolve(skipped=job.skipped + 1)
+            fired = fired.evolve(skipped=fired.skipped + 1)
             log.info("job %s: tick %s skipped, its last execution still runs", job.id, tick)
         else:
             try:
@@ -154,7 +157,7 @@ class Scheduler:
                     ),
                 )
             except SpinletError as exc:  # its function or alias is gone, say
-                fired = fired.evolve(skipped=job.skipped + 1)
+                fired = fired.evolve(skipped=fired.skipped + 1)
                 log.warning("job %s: tick %s skipped: %s", job.id, tick, exc)
             else:
                 count = None if job.count is None else job.count - 1

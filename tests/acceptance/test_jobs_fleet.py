@@ -16,8 +16,8 @@ import pytest
 
 from spinlet.store.jobs import tick_execution_id
 from tests.acceptance.conftest import stop_server
-from tests.acceptance.test_nodes import start_nodes
-from tests.helpers import MARKING, eventually
+from tests.acceptance.test_nodes import create_marking, start_nodes
+from tests.helpers import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
 
@@ -31,11 +31,7 @@ async def test_three_nodes_fire_each_tick_once_while_one_is_killed(
     first, killed, last = nodes
     try:
         async with httpx.AsyncClient(timeout=60) as http:
-            package = {"package": ("marking.py", MARKING.encode())}
-            created = await http.post(
-                f"{first.url}/v1/functions", data={"name": "marking"}, files=package
-            )
-            assert created.status_code == 201, created.text
+            await create_marking(http, first.url)
             response = await http.post(
                 f"{killed.url}/v1/jobs",
                 json={

@@ -16,6 +16,7 @@ from spinlet import __version__
 from spinlet.cli.bench import bench
 from spinlet.cli.checks import runtimes_check
 from spinlet.cli.executions import executions, invoke
+from spinlet.cli.jobs import jobs
 from spinlet.cli.output import error
 from spinlet.cli.releases import aliases, versions
 from spinlet.cli.resources import functions, runtimes
@@ -82,7 +83,18 @@ def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool, d
 
 runtimes.add_command(runtimes_build)
 runtimes.add_command(runtimes_check)
-for command in (serve, tokens, runtimes, functions, versions, aliases, invoke, executions, bench):
+for command in (
+    serve,
+    tokens,
+    runtimes,
+    functions,
+    versions,
+    aliases,
+    invoke,
+    executions,
+    jobs,
+    bench,
+):
     cli.add_command(command)
 
 

@@ -328,7 +328,7 @@ def executions_log(ctx: click.Context, execution: str, follow: bool, timestamps:
 @click.option("--kill", is_flag=True, help="Stop it at once (else it gets a short grace period).")
 @click.pass_context
 def executions_cancel(ctx: click.Context, execution: str, kill: bool) -> None:
-    """Cancel a queued or running execution."""
+    """Cancel a scheduled, queued or running execution."""
     api = client(ctx)
     record = api.executions.cancel(execution_id(api, execution), kill=kill)
     emit(ctx, record, lambda: click.echo(f"{record['id']} {record['status']}"))

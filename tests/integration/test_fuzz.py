@@ -119,6 +119,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/executions"): {
         "application/json": {"function_alias": ALIAS, "input": {"name": "fuzz"}, "sync": False}
     },
+    ("post", "/v1/jobs"): {
+        "application/json": {
+            "function_id": FUNCTION,
+            "pattern": "0 9 * * 1-5",
+            "timezone": "Europe/Paris",
+            "function_input": {"name": "fuzz"},
+        }
+    },
 }
 
 
@@ -184,8 +192,9 @@ CONFIG = schemathesis.Config.from_dict(
                 # function or an alias (POST executions); a canary has both version and weight,
                 # and a new alias a name and a function (aliases); filters follow `op:value`
                 # with numbers, times or statuses (GET executions); a purge is given keep_last
-                # or to_datetime (DELETE executions). So requests the document allows may be
-                # refused there; everywhere else they must not be.
+                # or to_datetime (DELETE executions); a job has a cron pattern, a time zone and
+                # times to come (jobs). So requests the document allows may be refused there;
+                # everywhere else they must not be.
                 "include-name": [
                     "POST /v1/functions",
                     "PUT /v1/functions/{id}",
@@ -194,6 +203,8 @@ CONFIG = schemathesis.Config.from_dict(
                     "GET /v1/executions",
                     "POST /v1/executions",
                     "DELETE /v1/executions",
+                    "POST /v1/jobs",
+                    "PUT /v1/jobs/{id}",
                 ],
                 "checks": {"positive_data_acceptance": {"enabled": False}},
             }

@@ -26,6 +26,8 @@ from spinlet.services.scheduler import Scheduler
 from spinlet.services.targets import TargetResolver
 from spinlet.store import Store
 from spinlet.store.jobs import tick_execution_id
+from spinlet.store.notify import SCHEDULED, Notifier
+from tests.helpers import eventually
 from tests.unit.test_store import make_function
 
 START = datetime(2026, 1, 5, 12, 0, 0, 250_000, tzinfo=UTC)
@@ -355,3 +357,40 @@ async def test_a_scheduled_execution_can_be_cancelled_before_its_time(
     await scheduler(store, events, clock).run_due()
     cancelled = await store.executions.get("default", execution.id)
     assert cancelled.status is ExecutionStatus.CANCELLED
+
+
+async def test_the_scheduler_wakes_when_a_job_is_made_not_at_its_longest_sleep(
+    store: Store, jobs: JobService, events: ExecutionEvents, clock: Clock
+) -> None:
+    await make_function(store)
+    running = scheduler(store, events, clock)
+    running.max_sleep = 3600.0  # nothing is due: it would sleep that long
+    running.start()
+    try:
+        await asyncio.sleep(0)  # it made its first pass, found nothing, and sleeps
+        job = await jobs.create("default", JobFields(function="hello", first_execution_time=START))
+
+        async def fired() -> bool:
+            return len(await job_executions(store, job)) == 1
+
+        await eventually(fired, within=30)
+    finally:
+        await running.stop()
+
+
+@pytest.mark.postgres
+async def test_other_nodes_hear_that_a_job_changed(fresh_postgres: str) -> None:
+    sender, listener = Notifier(fresh_postgres), Notifier(fresh_postgres)
+    here, there = ExecutionEvents(relay=sender.send), ExecutionEvents()
+    listener.on(SCHEDULED, there.heard_scheduled)
+    await sender.start(lambda: None, lambda _id: None)
+    await listener.start(lambda: None, lambda _id: None)
+    try:
+        here.announce_scheduled()
+        assert here.scheduled.is_set()
+        async with asyncio.timeout(30):
+            await there.scheduled.wait()
+    finally:
+        await here.drain()
+        await sender.stop()
+        await listener.stop()

@@ -34,7 +34,7 @@ from spinlet.domain import (
     JobStatus,
     utcnow,
 )
-from spinlet.errors import SpinletError
+from spinlet.errors import SpinletError, StoreUnavailable
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.executions import ExecutionBuilder, ExecutionRequest
 from spinlet.store import Store
@@ -86,9 +86,11 @@ class Scheduler:
             self.events.scheduled.clear()
             try:
                 due, progressed = await self.run_due()
+            except StoreUnavailable as exc:  # the database is restarting, say: said once a pass
+                log.warning("firing jobs and scheduled executions waits for the store: %s", exc)
+                delay = RETRY_PAUSE
             except Exception:
                 log.exception("firing jobs and scheduled executions failed; trying again")
-                due, progressed = None, False
                 delay = RETRY_PAUSE
             else:
                 delay = self._delay(due, progressed)

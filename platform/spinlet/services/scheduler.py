@@ -117,7 +117,13 @@ class Scheduler:
         fired = 0
         progressed = bool(queued)
         for job in await self.store.jobs.due(now):
-            done, created = await self.fire(job, now)
+            try:
+                done, created = await self.fire(job, now)
+            except StoreUnavailable:
+                raise
+            except Exception:  # one job's trouble does not hold the others up
+                log.exception("job %s: its tick could not be fired", job.id)
+                continue
             progressed |= done
             fired += created
         if queued or fired:

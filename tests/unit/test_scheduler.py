@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from spinlet.domain import (
     Execution,
@@ -394,3 +395,33 @@ async def test_other_nodes_hear_that_a_job_changed(fresh_postgres: str) -> None:
         await here.drain()
         await sender.stop()
         await listener.stop()
+
+
+async def test_a_tick_is_fired_whole_or_not_at_all(
+    store: Store, jobs: JobService, clock: Clock
+) -> None:
+    """The job moves on only with its tick's execution: when the insert fails (here: a project
+    that does not exist), the job still waits at that tick, as after a kill before the commit."""
+    function = await make_function(store)
+    job = await jobs.create("default", JobFields(function="hello", pattern="* * * * * *"))
+    tick = job.next_execution_time
+    assert tick is not None
+    doomed = Execution(
+        id=tick_execution_id(job.id, tick),
+        function_id=function.id,
+        function_name=function.name,
+        sync=False,
+        job_id=job.id,
+        project_id="no-such-project",
+    )
+    moved = job.evolve(next_execution_time=tick + SECOND, last_execution_id=doomed.id)
+    with pytest.raises(IntegrityError):
+        await store.jobs.fire(job, moved, doomed)
+    assert (await jobs.get("default", job.id)).next_execution_time == tick
+    assert await store.executions.find("no-such-project", doomed.id) is None
+    # Fired again (by this node or another), it fires once.
+    clock.at(tick)
+    events = ExecutionEvents()
+    await scheduler(store, events, clock).run_due()
+    [execution] = await job_executions(store, job)
+    assert execution.id == doomed.id

@@ -148,7 +148,7 @@ class Scheduler:
         execution = None
         if _pending(job):
             fired = fired.evolve(skipped=fired.skipped + 1)
-            log.info("job %s: tick %s skipped, its last execution still runs", job.id, tick)
+            log.info("job %s: tick %s skipped, its last execution has not ended", job.id, tick)
         else:
             try:
                 execution, _ = await self.executions.prepare(
@@ -164,6 +164,8 @@ class Scheduler:
                         id=tick_execution_id(job.id, tick),
                     ),
                 )
+            except StoreUnavailable:
+                raise  # the tick is not skipped: it fires once the store is back
             except SpinletError as exc:  # its function or alias is gone, say
                 fired = fired.evolve(skipped=fired.skipped + 1)
                 log.warning("job %s: tick %s skipped: %s", job.id, tick, exc)

@@ -66,3 +66,25 @@ def test_a_scheduled_execution_from_the_command_line(server: Server) -> None:
     finished = as_json(server, "executions", "get", execution_id, "--wait")
     assert (finished["status"], finished["result"]) == ("success", 7)
     assert datetime.fromisoformat(finished["started_at"]) >= datetime.fromisoformat(when)
+
+
+def test_the_sdk_drives_jobs_and_schedules(server: Server) -> None:
+    from spinlet.client import ApiError, Client
+
+    with Client(server.url) as api:
+        job = api.jobs.create("echo", "0 9 * * 1-5", {"n": 1}, name="sdk", timezone="Asia/Tokyo")
+        assert (job["timezone"], job["function_input"]) == ("Asia/Tokyo", {"n": 1})
+        assert api.jobs.pause(job["id"])["status"] == "paused"
+        assert api.jobs.resume(job["id"])["status"] == "running"
+        assert api.jobs.update(job["id"], pattern="0 10 * * *")["pattern"] == "0 10 * * *"
+        assert job["id"] in [j["id"] for j in api.jobs.list()]
+        assert api.jobs.cancel(job["id"])["status"] == "cancelled"
+        api.jobs.delete(job["id"])
+        with pytest.raises(ApiError) as missing:
+            api.jobs.get(job["id"])
+        assert missing.value.status == 404
+
+        when = datetime.now(UTC) + timedelta(seconds=1)
+        record = api.executions.create("echo", "sdk", schedule=when)
+        assert (record["status"], record["sync"]) == ("scheduled", False)
+        assert api.executions.get(record["id"], wait=True)["result"] == "sdk"

@@ -166,7 +166,7 @@ async def test_a_job_is_paused_resumed_and_deleted_as_the_qinling_client_sends_i
     await expect_error(await api.delete(f"/v1/jobs/{job['id']}"), 404, "not_found")
 
 
-async def test_a_scheduled_execution_survives_a_restart(
+async def test_jobs_and_scheduled_executions_survive_a_restart(
     aiohttp_client: MakeClient, settings: Settings
 ) -> None:
     from spinlet.api.app import create_app
@@ -176,8 +176,17 @@ async def test_a_scheduled_execution_survives_a_restart(
     await create(first, "echo", "echo")
     body = {"function_id": "echo", "input": "later", "sync": False, "schedule": later(3)}
     record = await (await first.post("/v1/executions", json=body)).json()
+    job_body = {"function_id": "echo", "first_execution_time": later(3), "function_input": 2}
+    job = await (await first.post("/v1/jobs", json=job_body)).json()
     await first.close()
 
     second = await aiohttp_client(create_app(node))
     finished = await get(second, f"/v1/executions/{record['id']}?wait=60")
     assert (finished["status"], finished["result"]) == ("success", "later")
+
+    async def done() -> bool:
+        return bool((await get(second, f"/v1/jobs/{job['id']}"))["status"] == "done")
+
+    await eventually(done, within=60)
+    [fired] = await job_executions(second, job["id"])
+    assert (await get(second, f"/v1/executions/{fired['id']}?wait=60"))["result"] == 2

@@ -18,6 +18,7 @@ import os
 import time
 import zipfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -162,11 +163,16 @@ class Executions(_Resource):
         description: str | None = None,
         id: str | None = None,
         source_execution_id: str | None = None,
+        schedule: str | datetime | None = None,
     ) -> dict[str, Any]:
-        """Run a function: the finished record when `sync`, else the queued one at once.
+        """Run a function: the finished record when `sync`, else the queued one at once;
+        with `schedule` (a time: RFC 3339 text or an aware datetime), `scheduled` until then
+        (`sync` is then false).
 
         A client-chosen `id` (a UUID) makes retrying the call safe.
         """
+        if schedule is not None:
+            sync = False
         body = {
             "function_id": function,
             "function_version": version,
@@ -176,6 +182,7 @@ class Executions(_Resource):
             "description": description,
             "id": id,
             "source_execution_id": source_execution_id,
+            "schedule": _time(schedule),
         }
         body = {k: v for k, v in body.items() if v is not None or k == "input"}
         return self._client.obj("POST", "/v1/executions", json=body)
@@ -385,6 +392,69 @@ class Webhooks(_Resource):
         self._client.request("DELETE", f"/v1/webhooks/{webhook_id}")
 
 
+def _time(value: str | datetime | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class Jobs(_Resource):
+    """Cron jobs: an async execution of a function at each tick of a pattern."""
+
+    def create(
+        self,
+        function: str | None = None,
+        pattern: str | None = None,
+        input: Any = None,
+        *,
+        name: str | None = None,
+        version: int = 0,
+        alias: str | None = None,
+        first_execution_time: str | datetime | None = None,
+        count: int | None = None,
+        timezone: str | None = None,
+    ) -> dict[str, Any]:
+        """A job firing `function` (or `alias`) at each tick of `pattern` (cron: 5 fields, or
+        6 with seconds last), from `first_execution_time`, `count` times (None: no end)."""
+        body = {
+            "name": name,
+            "function_id": function,
+            "function_alias": alias,
+            "function_version": version,
+            "function_input": input,
+            "pattern": pattern,
+            "first_execution_time": _time(first_execution_time),
+            "count": count,
+            "timezone": timezone,
+        }
+        return self._client.obj("POST", "/v1/jobs", json=body)
+
+    def list(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._client.request("GET", "/v1/jobs")["jobs"]
+        return jobs
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._client.obj("GET", f"/v1/jobs/{job_id}")
+
+    def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """Change what is given (`status`, `pattern`, `next_execution_time`, `name`,
+        `function_input`, `timezone`); None leaves a field as it is."""
+        body = {k: _time(v) if isinstance(v, datetime) else v for k, v in fields.items()}
+        return self._client.obj("PUT", f"/v1/jobs/{job_id}", json=body)
+
+    def pause(self, job_id: str) -> dict[str, Any]:
+        return self.update(job_id, status="paused")
+
+    def resume(self, job_id: str) -> dict[str, Any]:
+        """Running again; when its next tick has passed meanwhile, the next one from now."""
+        return self.update(job_id, status="running")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.update(job_id, status="cancelled")
+
+    def delete(self, job_id: str) -> None:
+        """Delete the job (the executions it fired stay)."""
+        self._client.request("DELETE", f"/v1/jobs/{job_id}")
+
+
 class Client:
     """The Spinlet API. Connection problems raise `OSError` (`ConnectionRefusedError`,
     `TimeoutError`); answers with an error status raise `ApiError`."""
@@ -403,6 +473,7 @@ class Client:
         self.versions = Versions(self)
         self.aliases = Aliases(self)
         self.webhooks = Webhooks(self)
+        self.jobs = Jobs(self)
 
     def raw(self, method: str, path: str, **kwargs: Any) -> Response:
         response = self._http.request(method, path, **kwargs)

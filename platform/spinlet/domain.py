@@ -54,11 +54,12 @@ class FunctionStatus(_Readable):
     UNKNOWN = "unknown"  # a newer node's status (never written)
 
 
-class JobStatus(enum.StrEnum):
-    RUNNING = "running"
-    PAUSED = "paused"
-    DONE = "done"
+class JobStatus(_Readable):
+    RUNNING = "running"  # fires at `next_execution_time`
+    PAUSED = "paused"  # keeps its ticks, fires none until resumed
+    DONE = "done"  # fired its `count` executions
     CANCELLED = "cancelled"
+    UNKNOWN = "unknown"  # a newer node's status (never written)
 
 
 class StartKind(enum.StrEnum):
@@ -138,12 +139,23 @@ FUNCTION_TRANSITIONS: dict[FunctionStatus, frozenset[FunctionStatus]] = {
     FunctionStatus.UNKNOWN: frozenset(),
 }
 
-_S = TypeVar("_S", ExecutionStatus, FunctionStatus)
+#: The only allowed status changes of a cron job: paused and resumed by its owner, `done` once
+#: it fired its `count`, `cancelled` for good.
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.RUNNING: frozenset({JobStatus.PAUSED, JobStatus.DONE, JobStatus.CANCELLED}),
+    JobStatus.PAUSED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.DONE: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+    JobStatus.UNKNOWN: frozenset(),
+}
+
+_S = TypeVar("_S", ExecutionStatus, FunctionStatus, JobStatus)
 
 #: Each status kind's table, with what a refusal calls the record.
 _TABLES: dict[type[enum.StrEnum], tuple[str, dict[Any, frozenset[Any]]]] = {
     ExecutionStatus: ("an execution", TRANSITIONS),
     FunctionStatus: ("a function", FUNCTION_TRANSITIONS),
+    JobStatus: ("a job", JOB_TRANSITIONS),
 }
 
 
@@ -477,10 +489,44 @@ class Execution:
     request_hash: str | None = None
     attempts: int = 0
     cancel_requested: str | None = None  # graceful | kill
+    job_id: str | None = None  # the cron job that fired it
+    scheduled_at: datetime | None = None  # when it is (or was) to be queued (`schedule`)
     project_id: str = DEFAULT_PROJECT
     created_at: datetime = field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def evolve(self, **changes: Any) -> Self:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A cron job (Qinling's): fires an async execution of a function at each tick of
+    `pattern` (in `timezone`), from `first_execution_time`, `count` times (None: forever).
+
+    `next_execution_time` is the tick it fires next (None once it is done). A tick that comes
+    while the job's previous execution has not finished is skipped, and counted (`skipped`).
+    """
+
+    id: str
+    function_id: str
+    function_version: int = 0
+    function_alias: str | None = None
+    name: str | None = None
+    function_input: Any = None
+    pattern: str | None = None  # cron: 5 fields, or 6 with seconds last (croniter's)
+    timezone: str = "UTC"
+    first_execution_time: datetime | None = None
+    next_execution_time: datetime | None = None
+    count: int | None = None  # executions still to fire; None: no end
+    status: JobStatus = JobStatus.RUNNING
+    skipped: int = 0
+    last_execution_id: str | None = None
+    last_execution_status: ExecutionStatus | None = None  # read with the job
+    project_id: str = DEFAULT_PROJECT
+    created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime | None = None
 
     def evolve(self, **changes: Any) -> Self:

@@ -24,6 +24,7 @@ from spinlet.services.dispatcher import Dispatcher
 from spinlet.services.events import ExecutionEvents
 from spinlet.services.executions import ExecutionService
 from spinlet.services.functions import FunctionService
+from spinlet.services.jobs import JobService
 from spinlet.services.layers import LayerService
 from spinlet.services.membership import Membership
 from spinlet.services.metrics import MetricsService
@@ -32,6 +33,7 @@ from spinlet.services.retention import Janitor
 from spinlet.services.runner import ExecutionRunner
 from spinlet.services.runtime_builds import DockerImages, HostPython, ImageMaker, RuntimeBuilds
 from spinlet.services.runtimes import RuntimeService
+from spinlet.services.scheduler import Scheduler
 from spinlet.services.targets import TargetResolver
 from spinlet.services.tokens import TokenService
 from spinlet.services.versions import VersionService
@@ -39,7 +41,7 @@ from spinlet.services.webhooks import WebhookService
 from spinlet.services.workers import WorkerService
 from spinlet.settings import Settings
 from spinlet.store import Store
-from spinlet.store.notify import Notifier
+from spinlet.store.notify import SCHEDULED, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class Services:
     tokens: TokenService
     webhooks: WebhookService
     workers: WorkerService
+    jobs: JobService
 
     async def check_ready(self, runtime_image: str) -> None:
         """Raise when this node cannot run executions now: its database or its container
@@ -138,6 +141,7 @@ async def running_node(
                 events.heard_finished(execution_id)
                 remote_logs.ended(execution_id)
 
+        notifier.on(SCHEDULED, events.heard_scheduled)
         await notifier.start(events.heard_queued, on_finished)
         stack.push_async_callback(notifier.stop)
         stack.push_async_callback(events.drain)
@@ -209,10 +213,14 @@ async def running_node(
         stack.push_async_callback(janitor.stop)
         layers.start()
         stack.push_async_callback(layers.stop)
-        log.info("spinlet node %s ready (store %s)", node_id, store.db.dialect)
         executions = ExecutionService(
             store, runner, targets, events, gate, settings, node_id, remote_logs, builds=builds
         )
+        # Fires jobs' ticks and queues scheduled executions (stopped before the dispatcher).
+        scheduler = Scheduler(store, executions.builder, events)
+        scheduler.start()
+        stack.push_async_callback(scheduler.stop)
+        log.info("spinlet node %s ready (store %s)", node_id, store.db.dialect)
         yield Services(
             store=store,
             backend=runtime_backend,
@@ -230,4 +238,5 @@ async def running_node(
             tokens=tokens,
             webhooks=WebhookService(store, executions, rate=settings.webhook_rate),
             workers=workers,
+            jobs=JobService(store, executions.builder, events),
         )

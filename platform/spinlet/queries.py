@@ -23,6 +23,7 @@ FILTER_FIELDS = (
     "description",
     "created_at",
     "finished_at",
+    "job_id",
 )
 SORT_FIELDS = ("created_at", "status", "function_id", "function_name", "function_version")
 

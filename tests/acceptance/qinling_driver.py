@@ -456,7 +456,7 @@ def every_other_method(
     client: q_client.Client, function_id: str, release_id: str, summary: dict[str, Any]
 ) -> None:
     """The manager methods the CLI steps above do not call, with what each sends (None for
-    what a CLI user did not give). Spinlet has no jobs or version detach yet: their routes
+    what a CLI user did not give). Spinlet has no version detach yet: its route
     answer 404, never 400 for a field."""
     summary["step"] = "runtime create (is_public and trusted by default), show, pool, delete"
     image = next(rt["image"] for rt in summary["runtimes"] if rt["name"] == "python3")
@@ -485,7 +485,7 @@ def every_other_method(
         lambda: client.function_versions.detach(release_id, 1)
     )
 
-    summary["step"] = "jobs and webhooks"
+    summary["step"] = "jobs: create, list, show, pause, resume, delete"
     missing = "00000000-0000-0000-0000-000000000001"
     calls["jobs.create"] = outcome(
         lambda: client.jobs.create(
@@ -498,11 +498,14 @@ def every_other_method(
             count=3,
         )
     )
+    job_id = (calls["jobs.create"].get("record") or {}).get("id", missing)
     calls["jobs.list"] = outcome(lambda: client.jobs.list())
-    calls["jobs.get"] = outcome(lambda: client.jobs.get(missing))
+    summary["jobs_listed"] = [job.id for job in client.jobs.list()]
+    calls["jobs.get"] = outcome(lambda: client.jobs.get(job_id))
+    # As `openstack function job update` sends it: None for every option not given.
     calls["jobs.update"] = outcome(
         lambda: client.jobs.update(
-            missing,
+            job_id,
             name="renamed",
             status="paused",
             pattern="0 * * * *",
@@ -510,7 +513,18 @@ def every_other_method(
             function_input='{"name": "hourly"}',
         )
     )
-    calls["jobs.delete"] = outcome(lambda: client.jobs.delete(missing))
+    summary["job_resumed"] = outcome(
+        lambda: client.jobs.update(
+            job_id,
+            name=None,
+            status="running",
+            pattern=None,
+            next_execution_time=None,
+            function_input=None,
+        )
+    )
+    calls["jobs.delete"] = outcome(lambda: client.jobs.delete(job_id))
+    summary["job_deleted_get"] = outcome(lambda: client.jobs.get(job_id))
     webhooks(client, function_id, release_id, summary)
 
 

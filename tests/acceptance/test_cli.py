@@ -264,7 +264,7 @@ def test_completion_of_commands_and_function_names(server: Server) -> None:
 
 
 def test_the_main_commands_have_examples_in_their_help(server: Server) -> None:
-    for command in ("", "invoke", "functions", "functions create", "executions", "serve"):
+    for command in ("", "invoke", "functions", "functions create", "executions", "jobs", "serve"):
         shown = spinlet(server, *command.split(), "--help").stdout
         assert re.search(r"Examples:\n +spinlet ", shown), command
 

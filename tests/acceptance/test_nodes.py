@@ -40,6 +40,13 @@ async def start_nodes(tmp_path: Path, database_url: str, count: int) -> list[Ser
     )
 
 
+async def create_marking(http: httpx.AsyncClient, url: str) -> None:
+    """The function `marking` (`tests.helpers.MARKING`), made through the node at `url`."""
+    package = {"package": ("marking.py", MARKING.encode())}
+    created = await http.post(f"{url}/v1/functions", data={"name": "marking"}, files=package)
+    assert created.status_code == 201, created.text
+
+
 async def test_three_nodes_share_the_work_and_recover_a_killed_one(
     tmp_path: Path, fresh_postgres: str
 ) -> None:
@@ -49,11 +56,7 @@ async def test_three_nodes_share_the_work_and_recover_a_killed_one(
     first, killed, last = nodes
     try:
         async with httpx.AsyncClient(timeout=60) as http:
-            package = {"package": ("marking.py", MARKING.encode())}
-            created = await http.post(
-                f"{first.url}/v1/functions", data={"name": "marking"}, files=package
-            )
-            assert created.status_code == 201, created.text
+            await create_marking(http, first.url)
             # A function uploaded to one node runs on any: a sync execution on another.
             sync = await http.post(
                 f"{last.url}/v1/executions",

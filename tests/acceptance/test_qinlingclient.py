@@ -327,13 +327,38 @@ def test_python_qinlingclient(
     assert len([w for w in up if w["provisioned"]]) == 2, up
     assert len([w for w in s["workers_scaled_down"] if w["provisioned"]]) == 1
     assert [w for w in s["workers_detached"] if w["provisioned"]] == []
-    # Jobs and a version's detach do not exist yet: their routes are 404
+    # Jobs: created as the client sends them (the input a string holding JSON), listed, shown,
+    # paused with the other fields changed, resumed with nulls for what was not given, deleted.
+    job = other["jobs.create"]["record"]
+    assert (job["name"], job["function_id"], job["pattern"]) == (
+        "qinling-job",
+        function_id,
+        "*/5 * * * *",
+    )
+    assert (job["status"], job["count"], job["function_input"]) == ("running", 3, {"name": "job"})
+    assert job["next_execution_time"] is not None
+    assert s["jobs_listed"] == [job["id"]]
+    assert other["jobs.get"]["record"]["id"] == job["id"]
+    paused = other["jobs.update"]["record"]
+    assert (paused["status"], paused["name"], paused["pattern"]) == (
+        "paused",
+        "renamed",
+        "0 * * * *",
+    )
+    assert paused["function_input"] == {"name": "hourly"}
+    resumed = s["job_resumed"]["record"]
+    assert (resumed["status"], resumed["name"], resumed["pattern"]) == (
+        "running",
+        "renamed",
+        "0 * * * *",
+    )
+    assert other["jobs.delete"] == {"type": "ok", "record": None}
+    assert s["job_deleted_get"]["code"] == 404
+    # A version's detach does not exist yet: its route is 404
     # (when they come, this test must see what the client sends accepted).
     missing = {name: result for name, result in other.items() if result["type"] != "ok"}
     assert {name: result["code"] for name, result in missing.items()} == {
-        name: 404
-        for name in other
-        if name.split(".")[0] == "jobs" or name == "function_versions.detach"
+        name: 404 for name in other if name == "function_versions.detach"
     }
     # Webhooks: created, listed, shown, updated (nulls unchanged) and deleted by the client;
     # their URL runs the function without a token, and is a 404 once deleted.
@@ -470,6 +495,21 @@ def test_openstack_cli(qinling_python: Path, docker_server: Server) -> None:
     through = show("execution", "create", "--function-alias", "cli-live", "--input", '"x"')
     assert (through["status"], through["function_alias"]) == ("success", "cli-live")
     openstack(qinling_python, docker_server, "function", "alias", "delete", "cli-live")
+
+    # Jobs (`openstack job …`): created by function name, listed, paused, resumed, deleted.
+    def job_command(*args: str) -> Any:
+        return json.loads(openstack(qinling_python, docker_server, "job", *args, "-f", "json"))
+
+    job = job_command(
+        *("create", "--function", "cli-hello", "--name", "cli-job", "--pattern", "0 9 * * 1-5"),
+        *("--function-input", '{"name": "cron"}', "--count", "3"),
+    )
+    assert (job["name"], job["status"], job["count"]) == ("cli-job", "running", 3)
+    assert [j["Id"] for j in job_command("list")] == [job["id"]]
+    assert job_command("update", job["id"], "--status", "paused")["status"] == "paused"
+    assert job_command("update", job["id"], "--status", "running")["status"] == "running"
+    assert job_command("show", job["id"])["pattern"] == "0 9 * * 1-5"
+    openstack(qinling_python, docker_server, "job", "delete", job["id"])
 
     openstack(qinling_python, docker_server, "function", "delete", "cli-hello")
     listed = json.loads(openstack(qinling_python, docker_server, "function", "list", "-f", "json"))

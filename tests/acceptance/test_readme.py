@@ -199,3 +199,20 @@ def test_readme_security_example_requires_tokens(tmp_path: Path, docker_client: 
     assert all(name in done.stdout for name in ("ops", "ci", "deploy")), done.stdout
     assert "API tokens required" in log
     assert "spl_" not in log
+
+
+def test_readme_trigger_examples_run(tmp_path: Path) -> None:
+    """The "Triggers" examples (a cron job, a scheduled execution), on a node of their own
+    (functions as processes)."""
+    server = start_server(tmp_path, "process")
+    try:
+        cron = run_example(readme_block("triggers-cron"), server).stdout
+        scheduled = run_example(readme_block("triggers-schedule"), server).stdout
+    finally:
+        stop_server(server)
+    assert '["job","job"]\npaused\nrunning\n' in cron, cron
+    lines = scheduled.splitlines()
+    assert lines[0] == "scheduled", scheduled
+    assert lines[1] == '{"status":"success","result":"later"}', scheduled
+    assert lines[2].endswith(" cancelled"), scheduled
+    assert "sync: false" in lines[3], scheduled

@@ -54,7 +54,8 @@ async def caller(api: Client, project: str, role: Role = Role.MEMBER) -> Caller:
 
 
 async def populate(owner: Caller) -> dict[str, str]:
-    """A function with a version, an alias, an execution and a runtime of the owner's project."""
+    """A function with a version, an alias, an execution, a runtime, a token and a cron job of
+    the owner's project."""
     function = await owner.ok(
         "POST", "/v1/functions", 201, data=form("secret-fn", data=make_package(ECHO))
     )
@@ -69,7 +70,11 @@ async def populate(owner: Caller) -> dict[str, str]:
     )
     token = await owner.ok("POST", "/v1/tokens", 201, json={"name": "deploys"})
     webhook = await owner.ok("POST", "/v1/webhooks", 201, json={"function_id": "secret-fn"})
+    job = await owner.ok(
+        "POST", "/v1/jobs", 201, json={"function_id": "secret-fn", "pattern": "0 0 1 1 *"}
+    )
     return {
+        "job": job["id"],
         "function": function["id"],
         "function_name": "secret-fn",
         "alias": "prod",
@@ -88,6 +93,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/functions/{id}/versions"): {"json": {"description": "mine now"}},
     ("put", "/v1/aliases/{name}"): {"json": {"description": "mine now"}},
     ("post", "/v1/executions/{id}/cancel"): {"json": {}},
+    ("put", "/v1/jobs/{id}"): {"json": {"status": "paused"}},
 }
 
 
@@ -100,6 +106,7 @@ def fill(path: str, objects: dict[str, str]) -> str:
         "executions": "execution",
         "tokens": "token",
         "webhooks": "webhook",
+        "jobs": "job",
     }
     if collection == "aliases":
         return path.replace("{name}", objects["alias"])
@@ -136,6 +143,8 @@ async def test_every_route_hides_another_projects_objects(api: Client) -> None:
         ("/v1/aliases", {"name": "mine", "function_id": objects["function"]}),
         ("/v1/webhooks", {"function_id": objects["function"]}),
         ("/v1/webhooks", {"function_alias": "prod"}),
+        ("/v1/jobs", {"function_id": objects["function"], "pattern": "* * * * *"}),
+        ("/v1/jobs", {"function_alias": "prod", "pattern": "* * * * *"}),
     ):
         response = await intruder.call("POST", path, json=body)
         assert response.status == 404, (path, body, await response.text())
@@ -144,6 +153,7 @@ async def test_every_route_hides_another_projects_objects(api: Client) -> None:
     assert (await intruder.ok("GET", "/v1/aliases"))["function_aliases"] == []
     assert (await intruder.ok("GET", "/v1/webhooks"))["webhooks"] == []
     assert (await intruder.ok("GET", "/v1/executions"))["executions"] == []
+    assert (await intruder.ok("GET", "/v1/jobs"))["jobs"] == []
     runtimes = (await intruder.ok("GET", "/v1/runtimes"))["runtimes"]
     # the public (shipped) ones only
     assert [rt["name"] for rt in runtimes] == ["python3", "python3.13", "nodejs20"]
@@ -156,6 +166,7 @@ async def test_every_route_hides_another_projects_objects(api: Client) -> None:
     execution = await owner.ok("GET", f"/v1/executions/{objects['execution']}")
     assert execution["result"] == 1
     assert (await owner.ok("GET", f"/v1/runtimes/{objects['runtime']}"))["name"] == "private-rt"
+    assert (await owner.ok("GET", f"/v1/jobs/{objects['job']}"))["status"] == "running"
     theirs = {t["id"] for t in (await intruder.ok("GET", "/v1/tokens"))["tokens"]}
     assert objects["token"] not in theirs
     assert (await owner.ok("GET", f"/v1/tokens/{objects['token']}"))["revoked_at"] is None

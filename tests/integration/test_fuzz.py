@@ -122,6 +122,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/executions"): {
         "application/json": {"function_alias": ALIAS, "input": {"name": "fuzz"}, "sync": False}
     },
+    ("post", "/v1/jobs"): {
+        "application/json": {
+            "function_id": FUNCTION,
+            "pattern": "0 9 * * 1-5",
+            "timezone": "Europe/Paris",
+            "function_input": {"name": "fuzz"},
+        }
+    },
 }
 
 
@@ -188,8 +196,9 @@ CONFIG = schemathesis.Config.from_dict(
                 # and a new alias a name and a function (aliases), a webhook a function or an
                 # alias, and a version that exists (webhooks); filters follow `op:value`
                 # with numbers, times or statuses (GET executions); a purge is given keep_last
-                # or to_datetime (DELETE executions). So requests the document allows may be
-                # refused there; everywhere else they must not be.
+                # or to_datetime (DELETE executions); a job has a cron pattern, a time zone and
+                # times to come (jobs). So requests the document allows may be refused there;
+                # everywhere else they must not be.
                 "include-name": [
                     "POST /v1/functions",
                     "PUT /v1/functions/{id}",
@@ -200,6 +209,8 @@ CONFIG = schemathesis.Config.from_dict(
                     "GET /v1/executions",
                     "POST /v1/executions",
                     "DELETE /v1/executions",
+                    "POST /v1/jobs",
+                    "PUT /v1/jobs/{id}",
                 ],
                 "checks": {"positive_data_acceptance": {"enabled": False}},
             }

@@ -125,7 +125,7 @@ def test_the_states_the_next_issues_build_on_are_fixed() -> None:
         "building",
         "unknown",
     ]
-    assert [s.value for s in JobStatus] == ["running", "paused", "done", "cancelled"]
+    assert [s.value for s in JobStatus] == ["running", "paused", "done", "cancelled", "unknown"]
     assert [s.value for s in StartKind] == ["warm", "stem", "cold"]
 
 

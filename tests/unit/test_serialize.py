@@ -93,6 +93,8 @@ def test_an_execution_reads_as_it_always_did() -> None:
         "expired": False,
         "attempts": 1,
         "node_id": "node-a",
+        "job_id": None,
+        "schedule": None,
         "project_id": "default",
         # As `datetime.isoformat()` writes them: `+00:00`, not `Z`.
         "created_at": "2026-01-02T03:04:05.678000+00:00",

@@ -11,6 +11,7 @@ from spinlet.api import (
     aliases,
     executions,
     functions,
+    jobs,
     openapi,
     runtimes,
     tokens,
@@ -80,6 +81,7 @@ def create_app(
     app.add_routes(tokens.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(workers.routes)
+    app.add_routes(jobs.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with running_node(settings, backend, images) as node:

@@ -63,6 +63,7 @@ async def create_execution(request: web.Request) -> web.Response:
             description=body.description,
             id=str(body.id) if body.id else None,
             source_execution_id=body.source_execution_id,
+            schedule=body.schedule,
         ),
     )
     return _created(execution, created)

@@ -28,6 +28,8 @@ from spinlet.api.serialize import (
     FunctionRecord,
     Health,
     Invoked,
+    JobList,
+    JobRecord,
     NewToken,
     Pending,
     Pool,
@@ -351,6 +353,29 @@ OPERATIONS = (
         body_required=False,
     ),
     Operation("delete", "/v1/aliases/{name}", "Delete an alias", 204),
+    Operation("get", "/v1/jobs", "List cron jobs", answer=JobList, query=(ALL_PROJECTS,)),
+    Operation(
+        "post",
+        "/v1/jobs",
+        "Create a cron job: an async execution at each tick of `pattern`, from "
+        "`first_execution_time`, `count` times",
+        201,
+        JobRecord,
+        schemas.JobBody,
+        errors=(404, 413),
+    ),
+    Operation("get", "/v1/jobs/{id}", "A cron job, with its last execution", answer=JobRecord),
+    Operation(
+        "put",
+        "/v1/jobs/{id}",
+        "Change a cron job (null fields stay as they are): `status` pauses, resumes or "
+        "cancels it; `next_execution_time` re-times it",
+        answer=JobRecord,
+        body=schemas.JobBody,
+        body_required=False,
+        errors=(409, 413),
+    ),
+    Operation("delete", "/v1/jobs/{id}", "Delete a cron job (its executions stay)", 204),
     Operation(
         "get",
         "/v1/webhooks",
@@ -434,7 +459,8 @@ OPERATIONS = (
     Operation(
         "post",
         "/v1/executions",
-        "Run a function: sync (201, finished) or async (202, queued)",
+        "Run a function: sync (201, finished) or async (202, queued; `scheduled` until its "
+        "`schedule`)",
         201,
         ExecutionRecord,
         schemas.ExecutionCreate,
@@ -492,7 +518,7 @@ OPERATIONS = (
     Operation(
         "post",
         "/v1/executions/{id}/cancel",
-        "Cancel a queued or running execution",
+        "Cancel a scheduled, queued or running execution",
         answer=ExecutionRecord,
         body=schemas.ExecutionCancel,
         body_required=False,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +32,26 @@ NOT_BLANK: dict[str, Any] = {"pattern": r"\S"}
 #: The largest whole number a request may give where the store keeps one (version numbers,
 #: counts): those are 32-bit integers, and PostgreSQL refuses more.
 MAX_WHOLE = 2**31 - 1
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+#: A time as RFC 3339 (or ISO 8601) writes it; one without an offset is UTC.
+AwareTime = Annotated[datetime, AfterValidator(_utc)]
+#: A job's status as an update may set it (`done` is reached, never set).
+JobStatusName = Literal["running", "paused", "cancelled"]
+
+
+def json_in_string(value: Any) -> Any:
+    """Qinling clients send an input as a string holding JSON: objects and arrays are parsed."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 class Body(BaseModel):
@@ -163,6 +185,8 @@ class ExecutionCreate(Body):
     description: str | None = Field(default=None, max_length=4096)
     id: uuid.UUID | None = None
     source_execution_id: str | None = Field(default=None, min_length=1, max_length=64)
+    # When to queue it (RFC 3339; a time without an offset is UTC); async only.
+    schedule: AwareTime | None = None
 
     @field_validator("function_version", mode="before")
     @classmethod
@@ -177,13 +201,30 @@ class ExecutionCreate(Body):
     @field_validator("input", mode="before")
     @classmethod
     def _json_string(cls, value: Any) -> Any:
-        """Qinling clients send the input as a string holding JSON; parse objects and arrays."""
-        if isinstance(value, str) and value.strip()[:1] in ("{", "["):
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError:
-                return value
-        return value
+        return json_in_string(value)
+
+
+class JobBody(Body):
+    """Fields of a job create or update (Qinling's, plus `function_alias`, `timezone`); null
+    means "not given". Times are RFC 3339 / ISO 8601 (without an offset: UTC)."""
+
+    name: str | None = Field(default=None, max_length=255)
+    function_id: str | None = Field(default=None, min_length=1, max_length=255)
+    function_alias: str | None = Field(default=None, min_length=1, max_length=255)
+    function_version: int | None = Field(default=None, ge=0, le=MAX_WHOLE)
+    # Any JSON value; a string holding a JSON object or array is that value (Qinling's CLI).
+    function_input: Any = None
+    pattern: str | None = Field(default=None, min_length=1, max_length=255)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    first_execution_time: AwareTime | None = None
+    next_execution_time: AwareTime | None = None
+    count: int | None = Field(default=None, ge=1, le=MAX_WHOLE)
+    status: JobStatusName | None = None
+
+    @field_validator("function_input", mode="before")
+    @classmethod
+    def _json_string(cls, value: Any) -> Any:
+        return json_in_string(value)
 
 
 class ExecutionCancel(Body):

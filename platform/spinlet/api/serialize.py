@@ -19,6 +19,7 @@ from spinlet.domain import (
     ExecutionSource,
     ExecutionStatus,
     FunctionStatus,
+    JobStatus,
     Role,
     RuntimeStatus,
     StartKind,
@@ -211,10 +212,37 @@ class ExecutionRecord(Record):
     expired: bool
     attempts: int
     node_id: str | None  # the node that ran (or runs) it
+    job_id: str | None  # the cron job that fired it
+    schedule: Time | None = Field(validation_alias="scheduled_at")  # when it is queued
     project_id: str
     created_at: Time
     started_at: Time | None
     finished_at: Time | None
+    updated_at: Time | None
+
+
+class JobRecord(Record):
+    """A cron job (Qinling's fields, plus its last execution, time zone and skipped ticks)."""
+
+    id: str
+    name: str | None
+    function_id: str
+    function_version: int
+    function_alias: str | None
+    function_input: Any
+    pattern: str | None
+    timezone: str
+    first_execution_time: Time | None
+    next_execution_time: Time | None  # the tick it fires next; null once done or cancelled
+    count: int | None = Field(description="executions still to fire; null: no end")
+    status: JobStatus
+    skipped: int = Field(
+        description="ticks skipped: its previous execution was still queued or running"
+    )
+    last_execution_id: str | None
+    last_execution_status: ExecutionStatus | None
+    project_id: str
+    created_at: Time
     updated_at: Time | None
 
 
@@ -248,6 +276,10 @@ class VersionList(Record):
 
 class AliasList(Record):
     function_aliases: list[AliasRecord]
+
+
+class JobList(Record):
+    jobs: list[JobRecord]
 
 
 class TokenList(Record):

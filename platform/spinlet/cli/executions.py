@@ -104,6 +104,11 @@ def _log_before(api: Client, execution_id: str, traceback: str) -> str:
 @click.option("--async", "is_async", is_flag=True, help="Queue it and print the execution id.")
 @click.option("--follow", is_flag=True, help="Print its log as it is written, then its result.")
 @click.option("--id", "chosen_id", help="A UUID of your choice: retrying is then safe.")
+@click.option(
+    "--schedule",
+    metavar="TIME",
+    help="Queue it at TIME (RFC 3339; UTC without an offset) and print its id.",
+)
 @click.pass_context
 def invoke(
     ctx: click.Context,
@@ -115,6 +120,7 @@ def invoke(
     is_async: bool,
     follow: bool,
     chosen_id: str | None,
+    schedule: str | None,
 ) -> None:
     """Run FUNCTION and print its result (exit status 1 if it failed).
 
@@ -136,9 +142,13 @@ def invoke(
       spinlet invoke hello --raw --input 'a plain string'
       spinlet invoke hello --follow
       id=$(spinlet invoke hello --async) && spinlet executions get "$id" --wait
+      spinlet invoke hello --schedule 2030-01-01T09:00:00Z
     """
     if is_async and follow:
         raise click.UsageError("--async and --follow: choose one")
+    if schedule and follow:
+        raise click.UsageError("--schedule and --follow: choose one")
+    is_async = is_async or schedule is not None
     event = read_input(input_text, raw)
     api = client(ctx)
     sync = not (is_async or follow)
@@ -147,7 +157,7 @@ def invoke(
             api,
             function,  # with --alias, the server checks that the alias belongs to it
             lambda ref: api.executions.create(
-                ref, event, version=version, alias=alias, sync=sync, id=chosen_id
+                ref, event, version=version, alias=alias, sync=sync, id=chosen_id, schedule=schedule
             ),
         )
     if is_async:
@@ -196,6 +206,9 @@ def executions() -> None:
     """
 
 
+executions.add_command(invoke, "create")
+
+
 @executions.command("get")
 @click.argument("execution")
 @click.option("--wait", is_flag=True, help="Wait until it has finished.")
@@ -231,6 +244,7 @@ def executions_get(ctx: click.Context, execution: str, wait: bool, timeout: floa
     "--function", "function_id", shell_complete=complete_functions, help="Only its executions."
 )
 @click.option("--status", help="Only these statuses (comma-separated).")
+@click.option("--job", "job_id", help="Only the executions this cron job fired.")
 @click.option(
     "--include-completed/--running-only",
     default=True,
@@ -249,6 +263,7 @@ def executions_list(
     ctx: click.Context,
     function_id: str | None,
     status: str | None,
+    job_id: str | None,
     include_completed: bool,
     filters: tuple[str, ...],
     limit: int,
@@ -260,6 +275,8 @@ def executions_list(
         params["function_id"] = with_function(api, function_id, api.functions.get)["id"]
     if status:
         params["status"] = f"in:{status}"
+    if job_id:
+        params["job_id"] = job_id
     for item in filters:
         field, sep, value = item.partition("=")
         if not sep:
@@ -311,7 +328,7 @@ def executions_log(ctx: click.Context, execution: str, follow: bool, timestamps:
 @click.option("--kill", is_flag=True, help="Stop it at once (else it gets a short grace period).")
 @click.pass_context
 def executions_cancel(ctx: click.Context, execution: str, kill: bool) -> None:
-    """Cancel a queued or running execution."""
+    """Cancel a scheduled, queued or running execution."""
     api = client(ctx)
     record = api.executions.cancel(execution_id(api, execution), kill=kill)
     emit(ctx, record, lambda: click.echo(f"{record['id']} {record['status']}"))

@@ -16,6 +16,7 @@ from spinlet import __version__
 from spinlet.cli.bench import bench
 from spinlet.cli.checks import runtimes_check
 from spinlet.cli.executions import executions, invoke
+from spinlet.cli.jobs import jobs
 from spinlet.cli.output import error
 from spinlet.cli.releases import aliases, versions
 from spinlet.cli.resources import functions, runtimes
@@ -96,6 +97,9 @@ for command in (
     webhooks,
     invoke,
     executions,
+    invoke,
+    executions,
+    jobs,
     bench,
 ):
     cli.add_command(command)

@@ -1,7 +1,7 @@
 """Notifications: work was queued (wake the dispatcher), an execution finished (wake whoever
-waits for it). In this process, and relayed to the other nodes when a relay is set (PostgreSQL's
-NOTIFY: `store/notify.py`). Waiters also re-read the store, so nothing depends on a
-notification arriving."""
+waits for it), a job or a scheduled execution changed (wake the scheduler). In this process,
+and relayed to the other nodes when a relay is set (PostgreSQL's NOTIFY: `store/notify.py`).
+Waiters also re-read the store, so nothing depends on a notification arriving."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from spinlet.store.notify import FINISHED, QUEUED
+from spinlet.store.notify import FINISHED, QUEUED, SCHEDULED
 
 #: Sends `(channel, payload)` to the other nodes.
 Relay = Callable[[str, str], Coroutine[Any, Any, None]]
@@ -19,6 +19,7 @@ Relay = Callable[[str, str], Coroutine[Any, Any, None]]
 class ExecutionEvents:
     def __init__(self, relay: Relay | None = None) -> None:
         self.queued = asyncio.Event()
+        self.scheduled = asyncio.Event()
         self.relay = relay
         self._finished: dict[str, list[asyncio.Future[None]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -30,6 +31,15 @@ class ExecutionEvents:
     def announce_finished(self, execution_id: str) -> None:
         self.heard_finished(execution_id)
         self._relay(FINISHED, execution_id)
+
+    def announce_scheduled(self) -> None:
+        """A job, or an execution's schedule, was made or changed."""
+        self.heard_scheduled()
+        self._relay(SCHEDULED, "")
+
+    def heard_scheduled(self, _payload: str = "") -> None:
+        """A job or a scheduled execution changed (here or on another node)."""
+        self.scheduled.set()
 
     def heard_queued(self) -> None:
         """Work was queued (here or on another node)."""

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from spinlet.domain import NOT_STARTED, Execution, ExecutionSource, ExecutionStatus, utcnow
@@ -21,7 +21,7 @@ from spinlet.services.events import ExecutionEvents
 from spinlet.services.follow import LogFollowing, RemoteFollow
 from spinlet.services.runner import ExecutionRunner
 from spinlet.services.runtime_builds import RuntimeBuilds
-from spinlet.services.targets import TargetResolver
+from spinlet.services.targets import Target, TargetResolver
 from spinlet.settings import Settings
 from spinlet.store import Store
 
@@ -38,11 +38,88 @@ class ExecutionRequest:
     id: str | None = None  # client-chosen: makes retries of the create idempotent
     source_execution_id: str | None = None  # re-run that execution's function and input
     webhook_id: str | None = None  # the webhook that asks for it
+    schedule: datetime | None = None  # queue it then, not now (async only)
+    job_id: str | None = None  # the cron job firing it
+
+
+#: How far in the past a `schedule` may be: within it, the execution is queued at once (a clock
+#: a little behind, a request a little slow); beyond it, the request is refused.
+SCHEDULE_GRACE = timedelta(seconds=60)
 
 
 def canonical_hash(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ExecutionBuilder:
+    """Makes the record of a new execution from a request (`prepare`): the one way every
+    execution is made, whoever asks (the API, a cron job's tick)."""
+
+    def __init__(self, targets: TargetResolver, *, max_input_size: int, node_id: str) -> None:
+        self.targets = targets
+        self.max_input_size = max_input_size
+        self.node_id = node_id
+
+    def check_input(self, value: Any) -> None:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > self.max_input_size:
+            raise TooLarge(f"the input is {size} bytes; the limit is {self.max_input_size}")
+
+    async def prepare(self, project_id: str, request: ExecutionRequest) -> tuple[Execution, Target]:
+        """The record of a new execution, not yet recorded: its input checked, what it runs
+        resolved (id or name, alias, version), `running` here when sync, else `queued` (or
+        `scheduled`, for a `schedule` still to come)."""
+        self.check_input(request.input)
+        now = utcnow()
+        status = ExecutionStatus.RUNNING if request.sync else ExecutionStatus.QUEUED
+        if request.schedule is not None:
+            if request.sync:
+                raise ValidationFailed("schedule needs sync: false (a scheduled run is async)")
+            if request.schedule < now - SCHEDULE_GRACE:
+                raise ValidationFailed(
+                    f"schedule {request.schedule.isoformat()} has passed (up to "
+                    f"{SCHEDULE_GRACE.total_seconds():g} s ago is queued at once)"
+                )
+            if request.schedule > now:
+                status = ExecutionStatus.SCHEDULED
+        target = await self.targets.resolve(
+            project_id, request.function, request.version, request.alias
+        )
+        hashed = {
+            "function_id": target.function_id,
+            "function_version": request.version,
+            "function_alias": request.alias,
+            "input": request.input,
+            "sync": request.sync,
+            "description": request.description,
+        }
+        if request.schedule is not None:  # (absent otherwise: older records hash the same)
+            hashed["schedule"] = request.schedule.isoformat()
+        request_hash = canonical_hash(hashed)
+        execution = Execution(
+            id=request.id or str(uuid.uuid4()),
+            function_id=target.function_id,
+            function_name=target.function_name,
+            function_version=target.version,
+            function_alias=target.alias,
+            status=status,
+            sync=request.sync,
+            input=request.input,
+            source=request.source,
+            webhook_id=request.webhook_id,
+            description=request.description,
+            node_id=self.node_id if request.sync else None,
+            request_hash=request_hash,
+            attempts=1 if request.sync else 0,
+            job_id=request.job_id,
+            scheduled_at=request.schedule,
+            project_id=project_id,
+            created_at=now,
+            started_at=now if request.sync else None,
+            updated_at=now,
+        )
+        return execution, target
 
 
 class ExecutionService:
@@ -68,13 +145,9 @@ class ExecutionService:
         self.gate = gate
         self.settings = settings
         self.node_id = node_id
-
-    def _check_input(self, value: Any) -> None:
-        size = len(json.dumps(value, separators=(",", ":")).encode())
-        if size > self.settings.max_input_size:
-            raise TooLarge(
-                f"the input is {size} bytes; the limit is {self.settings.max_input_size}"
-            )
+        self.builder = ExecutionBuilder(
+            targets, max_input_size=settings.max_input_size, node_id=node_id
+        )
 
     async def _rerun(self, project_id: str, request: ExecutionRequest) -> ExecutionRequest:
         assert request.source_execution_id is not None
@@ -87,54 +160,25 @@ class ExecutionService:
             description=request.description or source.description,
             source=request.source,
             id=request.id,
+            schedule=request.schedule,
         )
 
     async def create(self, project_id: str, request: ExecutionRequest) -> tuple[Execution, bool]:
-        """A new execution: run to its end when sync, queued when not.
+        """A new execution: run to its end when sync, queued (or scheduled) when not.
 
         Returns the record and whether it was created (False: a retry with the same id).
         The record is committed before this returns.
         """
         if request.source_execution_id:
             request = await self._rerun(project_id, request)
-        self._check_input(request.input)
-        target = await self.targets.resolve(
-            project_id, request.function, request.version, request.alias
-        )
-        request_hash = canonical_hash(
-            {
-                "function_id": target.function_id,
-                "function_version": request.version,
-                "function_alias": request.alias,
-                "input": request.input,
-                "sync": request.sync,
-                "description": request.description,
-            }
-        )
-        now = utcnow()
-        execution = Execution(
-            id=request.id or str(uuid.uuid4()),
-            function_id=target.function_id,
-            function_name=target.function_name,
-            function_version=target.version,
-            function_alias=target.alias,
-            status=ExecutionStatus.RUNNING if request.sync else ExecutionStatus.QUEUED,
-            sync=request.sync,
-            input=request.input,
-            source=request.source,
-            webhook_id=request.webhook_id,
-            description=request.description,
-            node_id=self.node_id if request.sync else None,
-            request_hash=request_hash,
-            attempts=1 if request.sync else 0,
-            project_id=project_id,
-            created_at=now,
-            started_at=now if request.sync else None,
-            updated_at=now,
-        )
+        execution, target = await self.builder.prepare(project_id, request)
         if not request.sync:
             recorded, created = await self._record(execution, request.id is not None)
-            if created:
+            if not created:
+                pass
+            elif execution.status is ExecutionStatus.SCHEDULED:
+                self.events.announce_scheduled()  # the scheduler sleeps until its time
+            else:
                 self.events.announce_queued()
             return recorded, created
         # A shipped runtime not built on this node: its build starts, and the call is refused

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -70,6 +70,8 @@ _RECORD_FIELDS = (
     "request_hash",
     "attempts",
     "cancel_requested",
+    "job_id",
+    "scheduled_at",
     "project_id",
     "created_at",
     "started_at",
@@ -82,6 +84,8 @@ _FINAL = [s.value for s in FINAL_STATUSES]
 #: Claiming takes only rows in a status this change starts from (`queued`): a status this node
 #: does not know (a newer node's, during a rolling upgrade) is never in it.
 _CLAIM = transition(ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+#: A scheduled execution whose time has come.
+_QUEUE_SCHEDULED = transition(ExecutionStatus.SCHEDULED, ExecutionStatus.QUEUED)
 
 #: An execution that can run now: of a published version (it pins its own layer), or of the
 #: function's current code while that is not `building` (its layer is not stored yet; the
@@ -141,6 +145,18 @@ def _execution(row: Row[Any], result: Any = None) -> Execution:
     )
 
 
+def aware(value: datetime | None) -> datetime | None:
+    """An aggregate of a time column (read without the column's type: naive on SQLite)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def insert_values(execution: Execution) -> dict[str, Any]:
+    """The columns of a new execution (its id aside), its status included."""
+    return {"status": execution.status.value, **_values(execution)}
+
+
 def _values(execution: Execution) -> dict[str, Any]:
     """The columns of an execution, but its status: that changes only by a `Transition`."""
     values = {name: getattr(execution, name) for name in _RECORD_FIELDS}
@@ -157,7 +173,7 @@ class ExecutionRepository:
         self.db = db
 
     async def create(self, execution: Execution) -> Execution:
-        values = {"id": execution.id, "status": execution.status.value, **_values(execution)}
+        values = {"id": execution.id, **insert_values(execution)}
         await self.db.write(lambda conn: conn.execute(_INSERT, values))
         return execution
 
@@ -391,6 +407,24 @@ class ExecutionRepository:
             return True
 
         return await self.db.write(write)
+
+    # --- scheduled executions --------------------------------------------------------------
+
+    async def queue_scheduled(self, now: datetime) -> int:
+        """Queue the scheduled executions whose time has come; how many. A conditional update:
+        a row another node queued first is no longer `scheduled`, so each is queued once."""
+        statement = (
+            _moving(_QUEUE_SCHEDULED).where(executions.c.scheduled_at <= now).values(updated_at=now)
+        )
+        return await self.db.write(lambda conn: int(conn.execute(statement).rowcount or 0))
+
+    async def next_scheduled(self) -> datetime | None:
+        """When the next scheduled execution is due (None: none waits)."""
+        query = select(func.min(executions.c.scheduled_at)).where(
+            executions.c.status.in_(_QUEUE_SCHEDULED.source_values)
+        )
+        value = await self.db.read(lambda conn: conn.execute(query).scalar())
+        return aware(value)
 
     async def queue_depth(self) -> int:
         query = select(func.count()).where(executions.c.status == ExecutionStatus.QUEUED.value)

@@ -1,7 +1,9 @@
 """Announcements between the nodes sharing a PostgreSQL store, over LISTEN/NOTIFY.
 
 Two channels: `spinlet_queued` (work was queued: idle dispatchers claim it at once) and
-`spinlet_finished` (payload: an execution id; `?wait=` answers at once on any node). A node
+`spinlet_finished` (payload: an execution id; `?wait=` answers at once on any node); and
+`spinlet_scheduled` (a job or a scheduled execution changed: schedulers look at their next
+due time again), listened to with `on`. A node
 listens on one connection of its own and sends on another; it also hears its own
 announcements, which is harmless. Nothing depends on a notification arriving: dispatchers
 also poll, and waiters re-read the store every second. On SQLite (one node) this is a no-op.
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 QUEUED = "spinlet_queued"
 FINISHED = "spinlet_finished"
+SCHEDULED = "spinlet_scheduled"
 
 #: Pauses between attempts to listen again: the first, and the longest.
 RECONNECT_FIRST = 0.2

@@ -9,6 +9,7 @@ from spinlet.store.blobs import BlobRepository
 from spinlet.store.database import DEFAULT_POOL_SIZE, Database
 from spinlet.store.executions import ExecutionRepository
 from spinlet.store.functions import FunctionRepository
+from spinlet.store.jobs import JobRepository
 from spinlet.store.layers import LayerRepository
 from spinlet.store.nodes import NodeRepository
 from spinlet.store.projects import ProjectRepository
@@ -29,6 +30,7 @@ class Store:
         self.versions = VersionRepository(db)
         self.aliases = AliasRepository(db)
         self.executions = ExecutionRepository(db)
+        self.jobs = JobRepository(db)
         self.nodes = NodeRepository(db)
         self.blobs = BlobRepository(db)
         self.tokens = TokenRepository(db)

@@ -270,6 +270,10 @@ executions = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     # Set by a cancel request: "graceful" or "kill"; the node running it acts on it.
     Column("cancel_requested", String(16)),
+    # The cron job that fired it (no foreign key: it stays once the job is deleted).
+    Column("job_id", ID),
+    # When a `scheduled` execution is queued (`schedule`); kept once it is.
+    Column("scheduled_at", UTCDateTime()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("started_at", UTCDateTime()),
     Column("finished_at", UTCDateTime()),
@@ -279,6 +283,36 @@ executions = Table(
     Index(None, "status", "created_at"),
     Index(None, "finished_at"),
     Index(None, "webhook_id"),
+    Index(None, "job_id", "created_at"),
+    Index(None, "status", "scheduled_at"),
+)
+
+#: Cron jobs: each fires an async execution at every tick of its pattern. A tick is fired by
+#: moving `next_execution_time` on from it (a conditional update) in the transaction that
+#: inserts its execution, so a fleet fires each tick once (`store/jobs.py`).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id"), nullable=False),
+    Column("name", String(255)),
+    # No foreign key: a job of a deleted function skips its ticks (the function may be back).
+    Column("function_id", ID, nullable=False),
+    Column("function_version", Integer, nullable=False),
+    Column("function_alias", String(255)),
+    Column("function_input", JSON(none_as_null=True)),
+    Column("pattern", String(255)),
+    Column("timezone", String(64), nullable=False),
+    Column("first_execution_time", UTCDateTime()),
+    Column("next_execution_time", UTCDateTime()),
+    Column("count", Integer),
+    Column("status", String(16), nullable=False),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("last_execution_id", ID),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime()),
+    Index(None, "status", "next_execution_time"),
+    Index(None, "project_id", "created_at"),
 )
 
 #: Results and logs live apart from the execution row (they can be large and expire first).

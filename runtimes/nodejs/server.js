@@ -192,13 +192,13 @@ function reply(outcome, member, first) {
 // wrote is in the pipe by then).
 //
 // Who reads them: a short run's, this thread itself, once the run is over (non-blocking reads to
-// the end marker: no other thread is woken, nothing is waited for). A reader thread per pipe
-// takes its pipe over when a run lasts longer than TAKEOVER_MS: from then on it reads it with
-// blocking reads (a function that writes much without yielding never waits long for a reader)
-// and, in v2, writes the frames to the node's connection itself as the function writes. The
-// run's end then waits for the threads to read to their end marker. Between runs, the pipes are
-// not read: a background process the function left waits once its pipe is full, until the next
-// run begins (and what it wrote meanwhile is dropped).
+// the end marker: no other thread is woken, nothing is waited for). A reader thread takes the
+// pipes over when a run lasts longer than TAKEOVER_MS: from then on it reads them (a function
+// that writes much without yielding waits for a reader a few milliseconds at most) and, in v2,
+// writes the frames to the node's connection itself as the function writes; the run's end then
+// waits for it to read to the end markers. Between runs, the pipes are not read: a background
+// process the function left waits once its pipe is full, until the next run begins (what it
+// wrote meanwhile is dropped).
 const READ_SIZE = 65536;
 const TAKEOVER_MS = 3;
 const KEEP = 1; // a run's output goes to the server's thread (/init, a v1 run): a log is kept
@@ -219,6 +219,9 @@ const MODE = 4; // KEEP or STREAM
 const SOCKET = 5; // the connection's fd (STREAM)
 const CLOSE = 6; // 1 when the reply says Connection: close
 const PARKED = 7; // 1 while the reader waits for a run to begin (then a run's begin wakes it)
+const PIPES = 8; // how many pipes the run has (v1: 1, fd 2 being fd 1's pipe)
+const WAKE = 9; // waited on while the pipes are empty (woken as the run ends)
+const NAP_MAX_MS = 8;
 // Slots of the state the readers and the server share.
 const LOCK = 0; // 1 while a thread writes to the connection
 const GONE = 1; // 1 once a write to the connection failed: the node went away
@@ -323,10 +326,11 @@ class Scanner {
   }
 }
 
-// The reader thread of one pipe: parked until a run outlasts TAKEOVER_MS, then it reads the
-// pipe to that run's end marker.
+// The reader thread: parked until a run outlasts TAKEOVER_MS, then it reads the run's pipes to
+// their end markers (non-blocking reads; while they are empty, it naps, from 0.25 ms doubling
+// up to NAP_MAX_MS, woken at once when the run ends).
 function readerThread() {
-  const { fd, stream, marker, state, shared, port } = workerData;
+  const { fds, streams, marker, state, shared, port } = workerData;
   const buffer = Buffer.alloc(READ_SIZE);
   Atomics.store(state, READY, 1);
   Atomics.notify(state, READY);
@@ -353,31 +357,48 @@ function readerThread() {
   }
 
   function readRun(number) {
-    const scanner = new Scanner(marker, number);
     const mode = Atomics.load(state, MODE);
     const socket = Atomics.load(state, SOCKET);
     const head = replyHead(200, 'application/x-ndjson', null, Atomics.load(state, CLOSE) === 1);
-    const decoder = new StringDecoder('utf8');
-    const send = (text) => {
+    const pipes = fds.slice(0, Atomics.load(state, PIPES)).map((fd, index) => ({
+      fd,
+      stream: streams[index],
+      scanner: new Scanner(marker, number),
+      decoder: new StringDecoder('utf8'),
+    }));
+    const send = (stream, text) => {
       if (!text) return;
       const frame = chunk(logFrame(stream, text, Date.now() / 1000));
       writeAll(shared, socket, frame, head, text.endsWith('\n'));
     };
-    while (!scanner.ended) {
-      let read;
-      try {
-        read = fs.readSync(fd, buffer, 0, READ_SIZE, null);
-      } catch (error) {
-        if (error.code === 'EAGAIN' || error.code === 'EINTR') continue;
-        throw error;
+    let nap = 0;
+    while (pipes.some((pipe) => !pipe.scanner.ended)) {
+      if (Atomics.load(shared, QUIT)) return;
+      let read = false;
+      for (const pipe of pipes) {
+        if (pipe.scanner.ended) continue;
+        let size;
+        try {
+          size = fs.readSync(pipe.fd, buffer, 0, READ_SIZE, null);
+        } catch (error) {
+          if (error.code === 'EAGAIN' || error.code === 'EINTR') continue;
+          throw error;
+        }
+        if (size === 0) return; // no writer left (cannot happen: fds 1 and 2 are)
+        read = true;
+        for (const part of pipe.scanner.feed(buffer.subarray(0, size), mode === KEEP)) {
+          if (mode === KEEP) port.postMessage(part);
+          else send(pipe.stream, pipe.decoder.write(part));
+        }
+        if (pipe.scanner.ended && mode === STREAM) send(pipe.stream, pipe.decoder.end());
       }
-      if (read === 0 || Atomics.load(shared, QUIT)) return;
-      for (const part of scanner.feed(buffer.subarray(0, read), mode === KEEP)) {
-        if (mode === KEEP) port.postMessage(part);
-        else send(decoder.write(part));
+      if (read) {
+        nap = 0;
+      } else {
+        nap = nap ? Math.min(nap * 2, NAP_MAX_MS) : 0.25;
+        Atomics.wait(state, WAKE, 0, nap);
       }
     }
-    if (mode === STREAM) send(decoder.end());
     Atomics.store(state, DONE, number);
     Atomics.notify(state, DONE);
   }
@@ -388,75 +409,74 @@ class Capture {
   constructor(fifos) {
     this.marker = `\0[spinlet: run ${crypto.randomBytes(16).toString('hex')} `;
     this.shared = new Int32Array(new SharedArrayBuffer(32));
+    this.state = new Int32Array(new SharedArrayBuffer(64));
     this.number = 0;
     this.keeper = null;
     this.active = false;
     this.socket = null;
     this.head = '';
+    this.port = null;
     this.buffer = Buffer.alloc(READ_SIZE);
     const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
     this.pipes = fifos.map((fifo, index) => {
       const pipe = {
         target: index + 1, // fd 1 or 2
         stream: index ? 'stderr' : 'stdout',
-        // This thread's descriptions of the pipe, non-blocking; the reader's own, blocking.
+        // Non-blocking descriptions of the pipe: read by this thread or the reader's, never
+        // both at once.
         read: fs.openSync(fifo, O_RDONLY | O_NONBLOCK),
         write: fs.openSync(fifo, O_WRONLY | O_NONBLOCK),
-        blocking: fs.openSync(fifo, O_RDONLY),
-        state: new Int32Array(new SharedArrayBuffer(32)),
         scanner: null,
-        port: null,
       };
       fs.rmSync(fifo, { force: true });
       return pipe;
     });
     this.used = this.pipes; // v1: fd 1's only (fd 2 is made fd 1's pipe)
+    Atomics.store(this.state, PIPES, this.used.length);
   }
 
-  // Start the reader threads (they are needed only by runs that outlast TAKEOVER_MS).
+  // Start the reader thread (needed only by runs that outlast TAKEOVER_MS).
   start() {
-    for (const pipe of this.pipes) {
-      const { port1, port2 } = new MessageChannel();
-      const workerData = {
-        fd: pipe.blocking,
-        stream: pipe.stream,
-        marker: this.marker,
-        state: pipe.state,
-        shared: this.shared,
-        port: port2,
-      };
-      const thread = new Thread(__filename, { workerData, transferList: [port2] });
-      thread.unref();
-      port1.on('message', (data) => this.keeper && this.keeper.keep(data));
-      port1.unref();
-      pipe.port = port1;
-    }
+    const { port1, port2 } = new MessageChannel();
+    const workerData = {
+      fds: this.pipes.map((pipe) => pipe.read),
+      streams: this.pipes.map((pipe) => pipe.stream),
+      marker: this.marker,
+      state: this.state,
+      shared: this.shared,
+      port: port2,
+    };
+    const thread = new Thread(__filename, { workerData, transferList: [port2] });
+    thread.unref();
+    port1.on('message', (data) => this.keeper && this.keeper.keep(data));
+    port1.unref();
+    this.port = port1;
   }
 
-  // Once the reader threads run (they open nothing after that).
+  // Once the reader thread runs (it opens nothing after that).
   async ready() {
-    for (const pipe of this.pipes) {
-      while (!Atomics.load(pipe.state, READY)) {
-        const waited = Atomics.waitAsync(pipe.state, READY, 0, 1000);
-        if (waited.async) await waited.value;
-      }
+    while (!Atomics.load(this.state, READY)) {
+      const waited = Atomics.waitAsync(this.state, READY, 0, 1000);
+      if (waited.async) await waited.value;
     }
   }
 
   // Protocol v1: fd 2 becomes fd 1's pipe, so the log keeps the order of the writes to both.
   // Node has no dup2: fd 2 is closed and fd 1's pipe opened again, which takes the lowest free
-  // fd (nothing else opens a file meanwhile: no function is loaded, the readers run).
+  // fd (nothing else opens a file meanwhile: no function is loaded, the reader runs).
   async merge() {
     await this.ready();
     fs.closeSync(2);
     const fd = fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY);
     if (fd !== 2) throw new Error(`fd 2 could not be made fd 1's pipe (got fd ${fd})`);
     this.used = this.pipes.slice(0, 1);
+    Atomics.store(this.state, PIPES, 1);
   }
 
   // A run (or the load) begins: its output is kept (`socket` null) or sent as frames to the
   // connection's `socket` fd, after the reply's `head` (which says Connection: close if `close`).
   begin(limit, socket = null, head = '', close = false) {
+    const { state } = this;
     this.number = (this.number % (RUNS - 1)) + 1;
     this.active = true;
     this.keeper = socket === null ? new LogKeeper(limit) : null;
@@ -464,21 +484,22 @@ class Capture {
     this.head = head;
     for (const slot of [GONE, HEAD_SENT]) Atomics.store(this.shared, slot, 0);
     Atomics.store(this.shared, LINE_ENDED, 1);
+    Atomics.store(state, MODE, socket === null ? KEEP : STREAM);
+    Atomics.store(state, SOCKET, socket === null ? -1 : socket);
+    Atomics.store(state, CLOSE, close ? 1 : 0);
+    let marked = true;
     for (const pipe of this.used) {
-      const { state } = pipe;
       pipe.scanner = new Scanner(this.marker, this.number);
-      Atomics.store(state, MODE, socket === null ? KEEP : STREAM);
-      Atomics.store(state, SOCKET, socket === null ? -1 : socket);
-      Atomics.store(state, CLOSE, close ? 1 : 0);
-      const base = this.number * RUN_PHASES;
-      if (this.put(pipe, pipe.scanner.begin, null)) {
-        Atomics.store(state, PHASE, base + ACTIVE);
-        if (Atomics.load(state, PARKED)) Atomics.notify(state, PHASE);
-      } else { // kept full by a background process: its reader reads the run from its start
-        Atomics.store(state, PHASE, base + TAKEN);
-        Atomics.notify(state, PHASE);
-        this.writeMarker(pipe, pipe.scanner.begin);
-      }
+      if (!this.put(pipe, pipe.scanner.begin, null)) marked = false;
+    }
+    const base = this.number * RUN_PHASES;
+    if (marked) {
+      Atomics.store(state, PHASE, base + ACTIVE);
+      if (Atomics.load(state, PARKED)) Atomics.notify(state, PHASE);
+    } else { // a pipe kept full by a background process: the reader reads the run from its start
+      Atomics.store(state, PHASE, base + TAKEN);
+      Atomics.notify(state, PHASE);
+      for (const pipe of this.used) this.writeMarker(pipe, pipe.scanner.begin);
     }
   }
 
@@ -513,7 +534,7 @@ class Capture {
 
   writeMarker(pipe, marker) {
     try {
-      fs.writeSync(pipe.target, marker); // blocking: its reader reads the pipe
+      fs.writeSync(pipe.target, marker); // blocking: the reader reads the pipe
     } catch {}
   }
 
@@ -527,24 +548,21 @@ class Capture {
   }
 
   endNow(within) {
+    const { state } = this;
     const until = performance.now() + within;
-    const base = this.number * RUN_PHASES;
+    const active = this.number * RUN_PHASES + ACTIVE;
     const outputs = [];
-    const taken = [];
-    for (const pipe of this.used) {
-      const { state, scanner } = pipe;
-      if (Atomics.compareExchange(state, PHASE, base + ACTIVE, base + ENDED) === base + ACTIVE) {
+    if (Atomics.compareExchange(state, PHASE, active, active - ACTIVE + ENDED) === active) {
+      for (const pipe of this.used) { // the reader did not take the run: read here
         const parts = [];
-        if (this.put(pipe, scanner.end, parts)) {
-          while (!scanner.ended && this.readSome(pipe, parts));
+        if (this.put(pipe, pipe.scanner.end, parts)) {
+          while (!pipe.scanner.ended && this.readSome(pipe, parts));
         }
         outputs.push([pipe.stream, parts]);
-      } else {
-        this.writeMarker(pipe, scanner.end);
-        taken.push(pipe);
       }
-    }
-    for (const { state } of taken) {
+    } else {
+      for (const pipe of this.used) this.writeMarker(pipe, pipe.scanner.end);
+      Atomics.notify(state, WAKE);
       while (Atomics.load(state, DONE) !== this.number && !Atomics.load(state, DEAD)) {
         const left = until - performance.now();
         if (left <= 0) break;
@@ -555,8 +573,8 @@ class Capture {
     const keeper = this.keeper;
     this.keeper = null;
     if (keeper) {
-      for (const pipe of taken) {
-        for (let m = receiveMessageOnPort(pipe.port); m; m = receiveMessageOnPort(pipe.port)) {
+      if (this.port !== null) {
+        for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
           keeper.keep(m.message);
         }
       }
@@ -573,15 +591,11 @@ class Capture {
     return frames;
   }
 
-  // End the reader threads, which a process waits for as it exits: each wakes to a byte.
+  // End the reader thread, which a process waits for as it exits.
   quit() {
     Atomics.store(this.shared, QUIT, 1);
-    for (const pipe of this.pipes) {
-      Atomics.notify(pipe.state, PHASE);
-      try {
-        fs.writeSync(pipe.write, '\n');
-      } catch {}
-    }
+    Atomics.notify(this.state, PHASE);
+    Atomics.notify(this.state, WAKE);
   }
 
   lineEnded() {

@@ -28,6 +28,7 @@
 // and ERR; run as `node server.js`, it makes them and starts itself so. The reader threads are
 // the same file.
 
+const { EventEmitter } = require('node:events');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -1038,7 +1039,8 @@ function serve(socketPath, fifos) {
   server.listen(socketPath, () => {
     process.umask(oldUmask);
     fs.chmodSync(socketPath, 0o666);
-    capture.start(); // once listening: the first /init does not wait for them
+    capture.start(); // once listening: the first /init does not wait for it
+    warmUp(runtime, handle);
   });
   for (const signal of ['SIGTERM', 'SIGINT']) {
     process.on(signal, () => {
@@ -1047,6 +1049,35 @@ function serve(socketPath, fifos) {
       } catch {}
       process.exit(128 + os.constants.signals[signal]);
     });
+  }
+}
+
+// Go once through what the first /init and /run do, before they come (a stem cell waits for its
+// function): V8 compiles a function the first time it is called, and Node readies its module
+// loader on the first file it loads. A /health to no socket, a module of a temporary
+// directory loaded and forgotten, and a run of each kind (a log kept, frames) begun and ended.
+function warmUp(runtime, handle) {
+  const socket = new EventEmitter();
+  Object.assign(socket, { destroyed: false, write: () => true, end: () => {}, destroy() {} });
+  new Connection(socket, handle, Buffer.from('GET /health HTTP/1.1\r\nHost: x\r\n\r\n'));
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), '.spinlet-'));
+  try {
+    const file = path.join(directory, 'warm.js');
+    fs.writeFileSync(file, 'module.exports.main = (event) => event;\n');
+    const handler = require(file).main;
+    delete require.cache[file];
+    const message = parseRun({ input: { warm: [1, 'up'] }, execution_id: 'warm-up' });
+    makeContext(message.context, runtime.logger);
+    const outcome = serialise(handler(message.input));
+    outcome.durationMs = 0;
+    runtime.capture.begin(DEFAULT_LOG_LIMIT);
+    runtime.capture.endNow(Infinity).log();
+    runtime.capture.begin(DEFAULT_LOG_LIMIT, -1, '');
+    runtime.capture.endNow(Infinity);
+    parseJson(Buffer.from(JSON.stringify(message)));
+    reply(outcome, '"type":"result"', true);
+  } finally {
+    fs.rmSync(directory, { recursive: true, force: true });
   }
 }
 

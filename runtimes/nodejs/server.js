@@ -7,40 +7,32 @@
 // - GET /health: {"protocol": 1, "protocols": [1, 2], "initialized": bool,
 //   "features": ["code_dir"]}. No "layer_dir": a Node function brings its dependencies as
 //   node_modules/ inside its package; an /init with a layer_dir is a 400 of type InvalidLayer.
-// - POST /init (once): agree on the protocol, then hand the function's process (started with
-//   the server, or, in v1, now), whose fds 1 and 2 are named pipes (one pipe in v1), the
-//   function's environment, this connection and every other: it
-//   loads the function's module from code_dir ("module.func": module.js, .mjs or .cjs;
-//   CommonJS or an ES module) and serves /init's answer and every request after it. A base64
-//   zip ("code") is refused with a 400 of type InvalidPackage: Node's standard library reads no
-//   zip, and the node sends code_dir to a server that announces the feature.
-// - POST /run: one execution, the handler called in the function's process itself (no message
-//   to another process). console.log, process.stdout, fs.writeSync(1, ...) and the output of a
-//   child spawned with inherited stdio all land in its pipes, each read by a thread of its own
-//   with blocking reads (a function that writes much without yielding never waits for the
-//   server's thread). In v1 the reply is one JSON body (the log capped at log_limit, head and
-//   tail); in v2 a chunked stream of log frames (stdout and stderr apart), which the reader
-//   threads write to the connection as the function writes, then the result.
-//
-// Fds 1 and 2 block when their pipe is full. Once the handler has settled, what it wrote is in
-// the pipes; the server writes a marker to each, and the reader threads read to it: the end of
-// the run's output. What the pipes bring between runs (a background process the function left)
-// is dropped.
+// - POST /init (once): agree on the protocol (in v1, fd 2 becomes fd 1's pipe: one log, in the
+//   order of the writes), set the function's environment in process.env, and load the
+//   function's module from code_dir ("module.func": module.js, .mjs or .cjs; CommonJS or an ES
+//   module). A base64 zip ("code") is refused with a 400 of type InvalidPackage: Node's
+//   standard library reads no zip, and the node sends code_dir to a server that announces the
+//   feature.
+// - POST /run: one execution, the handler called in this thread (no other process, no message
+//   to another thread for a short run). console.log, process.stdout, fs.writeSync(1, ...) and
+//   the output of a child spawned with inherited stdio all land in the pipes that are fds 1 and
+//   2 (see Capture). In v1 the reply is one JSON body (the log capped at log_limit, head and
+//   tail); in v2 a chunked stream of log frames (stdout and stderr apart), then the result.
 //
 // A function that exits (process.exit) ends the server with it, as the Python server's os._exit
 // does: the node sees its container end ("crashed"); in v2 the output written before is sent
 // first. Time limits are the control plane's job: it destroys the container when a deadline
 // passes; nothing here interrupts the function.
 //
-// Run as `node /opt/spinlet/server.js`; the function's process is the same file, `--function`
-// (with its pipes' names), and so are the reader threads.
+// Run by init.sh as `node server.js --fifos OUT ERR` with its fds 1 and 2 the named pipes OUT
+// and ERR; run as `node server.js`, it makes them and starts itself so. The reader threads are
+// the same file.
 
+const { EventEmitter } = require('node:events');
 const fs = require('node:fs');
-const http = require('node:http'); // its status phrases only
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn, spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const { StringDecoder } = require('node:string_decoder');
 const { pathToFileURL } = require('node:url');
@@ -63,8 +55,8 @@ const MAX_BODY = 1024 * 1024 * 1024;
 // Limits of a request's head: how many headers, and its whole length.
 const MAX_HEADERS = 100;
 const MAX_HEAD = 65536 * 4;
-// V8's flags for the function's process: a hot function is optimised after less of its
-// bytecode has run (V8's default budget suits long-running servers: a function's warm runs
+// V8's flags of the server (as init.sh gives them): a hot function is optimised after less of
+// its bytecode has run (V8's default budget suits long-running servers: a function's warm runs
 // would take twice as long for its first thousand calls or more).
 const V8_FLAGS = ['--interrupt-budget=8192'];
 // How long a function that exits waits for its output to be sent (v2).
@@ -192,33 +184,52 @@ function reply(outcome, member, first) {
   return `{${a},${b},"duration_ms":${outcome.durationMs}}`;
 }
 
-// --- the function's output, read in its own process ---------------------------------------------
+// --- the function's output ---------------------------------------------------------------------
 
-// A reader thread per pipe (one in v1, where fd 2 is fd 1's pipe; two in v2) reads it with
-// blocking reads, so a function that writes much without yielding (fs.writeSync, a busy loop)
-// never blocks for want of a reader: in v2 the thread sends the frames itself, on the node's
-// connection, while the function runs. A run ends with a marker the server writes to each pipe
-// once the handler has settled (after the function's own writes, which are done by then, fds 1
-// and 2 blocking): the thread reads to it, and so has the whole run.
+// Fds 1 and 2 are named pipes (init.sh makes them; in v1, fd 2 becomes fd 1's pipe at /init).
+// A run's output is what its pipes bring between two markers this server writes to each: one
+// as the run begins (what comes before it was written between runs, and is dropped) and one once
+// its handler has settled (fds 1 and 2 block when their pipe is full, so what the function
+// wrote is in the pipe by then).
+//
+// Who reads them: a short run's, this thread itself, once the run is over (non-blocking reads to
+// the end marker: no other thread is woken, nothing is waited for). A reader thread takes the
+// pipes over when a run lasts longer than TAKEOVER_MS: from then on it reads them (a function
+// that writes much without yielding waits for a reader a few milliseconds at most) and, in v2,
+// writes the frames to the node's connection itself as the function writes; the run's end then
+// waits for it to read to the end markers. Between runs, the pipes are not read: a background
+// process the function left waits once its pipe is full, until the next run begins (what it
+// wrote meanwhile is dropped).
 const READ_SIZE = 65536;
+const TAKEOVER_MS = 3;
 const KEEP = 1; // a run's output goes to the server's thread (/init, a v1 run): a log is kept
 const STREAM = 2; // frames to the connection (a v2 run)
-// Slots of a reader's state (Int32Array on shared memory).
-const DONE = 0; // the last run the reader read to its end
-const DEAD = 1; // 1 once the reader has stopped (its pipe closed or broken)
+// A pipe's phase in its state's PHASE slot, with the run's number: RUN_PHASES * number + phase.
+const IDLE = 0; // between runs (no run has begun yet)
+const ACTIVE = 1; // a run is in progress, the pipe not read yet
+const TAKEN = 2; // its reader thread reads it, to the run's end marker
+const ENDED = 3; // the run ended before its reader took the pipe: this thread reads it
+const RUN_PHASES = 4;
+const RUNS = 2 ** 28; // run numbers wrap around (an Int32 holds RUN_PHASES * RUNS)
+// Slots of a pipe's state (Int32Array on shared memory).
+const PHASE = 0;
+const DONE = 1; // the last run its reader read to its end
+const DEAD = 2; // 1 once the reader has stopped (its pipe closed or broken)
+const READY = 3; // 1 once the reader runs
+const MODE = 4; // KEEP or STREAM
+const SOCKET = 5; // the connection's fd (STREAM)
+const CLOSE = 6; // 1 when the reply says Connection: close
+const PARKED = 7; // 1 while the reader waits for a run to begin (then a run's begin wakes it)
+const PIPES = 8; // how many pipes the run has (v1: 1, fd 2 being fd 1's pipe)
+const WAKE = 9; // waited on while the pipes are empty (woken as the run ends)
+const NAP_MAX_MS = 8;
 // Slots of the state the readers and the server share.
 const LOCK = 0; // 1 while a thread writes to the connection
 const GONE = 1; // 1 once a write to the connection failed: the node went away
 const LINE_ENDED = 2; // whether the last frame sent ended its line
 const NAP = 3; // waited on for a millisecond when the connection is full
 const QUIT = 4; // 1 when the process exits: the readers end (it waits for its threads)
-const ENDING = 5; // 1 once the run's handler has settled: its end is coming
-const HEAD_SENT = 6; // 1 once the reply's head is written
-const SEQUENCE = 7; // frames numbered in the order they were read, across the pipes
-// A frame waits up to FRAME_DELAY_MS for the run to end, and is then sent with its result, in
-// one write (the node wakes once for a short run), unless FRAME_BATCH characters wait already.
-const FRAME_DELAY_MS = 2;
-const FRAME_BATCH = 65536;
+const HEAD_SENT = 5; // 1 once the reply's head is written
 
 function lock(shared) {
   while (Atomics.compareExchange(shared, LOCK, 0, 1) !== 0) Atomics.wait(shared, LOCK, 1, 5);
@@ -270,135 +281,266 @@ function markerStart(data, marker) {
   return 0;
 }
 
-// The reader thread of one pipe: what it reads goes to the run in progress (told by the
-// server's messages on `port`), what comes between runs is dropped.
-function readerThread() {
-  const { fd, stream, marker: text, state, shared, port } = workerData;
-  const marker = Buffer.from(text, 'latin1');
-  const buffer = Buffer.alloc(READ_SIZE);
-  let run = null; // {number, mode, socket, head}: the run being read, null between runs
-  let decoder = null;
-  let carry = null;
-  let frames = []; // [sequence, frame, whether it ends its line]: read, not yet sent
-  let size = 0;
-  const take = (data) => {
-    if (run === null) {
-      const next = receiveMessageOnPort(port);
-      if (!next) return;
-      run = next.message;
-      decoder = new StringDecoder('utf8');
+// One run's output in the reads of one pipe: what comes between its two markers.
+class Scanner {
+  constructor(marker, number) {
+    this.begin = Buffer.from(`${marker}B${number}]\0`, 'latin1');
+    this.end = Buffer.from(`${marker}E${number}]\0`, 'latin1');
+    this.started = false;
+    this.ended = false;
+    this.carry = null;
+  }
+
+  // The parts of `data` (the next read) that are the run's, copied when `copy` (the buffer is
+  // read into again).
+  feed(data, copy) {
+    const parts = [];
+    if (this.ended) return parts;
+    if (this.carry) {
+      data = Buffer.concat([this.carry, data]);
+      this.carry = null;
     }
-    if (!data.length) return;
-    if (run.mode === KEEP) {
-      port.postMessage(Buffer.from(data)); // a copy: the buffer is read into again
+    if (!this.started) {
+      const at = data.indexOf(this.begin);
+      if (at < 0) {
+        this.hold(data, this.begin);
+        return parts;
+      }
+      this.started = true;
+      data = data.subarray(at + this.begin.length);
+    }
+    const at = data.indexOf(this.end);
+    if (at >= 0) {
+      this.ended = true;
+      data = data.subarray(0, at);
     } else {
-      send(decoder.write(data));
+      data = data.subarray(0, data.length - this.hold(data, this.end));
     }
-  };
-  const send = (textRead) => {
-    if (!textRead) return;
-    const frame = logFrame(stream, textRead, Date.now() / 1000);
-    frames.push([Atomics.add(shared, SEQUENCE, 1), frame, textRead.endsWith('\n')]);
-    size += frame.length;
-  };
-  // Send the frames read unless the run ends soon (the server's thread then sends them).
-  const flush = () => {
-    if (run === null || run.mode !== STREAM || !frames.length) return;
-    if (size < FRAME_BATCH && Atomics.wait(shared, ENDING, 0, FRAME_DELAY_MS) !== 'timed-out') {
-      return;
-    }
-    const text = frames.map(([, frame]) => chunk(frame)).join('');
-    const lineEnded = frames[frames.length - 1][2];
-    frames = [];
-    size = 0;
-    writeAll(shared, run.socket, text, run.head, lineEnded);
-  };
-  const end = () => {
-    take(Buffer.alloc(0)); // a run with no output has begun all the same
-    if (run === null) return; // a marker of a run that is over (cannot happen)
-    if (run.mode === STREAM) {
-      send(decoder.end());
-      port.postMessage(frames); // the server's thread sends them, with the result
-      frames = [];
-      size = 0;
-    }
-    Atomics.store(state, DONE, run.number);
-    Atomics.notify(state, DONE);
-    run = null;
-  };
+    if (data.length) parts.push(copy ? Buffer.from(data) : data);
+    return parts;
+  }
+
+  hold(data, marker) {
+    const held = markerStart(data, marker);
+    if (held) this.carry = Buffer.from(data.subarray(data.length - held));
+    return held;
+  }
+}
+
+// The reader thread: parked until a run outlasts TAKEOVER_MS, then it reads the run's pipes to
+// their end markers (non-blocking reads; while they are empty, it naps, from 0.25 ms doubling
+// up to NAP_MAX_MS, woken at once when the run ends).
+function readerThread() {
+  const { fds, streams, marker, state, shared, port } = workerData;
+  const buffer = Buffer.alloc(READ_SIZE);
+  Atomics.store(state, READY, 1);
+  Atomics.notify(state, READY);
+  let seen = -1; // the run it saw begin, TAKEOVER_MS or more ago once it wakes
   try {
-    for (;;) {
-      let read;
-      try {
-        read = fs.readSync(fd, buffer, 0, READ_SIZE, null);
-      } catch (error) {
-        if (error.code === 'EAGAIN' || error.code === 'EINTR') continue;
-        throw error;
+    while (!Atomics.load(shared, QUIT)) {
+      const value = Atomics.load(state, PHASE);
+      if (value % RUN_PHASES !== ACTIVE) { // until a run begins (told, as it is parked)
+        Atomics.store(state, PARKED, 1);
+        Atomics.wait(state, PHASE, value);
+        Atomics.store(state, PARKED, 0);
+      } else if (value !== seen) { // not told of the next runs: it looks again after a while
+        seen = value;
+        Atomics.wait(state, PHASE, value, TAKEOVER_MS);
+      } else if (
+        Atomics.compareExchange(state, PHASE, value, value - ACTIVE + TAKEN) === value
+      ) {
+        readRun((value - ACTIVE) / RUN_PHASES);
       }
-      if (read === 0 || Atomics.load(shared, QUIT)) break;
-      let data = buffer.subarray(0, read);
-      if (carry) {
-        data = Buffer.concat([carry, data]);
-        carry = null;
-      }
-      for (;;) {
-        const at = data.indexOf(marker);
-        if (at < 0) break;
-        take(data.subarray(0, at));
-        end();
-        data = data.subarray(at + marker.length);
-      }
-      const held = markerStart(data, marker);
-      take(data.subarray(0, data.length - held));
-      if (held) carry = Buffer.from(data.subarray(data.length - held));
-      flush();
     }
   } finally {
     Atomics.store(state, DEAD, 1);
     Atomics.notify(state, DONE);
   }
+
+  function readRun(number) {
+    const mode = Atomics.load(state, MODE);
+    const socket = Atomics.load(state, SOCKET);
+    const head = replyHead(200, 'application/x-ndjson', null, Atomics.load(state, CLOSE) === 1);
+    const pipes = fds.slice(0, Atomics.load(state, PIPES)).map((fd, index) => ({
+      fd,
+      stream: streams[index],
+      scanner: new Scanner(marker, number),
+      decoder: new StringDecoder('utf8'),
+    }));
+    const send = (stream, text) => {
+      if (!text) return;
+      const frame = chunk(logFrame(stream, text, Date.now() / 1000));
+      writeAll(shared, socket, frame, head, text.endsWith('\n'));
+    };
+    let nap = 0;
+    while (pipes.some((pipe) => !pipe.scanner.ended)) {
+      if (Atomics.load(shared, QUIT)) return;
+      let read = false;
+      for (const pipe of pipes) {
+        if (pipe.scanner.ended) continue;
+        let size;
+        try {
+          size = fs.readSync(pipe.fd, buffer, 0, READ_SIZE, null);
+        } catch (error) {
+          if (error.code === 'EAGAIN' || error.code === 'EINTR') continue;
+          throw error;
+        }
+        if (size === 0) return; // no writer left (cannot happen: fds 1 and 2 are)
+        read = true;
+        for (const part of pipe.scanner.feed(buffer.subarray(0, size), mode === KEEP)) {
+          if (mode === KEEP) port.postMessage(part);
+          else send(pipe.stream, pipe.decoder.write(part));
+        }
+        if (pipe.scanner.ended && mode === STREAM) send(pipe.stream, pipe.decoder.end());
+      }
+      if (read) {
+        nap = 0;
+      } else {
+        nap = nap ? Math.min(nap * 2, NAP_MAX_MS) : 0.25;
+        Atomics.wait(state, WAKE, 0, nap);
+      }
+    }
+    Atomics.store(state, DONE, number);
+    Atomics.notify(state, DONE);
+  }
 }
 
-// The function's fds 1 and 2, read by reader threads.
+// The function's fds 1 and 2 (their named pipes `fifos`, removed once open).
 class Capture {
   constructor(fifos) {
-    this.marker = `\0[spinlet: run ended ${crypto.randomBytes(16).toString('hex')}]\0`;
+    this.marker = `\0[spinlet: run ${crypto.randomBytes(16).toString('hex')} `;
     this.shared = new Int32Array(new SharedArrayBuffer(32));
+    this.state = new Int32Array(new SharedArrayBuffer(64));
     this.number = 0;
     this.keeper = null;
     this.active = false;
-    const streams = fifos.length === 1 ? [[1, 'stdout']] : [[1, 'stdout'], [2, 'stderr']];
-    this.readers = streams.map(([target, stream], index) => {
-      // Its own description of the pipe, blocking (libuv makes fds 1 and 2 non-blocking).
-      const fd = fs.openSync(fifos[index], 'r');
-      const state = new Int32Array(new SharedArrayBuffer(8));
-      const { port1, port2 } = new MessageChannel();
-      const marker = this.marker;
-      const workerData = { fd, stream, marker, state, shared: this.shared, port: port2 };
-      const thread = new Thread(__filename, { workerData, transferList: [port2] });
-      thread.unref();
-      port1.on('message', (data) => this.keeper && this.keeper.keep(data));
-      port1.unref();
-      return { target, state, port: port1, thread };
+    this.socket = null;
+    this.head = '';
+    this.port = null;
+    this.buffer = Buffer.alloc(READ_SIZE);
+    const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
+    this.pipes = fifos.map((fifo, index) => {
+      const pipe = {
+        target: index + 1, // fd 1 or 2
+        stream: index ? 'stderr' : 'stdout',
+        // Non-blocking descriptions of the pipe: read by this thread or the reader's, never
+        // both at once.
+        read: fs.openSync(fifo, O_RDONLY | O_NONBLOCK),
+        write: fs.openSync(fifo, O_WRONLY | O_NONBLOCK),
+        scanner: null,
+      };
+      fs.rmSync(fifo, { force: true });
+      return pipe;
     });
+    this.used = this.pipes; // v1: fd 1's only (fd 2 is made fd 1's pipe)
+    Atomics.store(this.state, PIPES, this.used.length);
+  }
+
+  // Start the reader thread (needed only by runs that outlast TAKEOVER_MS).
+  start() {
+    const { port1, port2 } = new MessageChannel();
+    const workerData = {
+      fds: this.pipes.map((pipe) => pipe.read),
+      streams: this.pipes.map((pipe) => pipe.stream),
+      marker: this.marker,
+      state: this.state,
+      shared: this.shared,
+      port: port2,
+    };
+    const thread = new Thread(__filename, { workerData, transferList: [port2] });
+    thread.unref();
+    port1.on('message', (data) => this.keeper && this.keeper.keep(data));
+    port1.unref();
+    this.port = port1;
+  }
+
+  // Once the reader thread runs (it opens nothing after that).
+  async ready() {
+    while (!Atomics.load(this.state, READY)) {
+      const waited = Atomics.waitAsync(this.state, READY, 0, 1000);
+      if (waited.async) await waited.value;
+    }
+  }
+
+  // Protocol v1: fd 2 becomes fd 1's pipe, so the log keeps the order of the writes to both.
+  // Node has no dup2: fd 2 is closed and fd 1's pipe opened again, which takes the lowest free
+  // fd (nothing else opens a file meanwhile: no function is loaded, the reader runs).
+  async merge() {
+    await this.ready();
+    fs.closeSync(2);
+    const fd = fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY);
+    if (fd !== 2) throw new Error(`fd 2 could not be made fd 1's pipe (got fd ${fd})`);
+    this.used = this.pipes.slice(0, 1);
+    Atomics.store(this.state, PIPES, 1);
   }
 
   // A run (or the load) begins: its output is kept (`socket` null) or sent as frames to the
-  // connection's `socket` fd.
-  begin(limit, socket = null, head = '') {
-    this.number += 1;
+  // connection's `socket` fd, after the reply's `head` (which says Connection: close if `close`).
+  begin(limit, socket = null, head = '', close = false) {
+    const { state } = this;
+    this.number = (this.number % (RUNS - 1)) + 1;
     this.active = true;
     this.keeper = socket === null ? new LogKeeper(limit) : null;
     this.socket = socket;
     this.head = head;
-    const run = { number: this.number, mode: socket === null ? KEEP : STREAM, socket, head };
-    for (const slot of [GONE, ENDING, HEAD_SENT]) Atomics.store(this.shared, slot, 0);
+    for (const slot of [GONE, HEAD_SENT]) Atomics.store(this.shared, slot, 0);
     Atomics.store(this.shared, LINE_ENDED, 1);
-    for (const reader of this.readers) reader.port.postMessage(run);
+    Atomics.store(state, MODE, socket === null ? KEEP : STREAM);
+    Atomics.store(state, SOCKET, socket === null ? -1 : socket);
+    Atomics.store(state, CLOSE, close ? 1 : 0);
+    let marked = true;
+    for (const pipe of this.used) {
+      pipe.scanner = new Scanner(this.marker, this.number);
+      if (!this.put(pipe, pipe.scanner.begin, null)) marked = false;
+    }
+    const base = this.number * RUN_PHASES;
+    if (marked) {
+      Atomics.store(state, PHASE, base + ACTIVE);
+      if (Atomics.load(state, PARKED)) Atomics.notify(state, PHASE);
+    } else { // a pipe kept full by a background process: the reader reads the run from its start
+      Atomics.store(state, PHASE, base + TAKEN);
+      Atomics.notify(state, PHASE);
+      for (const pipe of this.used) this.writeMarker(pipe, pipe.scanner.begin);
+    }
+  }
+
+  // Write `marker` to the pipe without blocking; while it is full, read it (what is read goes
+  // to `out`, or is dropped). False if it stays full.
+  put(pipe, marker, out) {
+    for (let tries = 0; tries < 64; tries += 1) {
+      try {
+        fs.writeSync(pipe.write, marker);
+        return true;
+      } catch (error) {
+        if (error.code !== 'EAGAIN' && error.code !== 'EINTR') throw error;
+      }
+      this.readSome(pipe, out);
+    }
+    return false;
+  }
+
+  // One non-blocking read of the pipe, its run's parts to `out` (or dropped). False when empty.
+  readSome(pipe, out) {
+    let read;
+    try {
+      read = fs.readSync(pipe.read, this.buffer, 0, READ_SIZE, null);
+    } catch (error) {
+      if (error.code === 'EAGAIN' || error.code === 'EINTR') return false;
+      throw error;
+    }
+    const parts = pipe.scanner.feed(this.buffer.subarray(0, read), true);
+    if (out !== null) out.push(...parts);
+    return read > 0;
+  }
+
+  writeMarker(pipe, marker) {
+    try {
+      fs.writeSync(pipe.target, marker); // blocking: the reader reads the pipe
+    } catch {}
   }
 
   // The run is over: once what the function's streams hold is written, mark each pipe's end
-  // and wait for the readers to reach it. Returns the kept log (KEEP).
+  // and read it there. Returns the kept log (KEEP), or the frames still to send (STREAM).
   async end() {
     for (const stream of [process.stdout, process.stderr]) {
       if (stream.writableLength) await new Promise((resolve) => stream.once('drain', resolve));
@@ -407,16 +549,21 @@ class Capture {
   }
 
   endNow(within) {
+    const { state } = this;
     const until = performance.now() + within;
-    Atomics.store(this.shared, ENDING, 1);
-    Atomics.notify(this.shared, ENDING);
-    for (const reader of this.readers) {
-      try {
-        fs.writeSync(reader.target, this.marker);
-      } catch {}
-    }
-    for (const reader of this.readers) {
-      const { state } = reader;
+    const active = this.number * RUN_PHASES + ACTIVE;
+    const outputs = [];
+    if (Atomics.compareExchange(state, PHASE, active, active - ACTIVE + ENDED) === active) {
+      for (const pipe of this.used) { // the reader did not take the run: read here
+        const parts = [];
+        if (this.put(pipe, pipe.scanner.end, parts)) {
+          while (!pipe.scanner.ended && this.readSome(pipe, parts));
+        }
+        outputs.push([pipe.stream, parts]);
+      }
+    } else {
+      for (const pipe of this.used) this.writeMarker(pipe, pipe.scanner.end);
+      Atomics.notify(state, WAKE);
       while (Atomics.load(state, DONE) !== this.number && !Atomics.load(state, DEAD)) {
         const left = until - performance.now();
         if (left <= 0) break;
@@ -426,28 +573,30 @@ class Capture {
     this.active = false;
     const keeper = this.keeper;
     this.keeper = null;
-    const frames = [];
-    for (const reader of this.readers) {
-      for (let m = receiveMessageOnPort(reader.port); m; m = receiveMessageOnPort(reader.port)) {
-        if (keeper) keeper.keep(m.message);
-        else frames.push(...m.message);
+    if (keeper) {
+      if (this.port !== null) {
+        for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) {
+          keeper.keep(m.message);
+        }
       }
+      for (const [, parts] of outputs) for (const part of parts) keeper.keep(part);
+      return keeper;
     }
-    if (keeper) return keeper;
-    // The frames the readers left to this thread: in the order they were read.
-    frames.sort((a, b) => a[0] - b[0]);
-    if (frames.length) Atomics.store(this.shared, LINE_ENDED, frames[frames.length - 1][2] ? 1 : 0);
-    return frames.map(([, frame]) => chunk(frame)).join('');
+    let frames = '';
+    for (const [stream, parts] of outputs) {
+      if (!parts.length) continue;
+      const text = Buffer.concat(parts).toString('utf8');
+      frames += chunk(logFrame(stream, text, Date.now() / 1000));
+      Atomics.store(this.shared, LINE_ENDED, text.endsWith('\n') ? 1 : 0);
+    }
+    return frames;
   }
 
-  // End the reader threads, which a process waits for as it exits: each wakes to a byte.
+  // End the reader thread, which a process waits for as it exits.
   quit() {
     Atomics.store(this.shared, QUIT, 1);
-    for (const reader of this.readers) {
-      try {
-        fs.writeSync(reader.target, '\n');
-      } catch {}
-    }
+    Atomics.notify(this.state, PHASE);
+    Atomics.notify(this.state, WAKE);
   }
 
   lineEnded() {
@@ -471,7 +620,6 @@ class Runtime {
     this.logLimit = DEFAULT_LOG_LIMIT;
     this.protocol = PROTOCOL;
     this.handler = null;
-    this.initStarted = null; // when the front server took /init (performance.timeOrigin based)
     this.settleRun = null; // ends the run in progress with an error (an uncaught one)
     this.logger = makeLogger((text) => process.stderr.write(text));
   }
@@ -500,9 +648,11 @@ class Runtime {
   }
 
   async init(body) {
+    const started = now();
     const [request, refusal] = this.checkInit(body);
     if (refusal) return refusal;
-    const started = this.initStarted ?? now();
+    if (request.protocol < STREAMING) await this.capture.merge();
+    Object.assign(process.env, request.environment);
     this.capture.begin(request.logLimit);
     const loaded = await loadHandler(request.codeDir, request.entry);
     const keeper = await this.capture.end();
@@ -563,8 +713,8 @@ class Runtime {
 
   // One execution (protocol v2): the reply's head, frames (sent by the reader threads) as the
   // function writes, then its result, all on the connection's socket `fd`.
-  async streamRun(message, head, fd) {
-    this.capture.begin(this.logLimit, fd, head);
+  async streamRun(message, head, fd, close) {
+    this.capture.begin(this.logLimit, fd, head, close);
     const outcome = await this.call(message);
     let data = await this.capture.end(); // the frames still to send
     if (outcome.error) {
@@ -586,86 +736,7 @@ class Runtime {
   }
 }
 
-// The runtime before /init, in the server's first process: /init starts the function's
-// process, whose fds 1 and 2 are pipes (one in v1), and hands it the connections.
-class FrontRuntime extends Runtime {
-  constructor() {
-    super(null);
-    this.child = null;
-    this.spare = null; // a function's process started ahead, for a v2 /init
-    this.onHandOver = () => {}; // (connection): hand over the others too
-  }
-
-  // Start a function's process before /init (the container may be a stem cell): /init then
-  // hands it the function's environment instead of waiting for a process to start.
-  prepare() {
-    const spare = startFunction(false, process.env);
-    spare.child.on('exit', () => {
-      if (this.spare === spare) this.spare = null;
-    });
-    spare.child.on('error', () => {});
-    this.spare = spare;
-  }
-
-  async init(body, connection) {
-    const started = now();
-    const [request, refusal] = this.checkInit(body);
-    if (refusal) return refusal;
-    const merged = request.protocol < STREAMING;
-    let starting = this.spare;
-    this.spare = null;
-    let environment = request.environment;
-    if (starting === null || merged || starting.child.exitCode !== null) {
-      if (starting !== null) starting.stop();
-      starting = startFunction(merged, { ...process.env, ...request.environment });
-      environment = {};
-    }
-    const child = starting.child;
-    child.on('exit', (code, signal) => {
-      process.exit(signal ? 128 + (os.constants.signals[signal] || 9) : code || 1);
-    });
-    child.on('error', () => process.exit(1));
-    if (child.exitCode !== null) process.exit(1);
-    await starting.ready;
-    this.child = child;
-    this.handOver(connection, { initStarted: started, environment });
-    this.onHandOver(connection);
-    return null; // the function's process answers
-  }
-
-  handOver(connection, extra = {}) {
-    connection.handedOver = true;
-    const socket = connection.socket;
-    socket.pause();
-    const parts = [connection.pending];
-    if (socket.readableLength) parts.push(socket.read()); // what came since: all of it, paused
-    const data = Buffer.concat(parts).toString('base64');
-    this.child.send({ type: 'connection', data, ...extra }, socket);
-  }
-}
-
 const now = () => performance.timeOrigin + performance.now();
-
-// Start a function's process, its fds 1 and 2 named pipes opened for reading and writing (so
-// never waiting for the other end), which its reader threads open again by name; in v1
-// (`merged`) fd 2 is fd 1's pipe. `ready` resolves once its readers are on.
-function startFunction(merged, env) {
-  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'spinlet-'));
-  const fifos = (merged ? ['out'] : ['out', 'err']).map((name) => path.join(directory, name));
-  const made = spawnSync('mkfifo', ['-m', '600', ...fifos]);
-  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr || made.error}`);
-  const fds = fifos.map((fifo) => fs.openSync(fifo, fs.constants.O_RDWR));
-  const options = { stdio: ['ignore', fds[0], fds[fds.length - 1], 'ipc'], env };
-  const child = spawn(process.execPath, [...V8_FLAGS, __filename, '--function', ...fifos], options);
-  for (const fd of fds) fs.closeSync(fd);
-  const removed = () => fs.rmSync(directory, { recursive: true, force: true });
-  const ready = new Promise((resolve) => child.once('message', resolve)).then(removed);
-  const stop = () => {
-    child.kill('SIGKILL');
-    removed();
-  };
-  return { child, ready, stop };
-}
 
 // Why /init cannot load anything: a base64 zip, or a dependency layer (neither is supported).
 function loadRefusal(request) {
@@ -769,9 +840,7 @@ class Connection {
     this.socket = socket;
     this.handle = handle; // (request, reply) => Promise: serves one request
     this.buffer = buffer;
-    this.pending = buffer; // from the start of the request being served (to hand it over)
     this.busy = false;
-    this.handedOver = false; // to the function's process
     socket.on('data', (data) => {
       this.buffer = this.buffer.length ? Buffer.concat([this.buffer, data]) : data;
       this.next();
@@ -824,14 +893,11 @@ class Connection {
     }
     if (this.buffer.length < end + 4 + length) return; // the rest of the body is to come
     const body = this.buffer.subarray(end + 4, end + 4 + length);
-    this.pending = this.buffer;
     this.buffer = this.buffer.subarray(end + 4 + length);
     this.busy = true;
     const reply = new Reply(this.socket, close);
     const request = { method: words[0], url: words[1], body, connection: this };
     this.handle(request, reply).finally(() => {
-      if (this.handedOver) return;
-      this.pending = this.buffer;
       this.busy = false;
       if (reply.close) this.socket.end();
       else this.next();
@@ -847,6 +913,27 @@ class Connection {
   }
 }
 
+// The status phrases of the replies this server makes.
+const PHRASES = {
+  200: 'OK',
+  400: 'Bad Request',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  411: 'Length Required',
+  413: 'Payload Too Large',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+};
+
+// A reply's head: `length` null for a chunked body.
+function replyHead(status, type, length, close) {
+  let head = `HTTP/1.1 ${status} ${PHRASES[status] || 'Unknown'}\r\nContent-Type: ${type}\r\n`;
+  head += length === null ? 'Transfer-Encoding: chunked\r\n' : `Content-Length: ${length}\r\n`;
+  if (close) head += 'Connection: close\r\n';
+  return head + '\r\n';
+}
+
 // The answer to one request: JSON in one write (a v2 /run's is written by streamRun).
 class Reply {
   constructor(socket, close) {
@@ -856,11 +943,7 @@ class Reply {
   }
 
   headOf(status, type, length) {
-    const phrase = http.STATUS_CODES[status] || 'Unknown';
-    let head = `HTTP/1.1 ${status} ${phrase}\r\nContent-Type: ${type}\r\n`;
-    head += length === null ? 'Transfer-Encoding: chunked\r\n' : `Content-Length: ${length}\r\n`;
-    if (this.close) head += 'Connection: close\r\n';
-    return head + '\r\n';
+    return replyHead(status, type, length, this.close);
   }
 
   json(status, body) {
@@ -920,7 +1003,7 @@ async function run(runtime, body, reply) {
   if (socket.writableLength) await new Promise((resolve) => socket.once('drain', resolve));
   reply.started = true;
   const head = reply.headOf(200, 'application/x-ndjson', null);
-  await runtime.streamRun(message, head, socket._handle.fd);
+  await runtime.streamRun(message, head, socket._handle.fd, reply.close);
 }
 
 // One request at a time, whatever the connection (the node sends one at a time).
@@ -929,28 +1012,25 @@ function queued(runtime) {
   return (request, reply) => (queue = queue.then(() => dispatch(runtime, request, reply)));
 }
 
-// The server's first process: /health, then /init, which starts the function's process and
-// hands it this connection and every other, now and later.
-function serve(socketPath) {
-  const runtime = new FrontRuntime();
-  runtime.prepare();
+// The server: its fds 1 and 2 are the named pipes `fifos` (init.sh makes them), each read as
+// Capture says; the handler runs in this thread.
+function serve(socketPath, fifos) {
+  // libuv makes a pipe non-blocking, for fs.writeSync(1, ...) too (the file description is
+  // shared): a write to a full pipe would then be cut short or fail with EAGAIN. Blocking, a
+  // write waits for the pipe's reader, as a process's write to its stdout does elsewhere.
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream._handle && typeof stream._handle.setBlocking === 'function') {
+      stream._handle.setBlocking(true);
+    }
+  }
+  const capture = new Capture(fifos);
+  const runtime = new Runtime(capture);
   const handle = queued(runtime);
-  const connections = new Set();
-  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
-    if (runtime.child) {
-      runtime.handOver({ socket, pending: Buffer.alloc(0) });
-      return;
-    }
-    const connection = new Connection(socket, handle);
-    connections.add(connection);
-    socket.on('close', () => connections.delete(connection));
-    socket.resume();
-  });
-  runtime.onHandOver = (first) => {
-    for (const connection of connections) {
-      if (connection !== first && !connection.socket.destroyed) runtime.handOver(connection);
-    }
-  };
+  const uncaught = (error) => runtime.uncaught(error);
+  process.on('uncaughtException', uncaught);
+  process.on('unhandledRejection', uncaught);
+  process.on('exit', () => runtime.exiting());
+  const server = net.createServer((socket) => new Connection(socket, handle));
   fs.mkdirSync(path.dirname(socketPath), { recursive: true });
   try {
     if (fs.lstatSync(socketPath).isSocket()) fs.unlinkSync(socketPath); // an earlier server's
@@ -959,6 +1039,8 @@ function serve(socketPath) {
   server.listen(socketPath, () => {
     process.umask(oldUmask);
     fs.chmodSync(socketPath, 0o666);
+    capture.start(); // once listening: the first /init does not wait for it
+    warmUp(runtime, handle);
   });
   for (const signal of ['SIGTERM', 'SIGINT']) {
     process.on(signal, () => {
@@ -970,36 +1052,56 @@ function serve(socketPath) {
   }
 }
 
-// The function's process: its fds 1 and 2 are the pipes its reader threads read; it serves
-// the connections the first process hands it, the first with /init.
-function functionProcess(fifos) {
-  // libuv makes a pipe non-blocking, for fs.writeSync(1, ...) too (the file description is
-  // shared): a write to a full pipe would then be cut short or fail with EAGAIN. Blocking, a
-  // write waits for the reader thread, as a process's write to its stdout does elsewhere.
-  for (const stream of [process.stdout, process.stderr]) {
-    if (stream._handle && typeof stream._handle.setBlocking === 'function') {
-      stream._handle.setBlocking(true);
-    }
+// Go once through what the first /init and /run do, before they come (a stem cell waits for its
+// function): V8 compiles a function the first time it is called, and Node readies its module
+// loader on the first file it loads. A /health to no socket, a module of a temporary
+// directory loaded and forgotten, and a run of each kind (a log kept, frames) begun and ended.
+function warmUp(runtime, handle) {
+  const socket = new EventEmitter();
+  Object.assign(socket, { destroyed: false, write: () => true, end: () => {}, destroy() {} });
+  new Connection(socket, handle, Buffer.from('GET /health HTTP/1.1\r\nHost: x\r\n\r\n'));
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), '.spinlet-'));
+  try {
+    const file = path.join(directory, 'warm.js');
+    fs.writeFileSync(file, 'module.exports.main = (event) => event;\n');
+    const handler = require(file).main;
+    delete require.cache[file];
+    const message = parseRun({ input: { warm: [1, 'up'] }, execution_id: 'warm-up' });
+    makeContext(message.context, runtime.logger);
+    const outcome = serialise(handler(message.input));
+    outcome.durationMs = 0;
+    runtime.capture.begin(DEFAULT_LOG_LIMIT);
+    runtime.capture.endNow(Infinity).log();
+    runtime.capture.begin(DEFAULT_LOG_LIMIT, -1, '');
+    runtime.capture.endNow(Infinity);
+    parseJson(Buffer.from(JSON.stringify(message)));
+    reply(outcome, '"type":"result"', true);
+  } finally {
+    fs.rmSync(directory, { recursive: true, force: true });
   }
-  const runtime = new Runtime(new Capture(fifos));
-  const handle = queued(runtime);
-  const uncaught = (error) => runtime.uncaught(error);
-  process.on('uncaughtException', uncaught);
-  process.on('unhandledRejection', uncaught);
-  process.on('exit', () => runtime.exiting());
-  process.on('disconnect', () => process.exit(0)); // the first process is gone: so is this one
-  process.on('message', (message, socket) => {
-    if (message.type !== 'connection' || !socket) return;
-    if (message.initStarted) {
-      runtime.initStarted = message.initStarted;
-      Object.assign(process.env, message.environment); // when started ahead, without them
-    }
-    new Connection(socket, handle, Buffer.from(message.data, 'base64'));
-  });
-  process.send({ type: 'ready' });
 }
 
-// --- the worker: the function's process --------------------------------------------------------
+// Run without init.sh (as `node server.js`): make the pipes and start the server with them as
+// its fds 1 and 2, passing on its exit status and the signals that end it.
+function launch() {
+  const { spawn, spawnSync } = require('node:child_process');
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'spinlet-'));
+  const fifos = ['out', 'err'].map((name) => path.join(directory, name));
+  const made = spawnSync('mkfifo', ['-m', '600', ...fifos]);
+  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr || made.error}`);
+  const fds = fifos.map((fifo) => fs.openSync(fifo, fs.constants.O_RDWR));
+  const child = spawn(process.execPath, [...V8_FLAGS, __filename, '--fifos', ...fifos], {
+    stdio: ['ignore', ...fds],
+  });
+  for (const fd of fds) fs.closeSync(fd);
+  child.on('exit', (code, signal) => {
+    fs.rmSync(directory, { recursive: true, force: true });
+    process.exit(signal ? 128 + os.constants.signals[signal] : code);
+  });
+  for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => child.kill(signal));
+}
+
+// --- the function --------------------------------------------------------------------------
 
 // {type, message, traceback} of what the function threw; the traceback is its stack, without
 // this file's frames nor Node's own.
@@ -1144,8 +1246,8 @@ if (!isMainThread) {
   readerThread();
 } else if (require.main !== module) {
   module.exports = { LogKeeper, fitLog }; // for tests
-} else if (process.argv[2] === '--function') {
-  functionProcess(process.argv.slice(3));
+} else if (process.argv[2] === '--fifos') {
+  serve(process.env.SPINLET_SOCKET || DEFAULT_SOCKET, process.argv.slice(3, 5));
 } else {
-  serve(process.env.SPINLET_SOCKET || DEFAULT_SOCKET);
+  launch();
 }

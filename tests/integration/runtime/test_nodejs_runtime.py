@@ -207,6 +207,38 @@ async def test_hello_keeps_all_four_kinds_of_output_in_order_and_streams_apart(
     assert again.logs.startswith("hello from console.log\n")
 
 
+SLOW_AND_FAST = """
+const { execFileSync } = require('node:child_process');
+module.exports.main = async (event) => {
+  console.log(`${event} begins`);
+  if (event === 'slow') {
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the reader thread's run now
+    console.error('slow error');
+    execFileSync('echo', ['slow child'], { stdio: 'inherit' });
+  }
+  console.log(`${event} ends`);
+  return event;
+};
+"""
+
+
+async def test_slow_and_fast_runs_one_after_another_each_keep_their_own_output(
+    node_target: Target, backend: PoolBackend
+) -> None:
+    """A run that outlasts a few milliseconds has its pipes read by the reader thread while it
+    runs, a short one by the server at its end: each gets all of its output and nothing else."""
+    spec, package = node_spec(node_target, SLOW_AND_FAST)
+    for event in ("fast", "slow", "fast", "slow", "slow", "fast"):
+        with Recorder() as log:
+            outcome = await execute(backend, spec, package, event, log)
+        assert (outcome.status, outcome.result) == (OutcomeStatus.SUCCESS, event), outcome
+        if event == "slow":
+            assert log.stream("stdout") == "slow begins\nslow child\nslow ends\n"
+            assert log.stream("stderr") == "slow error\n"
+        else:
+            assert (log.stream("stdout"), log.stream("stderr")) == ("fast begins\nfast ends\n", "")
+
+
 async def test_an_error_carries_its_stack_and_ends_the_log(
     node_target: Target, backend: PoolBackend, recorder: Recorder
 ) -> None:

@@ -360,7 +360,8 @@ async def test_a_missing_entry_fails_the_init_clearly(
 async def test_a_busy_loop_is_stopped_at_its_timeout_keeping_its_output(
     node_target: Target, backend: PoolBackend
 ) -> None:
-    spec, package = node_spec(node_target, BUSY_LOOP, timeout=3.0)
+    # A timeout the first (cold) call reaches on no loaded machine: the loop then runs to it.
+    spec, package = node_spec(node_target, BUSY_LOOP, timeout=10.0)
     assert (await execute(backend, spec, package, False)).result == "warm"
     outcome = await execute(backend, spec, package, True)
     assert outcome.status is OutcomeStatus.FAILED

@@ -67,37 +67,20 @@ class WebhookService:
 
     async def _target(self, project_id: str, webhook: Webhook, fields: WebhookFields) -> Webhook:
         """The webhook pointed as `fields` say: through an alias (which picks the function and
-        the version), or at a function and a version (0: its current code)."""
-        alias_name = webhook.function_alias if fields.alias is None else fields.alias or None
+        the version), or at a function and a version (0: its current code), checked as an
+        execution's target is."""
+        alias = webhook.function_alias if fields.alias is None else fields.alias or None
         version = fields.version
         if version is None:  # an alias given anew picks the version itself
             version = 0 if fields.alias else webhook.function_version
         if version < 0:
             raise ValidationFailed("function_version must be 0 (current code) or more")
-        if alias_name is not None:
-            alias = await self.store.aliases.get(project_id, alias_name)
-            if fields.function is not None:
-                given = await self.store.functions.get(project_id, fields.function)
-                if given.id != alias.function_id:
-                    raise ValidationFailed(
-                        f"alias {alias_name!r} belongs to another function than {fields.function!r}"
-                    )
-            if version:
-                raise ValidationFailed(
-                    "give function_version or function_alias, not both: the alias chooses "
-                    "the version"
-                )
-            return webhook.evolve(
-                function_id=alias.function_id, function_alias=alias.name, function_version=0
-            )
-        ref = fields.function or webhook.function_id
-        if not ref:
-            raise ValidationFailed("function_id (or function_alias) is required")
-        function = await self.store.functions.get(project_id, ref)
-        if version and await self.store.versions.find(project_id, function.id, version) is None:
-            raise NotFound(f"version {version} of function {function.name!r} not found")
+        function = fields.function or (None if alias else webhook.function_id)
+        target = await self.executions.targets.resolve(project_id, function, version, alias)
         return webhook.evolve(
-            function_id=function.id, function_alias=None, function_version=version
+            function_id=target.function_id,
+            function_alias=target.alias,
+            function_version=0 if alias else version,
         )
 
     async def create(self, project_id: str, fields: WebhookFields) -> Webhook:
